@@ -1,0 +1,16 @@
+//! Candor's calibration core: everything that turns per-example label scores into calibrated
+//! probabilities and into numbers about them, with no model in sight.
+//!
+//! Scores travel as a [`ScoreMatrix`] (one row per example, one column per label) together with
+//! gold labels as class indices. The modules follow the flow of an experiment: [`verbalized`] turns
+//! model text into distributions, [`softmax`] holds the stable primitives (including the
+//! invert-softmax trick), [`calibrators`] fit and apply calibration maps, [`metrics`] measure
+//! calibration and accuracy, [`bootstrap`] puts confidence intervals on every metric,
+//! [`reliability`] and [`thresholds`] produce the data behind diagrams and decision thresholds.
+
+pub mod error;
+pub mod matrix;
+pub mod softmax;
+
+pub use error::{CalibError, Result};
+pub use matrix::ScoreMatrix;
