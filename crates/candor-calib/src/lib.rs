@@ -11,6 +11,7 @@
 pub mod error;
 pub mod matrix;
 pub mod softmax;
+pub mod split;
 
 pub use error::{CalibError, Result};
 pub use matrix::ScoreMatrix;
