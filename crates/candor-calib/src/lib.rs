@@ -12,6 +12,8 @@ pub mod error;
 pub mod matrix;
 pub mod softmax;
 pub mod split;
+pub mod verbalized;
 
 pub use error::{CalibError, Result};
 pub use matrix::ScoreMatrix;
+pub use verbalized::{ParseStatus, VerbalizedDistribution, VerbalizedParser};
