@@ -1,12 +1,36 @@
 //! The `candor` command line: calibration experiments on local language models.
 
-use clap::Parser;
+mod dataset;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// Is this model right 80% of the time when it says it is 80% sure?
 #[derive(Parser)]
 #[command(name = "candor", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+/// The subcommands.
+#[derive(Subcommand)]
+enum Command {
+    /// Load a dataset as `candor run` would and show its rows per label, ids and label descriptions.
+    DatasetInfo(dataset::InfoArgs),
+}
+
+/// Exit codes: 0 success, 1 any error (the message says what and where), 2 bad command-line usage.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::DatasetInfo(args) => dataset::run_info(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
