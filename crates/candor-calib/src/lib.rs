@@ -8,12 +8,16 @@
 //! calibration and accuracy, [`bootstrap`] puts confidence intervals on every metric,
 //! [`reliability`] and [`thresholds`] produce the data behind diagrams and decision thresholds.
 
+pub mod calibrators;
+pub mod bootstrap;
 pub mod error;
 pub mod matrix;
+pub mod metrics;
 pub mod softmax;
 pub mod split;
 pub mod verbalized;
 
+pub use calibrators::{fit, kinds_for, CalibratorKind, FitOptions, FittedCalibrator, InputKind};
 pub use error::{CalibError, Result};
 pub use matrix::ScoreMatrix;
 pub use verbalized::{ParseStatus, VerbalizedDistribution, VerbalizedParser};

@@ -1,0 +1,602 @@
+//! Calibrators: maps fitted on the (scores, gold labels) of a calibration split and applied to new
+//! rows, each returning a matrix of probabilities whose rows sum to 1.
+//!
+//! [`fit`] takes a [`CalibratorKind`], the [`InputKind`] of the scores (probabilities, e.g. parsed
+//! verbalized distributions, or logits) and [`FitOptions`]; it returns a [`FittedCalibrator`] that
+//! carries its parameters and the provenance of its fit ([`Provenance`]), serialises with serde,
+//! and applies to new rows with [`FittedCalibrator::apply`].
+//!
+//! What each kind sees:
+//! * `ts`, `vector`: logits `z`. On probability input, `z = ln(max(p, ε))` (invert softmax).
+//! * `resoftmax_ts`: the probabilities themselves, `softmax(p / T)` (the negative control; it
+//!   does not apply to logits).
+//! * `platt`: the one-vs-rest log-odds of each class, `ln p_k − ln(1 − p_k)` (exact from logits;
+//!   from probabilities with both terms floored at ε).
+//! * `histogram`, `isotonic`: the probabilities (`softmax(z)` on logits, the renormalised row on
+//!   probabilities).
+//! * `none`: the same probabilities, unchanged: the uncalibrated baseline through the same path.
+//!
+//! Probability input must hold values in `[0, 1]` with row sums within
+//! [`FitOptions::probability_tolerance`] of 1; every input must be finite. Loops over rows run in
+//! parallel with rayon over fixed chunks whose partial sums are added in order, so results are
+//! identical from run to run.
+
+mod histogram;
+mod isotonic;
+mod platt;
+mod temperature;
+mod vector;
+
+pub use histogram::HistogramParams;
+pub use isotonic::{IsotonicMap, IsotonicParams};
+pub use platt::{PlattMap, PlattParams};
+pub use temperature::{TemperatureParams, MAX_TEMPERATURE, MIN_TEMPERATURE};
+pub use vector::VectorParams;
+
+use crate::error::{CalibError, Result};
+use crate::matrix::ScoreMatrix;
+use crate::softmax::{invert_softmax_rows, logsumexp, softmax_rows, DEFAULT_EPSILON};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+/// The calibration methods, with stable snake_case names (`none`, `ts`, `resoftmax_ts`, `vector`,
+/// `platt`, `histogram`, `isotonic`) used on the command line and in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibratorKind {
+    /// No calibration: the input probabilities (softmax of logits), as a baseline.
+    None,
+    /// Temperature scaling `softmax(z / T)` (invert-softmax TS on probabilities).
+    Ts,
+    /// The re-softmax control `softmax(p / T)` on probabilities.
+    ResoftmaxTs,
+    /// Vector scaling `softmax(w ⊙ z + b)`.
+    Vector,
+    /// Platt scaling: binary, or one-vs-rest and renormalised for more than two classes.
+    Platt,
+    /// One-vs-rest histogram binning, renormalised.
+    Histogram,
+    /// One-vs-rest isotonic regression, renormalised.
+    Isotonic,
+}
+
+impl CalibratorKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Self; 7] = [
+        Self::None,
+        Self::Ts,
+        Self::ResoftmaxTs,
+        Self::Vector,
+        Self::Platt,
+        Self::Histogram,
+        Self::Isotonic,
+    ];
+
+    /// The stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ts => "ts",
+            Self::ResoftmaxTs => "resoftmax_ts",
+            Self::Vector => "vector",
+            Self::Platt => "platt",
+            Self::Histogram => "histogram",
+            Self::Isotonic => "isotonic",
+        }
+    }
+
+    /// Whether this kind can be fitted on scores of `input` kind (only `resoftmax_ts` cannot: it
+    /// is defined on probabilities).
+    pub fn applies_to(self, input: InputKind) -> bool {
+        !(self == Self::ResoftmaxTs && input == InputKind::Logits)
+    }
+}
+
+/// The kinds that apply to scores of `input` kind, in [`CalibratorKind::ALL`] order.
+pub fn kinds_for(input: InputKind) -> Vec<CalibratorKind> {
+    CalibratorKind::ALL
+        .into_iter()
+        .filter(|k| k.applies_to(input))
+        .collect()
+}
+
+impl fmt::Display for CalibratorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CalibratorKind {
+    type Err = CalibError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                CalibError::InvalidParameter {
+                    name: "calibrator",
+                    reason: format!(
+                        "unknown calibrator {s:?}; expected one of {}",
+                        names.join(", ")
+                    ),
+                }
+            })
+    }
+}
+
+/// What the scores are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// Rows are probability distributions (values in `[0, 1]`, summing to 1).
+    Probabilities,
+    /// Rows are unnormalised logits (any finite values).
+    Logits,
+}
+
+impl InputKind {
+    /// The stable name: `probabilities` or `logits`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Probabilities => "probabilities",
+            Self::Logits => "logits",
+        }
+    }
+}
+
+impl fmt::Display for InputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for InputKind {
+    type Err = CalibError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "probabilities" => Ok(Self::Probabilities),
+            "logits" => Ok(Self::Logits),
+            _ => Err(CalibError::InvalidParameter {
+                name: "input_kind",
+                reason: format!("unknown input kind {s:?}; expected probabilities or logits"),
+            }),
+        }
+    }
+}
+
+/// Fitting options. [`FitOptions::default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// ε of invert softmax / the log-odds floor on probability input (default
+    /// [`DEFAULT_EPSILON`]); must be in `(0, 1)`.
+    pub epsilon: f64,
+    /// Allowed `|row sum − 1|` of probability input (default 0.01).
+    pub probability_tolerance: f64,
+    /// Number of equal-width bins of `histogram` (default 15).
+    pub histogram_bins: usize,
+    /// Platt's target smoothing: targets `(N₊+1)/(N₊+2)` and `1/(N₋+2)` instead of 1 and 0
+    /// (default true; keeps the fit finite on separable data).
+    pub platt_target_smoothing: bool,
+    /// Strength λ of the L2 penalty `λ/2 (‖w − 1/T‖² + ‖b‖²)` of `vector`, anchored at the
+    /// temperature-scaling solution (default 1e-4); must be positive and finite.
+    pub vector_l2: f64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self {
+            epsilon: DEFAULT_EPSILON,
+            probability_tolerance: 0.01,
+            histogram_bins: 15,
+            platt_target_smoothing: true,
+            vector_l2: 1e-4,
+        }
+    }
+}
+
+impl FitOptions {
+    fn validate(&self) -> Result<()> {
+        let invalid = |name, reason: String| Err(CalibError::InvalidParameter { name, reason });
+        if !(self.epsilon > 0.0 && self.epsilon < 1.0) {
+            return invalid(
+                "epsilon",
+                format!("must be in (0, 1), got {}", self.epsilon),
+            );
+        }
+        if !(0.0..1.0).contains(&self.probability_tolerance) {
+            return invalid(
+                "probability_tolerance",
+                format!("must be in [0, 1), got {}", self.probability_tolerance),
+            );
+        }
+        if self.histogram_bins == 0 {
+            return invalid("histogram_bins", "must be at least 1".into());
+        }
+        if !(self.vector_l2 > 0.0 && self.vector_l2.is_finite()) {
+            return invalid(
+                "vector_l2",
+                format!("must be positive and finite, got {}", self.vector_l2),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a calibrator was fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Rows of the calibration data.
+    pub n_rows: usize,
+    /// Number of classes.
+    pub n_classes: usize,
+    /// ε used on probability input by `ts`, `vector` and `platt`; `None` when no ε was involved.
+    pub epsilon: Option<f64>,
+    /// Gold-label count of each class in the calibration data.
+    pub class_counts: Vec<usize>,
+    /// Mean NLL of the uncalibrated probabilities on the calibration data (see [`mean_nll`]).
+    pub nll_before: f64,
+    /// Mean NLL of the calibrated probabilities on the calibration data.
+    pub nll_after: f64,
+}
+
+/// The parameters of a fitted calibrator, tagged by `method`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum CalibratorParams {
+    /// `none`: no parameters.
+    Identity,
+    /// `ts` and `resoftmax_ts`.
+    Temperature(TemperatureParams),
+    /// `vector`.
+    Vector(VectorParams),
+    /// `platt`.
+    Platt(PlattParams),
+    /// `histogram`.
+    Histogram(HistogramParams),
+    /// `isotonic`.
+    Isotonic(IsotonicParams),
+}
+
+/// A fitted calibration map with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedCalibrator {
+    kind: CalibratorKind,
+    input_kind: InputKind,
+    provenance: Provenance,
+    params: CalibratorParams,
+}
+
+/// Fits a calibrator of `kind` on `scores` (of `input_kind`) and gold `labels` (class indices,
+/// one per row).
+///
+/// Fails on empty data, mismatched or out-of-range labels, non-finite scores, probability input
+/// outside `[0, 1]` or not summing to 1, invalid options, or `resoftmax_ts` on logits.
+pub fn fit(
+    kind: CalibratorKind,
+    input_kind: InputKind,
+    scores: &ScoreMatrix,
+    labels: &[usize],
+    options: &FitOptions,
+) -> Result<FittedCalibrator> {
+    options.validate()?;
+    if !kind.applies_to(input_kind) {
+        return Err(CalibError::NotApplicable(format!(
+            "calibrator {kind} is defined on probabilities, not {input_kind}"
+        )));
+    }
+    if scores.n_rows() == 0 {
+        return Err(CalibError::Empty("calibration scores have no rows".into()));
+    }
+    validate_scores(input_kind, scores, options.probability_tolerance)?;
+    scores.check_labels(labels)?;
+    let epsilon = (input_kind == InputKind::Probabilities
+        && matches!(
+            kind,
+            CalibratorKind::Ts | CalibratorKind::Vector | CalibratorKind::Platt
+        ))
+    .then_some(options.epsilon);
+    let view = InputView {
+        input_kind,
+        epsilon: options.epsilon,
+    };
+    let params = match kind {
+        CalibratorKind::None => CalibratorParams::Identity,
+        CalibratorKind::Ts => {
+            CalibratorParams::Temperature(temperature::fit(&view.logits(scores)?, labels))
+        }
+        CalibratorKind::ResoftmaxTs => {
+            CalibratorParams::Temperature(temperature::fit(scores, labels))
+        }
+        CalibratorKind::Vector => CalibratorParams::Vector(vector::fit(
+            &view.logits(scores)?,
+            labels,
+            options.vector_l2,
+        )?),
+        CalibratorKind::Platt => CalibratorParams::Platt(platt::fit(
+            &view.log_odds(scores)?,
+            labels,
+            options.platt_target_smoothing,
+        )),
+        CalibratorKind::Histogram => CalibratorParams::Histogram(histogram::fit(
+            &view.probabilities(scores),
+            labels,
+            options.histogram_bins,
+        )),
+        CalibratorKind::Isotonic => {
+            CalibratorParams::Isotonic(isotonic::fit(&view.probabilities(scores), labels))
+        }
+    };
+    let mut class_counts = vec![0; scores.n_classes()];
+    labels.iter().for_each(|&y| class_counts[y] += 1);
+    let mut fitted = FittedCalibrator {
+        kind,
+        input_kind,
+        provenance: Provenance {
+            n_rows: scores.n_rows(),
+            n_classes: scores.n_classes(),
+            epsilon,
+            class_counts,
+            nll_before: mean_nll(&view.probabilities(scores), labels)?,
+            nll_after: 0.0,
+        },
+        params,
+    };
+    fitted.provenance.nll_after = mean_nll(&fitted.transform(scores)?, labels)?;
+    Ok(fitted)
+}
+
+impl FittedCalibrator {
+    /// The method.
+    pub fn kind(&self) -> CalibratorKind {
+        self.kind
+    }
+
+    /// The kind of scores it was fitted on and applies to.
+    pub fn input_kind(&self) -> InputKind {
+        self.input_kind
+    }
+
+    /// What it was fitted on.
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// The fitted parameters.
+    pub fn parameters(&self) -> &CalibratorParams {
+        &self.params
+    }
+
+    /// The parameters as JSON for reports, e.g. `{"method": "temperature", "temperature": 1.7,
+    /// ...}`.
+    pub fn params(&self) -> serde_json::Value {
+        // Serialising plain structs of numbers and vectors cannot fail.
+        serde_json::to_value(&self.params).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Calibrated probabilities for `scores` (same input kind and number of classes as the fit):
+    /// every row sums to 1.
+    pub fn apply(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
+        if scores.n_classes() != self.provenance.n_classes {
+            return Err(CalibError::Shape {
+                what: format!(
+                    "classes of the scores given to the {} calibrator",
+                    self.kind
+                ),
+                expected: self.provenance.n_classes,
+                found: scores.n_classes(),
+            });
+        }
+        validate_scores(
+            self.input_kind,
+            scores,
+            FitOptions::default().probability_tolerance,
+        )?;
+        self.transform(scores)
+    }
+
+    fn transform(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
+        let view = InputView {
+            input_kind: self.input_kind,
+            epsilon: self.provenance.epsilon.unwrap_or(DEFAULT_EPSILON),
+        };
+        let k = self.provenance.n_classes;
+        match &self.params {
+            CalibratorParams::Identity => Ok(view.probabilities(scores)),
+            CalibratorParams::Temperature(t) if self.kind == CalibratorKind::ResoftmaxTs => {
+                Ok(t.apply(scores))
+            }
+            CalibratorParams::Temperature(t) => Ok(t.apply(&view.logits(scores)?)),
+            CalibratorParams::Vector(v) => v.apply(&view.logits(scores)?),
+            CalibratorParams::Platt(p) => p.apply(&view.log_odds(scores)?),
+            CalibratorParams::Histogram(h) => h.apply(&view.probabilities(scores), k),
+            CalibratorParams::Isotonic(i) => i.apply(&view.probabilities(scores), k),
+        }
+    }
+}
+
+/// Mean negative log-likelihood `−mean ln p̂_y`, with `p̂_y` floored at `f64::MIN_POSITIVE` so that
+/// a zero probability on the gold label gives a large but finite (serialisable) value.
+pub fn mean_nll(probabilities: &ScoreMatrix, labels: &[usize]) -> Result<f64> {
+    probabilities.check_labels(labels)?;
+    if labels.is_empty() {
+        return Err(CalibError::Empty("NLL of zero rows".into()));
+    }
+    let total: f64 = probabilities
+        .rows()
+        .zip(labels)
+        .map(|(row, &y)| -row[y].max(f64::MIN_POSITIVE).ln())
+        .sum();
+    Ok(total / labels.len() as f64)
+}
+
+fn validate_scores(input_kind: InputKind, scores: &ScoreMatrix, tolerance: f64) -> Result<()> {
+    scores.check_finite()?;
+    if input_kind == InputKind::Probabilities {
+        scores.check_probabilities(tolerance)?;
+    }
+    Ok(())
+}
+
+/// Turns validated scores of one input kind into what each calibrator works on.
+struct InputView {
+    input_kind: InputKind,
+    epsilon: f64,
+}
+
+impl InputView {
+    /// Logits: the scores themselves, or `ln(max(p, ε))` of probabilities.
+    fn logits(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
+        match self.input_kind {
+            InputKind::Logits => Ok(scores.clone()),
+            InputKind::Probabilities => invert_softmax_rows(scores, self.epsilon),
+        }
+    }
+
+    /// Probabilities: `softmax` of logits, or the rows divided by their sums.
+    fn probabilities(&self, scores: &ScoreMatrix) -> ScoreMatrix {
+        match self.input_kind {
+            InputKind::Logits => softmax_rows(scores),
+            InputKind::Probabilities => {
+                let mut out = scores.clone();
+                out.rows_mut().for_each(|row| {
+                    let sum: f64 = row.iter().sum();
+                    row.iter_mut().for_each(|p| *p = (*p / sum).min(1.0));
+                });
+                out
+            }
+        }
+    }
+
+    /// One-vs-rest log-odds `ln p_k − ln(1 − p_k)` of every class.
+    fn log_odds(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
+        match self.input_kind {
+            InputKind::Logits => {
+                let mut out = scores.clone();
+                out.rows_mut().for_each(logit_log_odds_in_place);
+                Ok(out)
+            }
+            InputKind::Probabilities => {
+                let mut out = self.probabilities(scores);
+                out.rows_mut().for_each(|row| {
+                    let odds: Vec<f64> = (0..row.len())
+                        .map(|k| {
+                            row[k].max(self.epsilon).ln() - rest_mass(row, k).max(self.epsilon).ln()
+                        })
+                        .collect();
+                    row.copy_from_slice(&odds);
+                });
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// `1 − p_k` of a normalised row, summed from the other entries when `p_k` is large so that it
+/// keeps its relative precision.
+fn rest_mass(row: &[f64], k: usize) -> f64 {
+    if row[k] > 0.5 {
+        row.iter()
+            .enumerate()
+            .filter(|&(j, _)| j != k)
+            .map(|(_, p)| p)
+            .sum()
+    } else {
+        1.0 - row[k]
+    }
+}
+
+/// Replaces a row of logits by the exact one-vs-rest log-odds `z_k − ln Σ_{j≠k} e^{z_j}`
+/// (`ln p_k − ln(1 − p_k)` via `ln_1p` when `p_k ≤ 1/2`, the direct sum otherwise). A single
+/// class has no rest; its log-odds are set to 0.
+fn logit_log_odds_in_place(row: &mut [f64]) {
+    let lse = logsumexp(row);
+    let odds: Vec<f64> = (0..row.len())
+        .map(|k| {
+            let log_p = row[k] - lse;
+            if log_p.exp() <= 0.5 {
+                log_p - (-log_p.exp()).ln_1p()
+            } else {
+                let rest: Vec<f64> = row
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != k)
+                    .map(|(_, &z)| z)
+                    .collect();
+                match logsumexp(&rest) {
+                    f64::NEG_INFINITY => 0.0,
+                    rest_lse => row[k] - rest_lse,
+                }
+            }
+        })
+        .collect();
+    row.copy_from_slice(&odds);
+}
+
+/// Rows per parallel chunk in the fitting loops.
+const CHUNK_ROWS: usize = 2048;
+
+/// Computes `per_chunk` over fixed row ranges in parallel and returns the results in row order,
+/// so that callers can add them up deterministically.
+fn map_row_chunks<T: Send>(n_rows: usize, per_chunk: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
+    (0..n_rows.div_ceil(CHUNK_ROWS))
+        .into_par_iter()
+        .map(|c| per_chunk(c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(n_rows)))
+        .collect()
+}
+
+/// Divides every row by its sum; a row whose sum is zero or not finite is replaced by the
+/// corresponding row of `fallback`.
+fn renormalise_rows(values: &mut ScoreMatrix, fallback: &ScoreMatrix) {
+    for (row, backup) in values.rows_mut().zip(fallback.rows()) {
+        let sum: f64 = row.iter().sum();
+        if sum > 0.0 && sum.is_finite() {
+            row.iter_mut().for_each(|v| *v /= sum);
+        } else {
+            row.copy_from_slice(backup);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in CalibratorKind::ALL {
+            assert_eq!(kind.name().parse::<CalibratorKind>().unwrap(), kind);
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+        assert!("temperature".parse::<CalibratorKind>().is_err());
+        assert_eq!("logits".parse::<InputKind>().unwrap(), InputKind::Logits);
+        assert!(!kinds_for(InputKind::Logits).contains(&CalibratorKind::ResoftmaxTs));
+        assert_eq!(kinds_for(InputKind::Probabilities).len(), 7);
+    }
+
+    #[test]
+    fn logit_log_odds_match_probabilities() {
+        let mut row = vec![1.0, -0.5, 2.0];
+        let p = crate::softmax::softmax(&row);
+        logit_log_odds_in_place(&mut row);
+        for (s, p) in row.iter().zip(&p) {
+            assert!((s - (p / (1.0 - p)).ln()).abs() < 1e-12);
+        }
+        // Saturated: the exact form keeps the large log-odds instead of dividing by zero.
+        let mut row = vec![800.0, 0.0];
+        logit_log_odds_in_place(&mut row);
+        assert_eq!(row, vec![800.0, -800.0]);
+    }
+
+    #[test]
+    fn mean_nll_is_hand_value() {
+        let p = ScoreMatrix::from_rows(&[vec![0.5, 0.5], vec![0.25, 0.75]]).unwrap();
+        let nll = mean_nll(&p, &[0, 1]).unwrap();
+        assert!((nll - (2f64.ln() + (4.0f64 / 3.0).ln()) / 2.0).abs() < 1e-15);
+    }
+}

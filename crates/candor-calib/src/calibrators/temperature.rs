@@ -1,0 +1,275 @@
+//! Temperature scaling `softmax(z / T)`, fitted by minimising the mean NLL over `β = 1/T`.
+//!
+//! `NLL(β) = mean_i [ln Σ_k e^{β z_ik} − β z_iy]` is convex in β, with
+//! `NLL'(β) = mean_i (E_p[z_i] − z_iy)` and `NLL''(β) = mean_i Var_p[z_i] ≥ 0` under
+//! `p = softmax(β z_i)`. The fit is a safeguarded Newton iteration on `NLL' = 0`: each evaluation
+//! shrinks a bracket `[β_lo, β_hi]` by the sign of the slope, and a Newton step that leaves the
+//! bracket is replaced by its geometric midpoint. β is confined to `[1/MAX_TEMPERATURE,
+//! 1/MIN_TEMPERATURE]`; when the optimum lies beyond (separable data push `T → 0`, pure noise
+//! pushes `T → ∞`) the fit stops at the bound and says so in [`TemperatureParams::at_bound`].
+
+use super::map_row_chunks;
+use crate::matrix::ScoreMatrix;
+use crate::softmax::softmax_in_place;
+use serde::{Deserialize, Serialize};
+
+/// The smallest temperature the fit may return.
+pub const MIN_TEMPERATURE: f64 = 0.01;
+/// The largest temperature the fit may return.
+pub const MAX_TEMPERATURE: f64 = 100.0;
+
+const BETA_MIN: f64 = 1.0 / MAX_TEMPERATURE;
+const BETA_MAX: f64 = 1.0 / MIN_TEMPERATURE;
+const MAX_ITERATIONS: usize = 100;
+/// Relative change of β below which the iteration stops.
+const RELATIVE_STEP_TOLERANCE: f64 = 1e-12;
+
+/// A fitted temperature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemperatureParams {
+    /// The temperature T of `softmax(z / T)`.
+    pub temperature: f64,
+    /// True when T sits on [`MIN_TEMPERATURE`] or [`MAX_TEMPERATURE`] because the NLL kept
+    /// decreasing beyond it.
+    pub at_bound: bool,
+    /// Passes over the data the fit took.
+    pub iterations: usize,
+}
+
+impl TemperatureParams {
+    /// `softmax(z / T)` of every row.
+    pub(super) fn apply(&self, z: &ScoreMatrix) -> ScoreMatrix {
+        let mut out = z.clone();
+        let beta = 1.0 / self.temperature;
+        out.rows_mut().for_each(|row| {
+            row.iter_mut().for_each(|v| *v *= beta);
+            softmax_in_place(row);
+        });
+        out
+    }
+}
+
+/// NLL, slope and curvature of the mean NLL at one β.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct NllDerivatives {
+    pub nll: f64,
+    pub slope: f64,
+    pub curvature: f64,
+}
+
+/// Mean NLL of `softmax(β z)` and its first two derivatives in β.
+pub(super) fn nll_derivatives(z: &ScoreMatrix, labels: &[usize], beta: f64) -> NllDerivatives {
+    let k = z.n_classes();
+    let values = z.values();
+    let sums = map_row_chunks(z.n_rows(), |rows| {
+        let mut acc = NllDerivatives::default();
+        let mut weights = vec![0.0; k];
+        for i in rows {
+            let row = &values[i * k..(i + 1) * k];
+            let row_derivatives = row_nll_derivatives(row, labels[i], beta, &mut weights);
+            acc.nll += row_derivatives.nll;
+            acc.slope += row_derivatives.slope;
+            acc.curvature += row_derivatives.curvature;
+        }
+        acc
+    });
+    let n = z.n_rows() as f64;
+    let total = sums
+        .iter()
+        .fold(NllDerivatives::default(), |a, b| NllDerivatives {
+            nll: a.nll + b.nll,
+            slope: a.slope + b.slope,
+            curvature: a.curvature + b.curvature,
+        });
+    NllDerivatives {
+        nll: total.nll / n,
+        slope: total.slope / n,
+        curvature: total.curvature / n,
+    }
+}
+
+/// One row's terms; logits are shifted by the row maximum `m` (`d = z − m ≤ 0`), and the variance
+/// is computed around the mean, skipping zero weights so that huge logits cannot make `0 · ∞`.
+fn row_nll_derivatives(
+    row: &[f64],
+    label: usize,
+    beta: f64,
+    weights: &mut [f64],
+) -> NllDerivatives {
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    let mut mean = 0.0;
+    for (w, &z) in weights.iter_mut().zip(row) {
+        *w = (beta * (z - max)).exp();
+        total += *w;
+        if *w > 0.0 {
+            mean += *w * (z - max);
+        }
+    }
+    mean /= total;
+    let variance = weights
+        .iter()
+        .zip(row)
+        .filter(|(w, _)| **w > 0.0)
+        .map(|(w, &z)| w * (z - max - mean).powi(2))
+        .sum::<f64>()
+        / total;
+    let gold = row[label] - max;
+    NllDerivatives {
+        nll: total.ln() - beta * gold,
+        slope: mean - gold,
+        curvature: variance,
+    }
+}
+
+/// Fits T on logits `z` (validated: finite, labels in range, at least one row).
+///
+/// The slope at β = 1 says on which side the optimum lies; the bound on that side is checked
+/// next (if the slope has not changed sign there, the fit stops at the bound). Inside the
+/// verified bracket a Newton step is taken when it stays inside and is less than half the step
+/// before it (the `rtsafe` rule); otherwise the bracket is bisected geometrically.
+pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
+    let at = |beta: f64, iterations: usize, at_bound: bool| TemperatureParams {
+        temperature: 1.0 / beta,
+        at_bound,
+        iterations,
+    };
+    let mut beta = 1.0;
+    let mut d = nll_derivatives(z, labels, beta);
+    if !(d.slope.is_finite() && d.curvature.is_finite()) || d.slope == 0.0 {
+        return at(beta, 1, false);
+    }
+    let bound = if d.slope < 0.0 { BETA_MAX } else { BETA_MIN };
+    let at_bound_slope = nll_derivatives(z, labels, bound).slope;
+    if at_bound_slope.is_nan() || at_bound_slope.signum() == d.slope.signum() {
+        return at(bound, 2, true);
+    }
+    let (mut lo, mut hi) = if d.slope < 0.0 {
+        (beta, BETA_MAX)
+    } else {
+        (BETA_MIN, beta)
+    };
+    let mut iterations = 2;
+    let mut last_step = hi - lo;
+    while iterations < MAX_ITERATIONS {
+        let step_before_last = last_step;
+        let newton = beta - d.slope / d.curvature;
+        let next =
+            if newton > lo && newton < hi && 2.0 * (newton - beta).abs() < step_before_last.abs() {
+                newton
+            } else {
+                (lo * hi).sqrt()
+            };
+        last_step = next - beta;
+        beta = next;
+        if last_step.abs() <= RELATIVE_STEP_TOLERANCE * beta
+            || hi - lo <= RELATIVE_STEP_TOLERANCE * lo
+        {
+            break;
+        }
+        iterations += 1;
+        d = nll_derivatives(z, labels, beta);
+        if !(d.slope.is_finite() && d.curvature.is_finite()) || d.slope == 0.0 {
+            break;
+        }
+        if d.slope > 0.0 {
+            hi = beta;
+        } else {
+            lo = beta;
+        }
+    }
+    at(beta, iterations, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Logits whose labels are drawn from softmax(z / t_true): the fitted T should be near t_true.
+    fn sample(n: usize, k: usize, t_true: f64, seed: u64) -> (ScoreMatrix, Vec<usize>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let values: Vec<f64> = (0..n * k).map(|_| rng.random_range(-4.0..4.0)).collect();
+        let z = ScoreMatrix::new(k, values).unwrap();
+        let labels = z
+            .rows()
+            .map(|row| {
+                let p =
+                    crate::softmax::softmax(&row.iter().map(|v| v / t_true).collect::<Vec<_>>());
+                let u: f64 = rng.random();
+                let mut acc = 0.0;
+                p.iter()
+                    .position(|&pk| {
+                        acc += pk;
+                        u < acc
+                    })
+                    .unwrap_or(k - 1)
+            })
+            .collect();
+        (z, labels)
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let (z, labels) = sample(500, 5, 2.0, 1);
+        let (beta, h) = (0.7, 1e-5);
+        let d = nll_derivatives(&z, &labels, beta);
+        let up = nll_derivatives(&z, &labels, beta + h);
+        let down = nll_derivatives(&z, &labels, beta - h);
+        assert!((d.slope - (up.nll - down.nll) / (2.0 * h)).abs() < 1e-7);
+        assert!((d.curvature - (up.slope - down.slope) / (2.0 * h)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn fit_equals_brute_force_grid_minimum() {
+        for (t_true, seed) in [(0.5, 2), (1.0, 3), (3.0, 4)] {
+            let (z, labels) = sample(1000, 4, t_true, seed);
+            let fitted = fit(&z, &labels);
+            assert!(!fitted.at_bound);
+            // Brute force: a grid of step 1e-2 over β ∈ (0, 4], then step 2e-6 within ±1e-2 of
+            // the coarse minimum (NLL is convex, so the fine window holds the true minimum).
+            let nll = |b: f64| nll_derivatives(&z, &labels, b).nll;
+            let argmin = |grid: Vec<f64>| {
+                grid.into_iter()
+                    .map(|b| (b, nll(b)))
+                    .fold((0.0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a })
+            };
+            let (coarse, _) = argmin((1..=400).map(|i| i as f64 * 1e-2).collect());
+            let (best_beta, best_nll) =
+                argmin((-5_000..=5_000).map(|i| coarse + i as f64 * 2e-6).collect());
+            let beta = 1.0 / fitted.temperature;
+            assert!(
+                (beta - best_beta).abs() <= 2e-6,
+                "β {beta} vs grid {best_beta}"
+            );
+            assert!(nll_derivatives(&z, &labels, beta).nll <= best_nll + 1e-12);
+            assert!(
+                (fitted.temperature - t_true).abs() < 0.35 * t_true,
+                "T {} vs {t_true}",
+                fitted.temperature
+            );
+        }
+    }
+
+    #[test]
+    fn separable_data_stop_at_the_lower_temperature_bound() {
+        // Gold label always has the largest logit: NLL keeps falling as T → 0.
+        let z = ScoreMatrix::from_rows(&[vec![2.0, 0.0], vec![0.0, 1.0], vec![3.0, 1.0]]).unwrap();
+        let fitted = fit(&z, &[0, 1, 0]);
+        assert!(fitted.at_bound);
+        assert_eq!(fitted.temperature, MIN_TEMPERATURE);
+        // Gold label always has the smallest logit: T → ∞ is best (uniform beats wrong).
+        let fitted = fit(&z, &[1, 0, 1]);
+        assert!(fitted.at_bound);
+        assert_eq!(fitted.temperature, MAX_TEMPERATURE);
+    }
+
+    #[test]
+    fn constant_rows_keep_t_equal_to_one() {
+        let z = ScoreMatrix::from_rows(&[vec![0.5, 0.5], vec![1.0, 1.0]]).unwrap();
+        let fitted = fit(&z, &[0, 1]);
+        assert_eq!(fitted.temperature, 1.0);
+        assert!(!fitted.at_bound);
+    }
+}
