@@ -9,10 +9,8 @@
 //! [`reliability`] and [`thresholds`] produce the data behind diagrams and decision thresholds.
 
 pub mod calibrators;
-pub mod bootstrap;
 pub mod error;
 pub mod matrix;
-pub mod metrics;
 pub mod softmax;
 pub mod split;
 pub mod verbalized;
