@@ -8,9 +8,11 @@
 //! calibration and accuracy, [`bootstrap`] puts confidence intervals on every metric,
 //! [`reliability`] and [`thresholds`] produce the data behind diagrams and decision thresholds.
 
+pub mod bootstrap;
 pub mod calibrators;
 pub mod error;
 pub mod matrix;
+pub mod metrics;
 pub mod softmax;
 pub mod split;
 pub mod verbalized;
