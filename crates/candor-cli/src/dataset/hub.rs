@@ -25,7 +25,10 @@ pub struct HubFile {
 /// Whether `HF_HUB_OFFLINE` asks for offline mode.
 pub fn offline_mode() -> bool {
     std::env::var(OFFLINE_VARIABLE).is_ok_and(|value| {
-        matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
     })
 }
 
@@ -36,7 +39,10 @@ fn cache_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(hf_home).join("hub"));
     }
     match std::env::var_os("HOME") {
-        Some(home) => Ok(PathBuf::from(home).join(".cache").join("huggingface").join("hub")),
+        Some(home) => Ok(PathBuf::from(home)
+            .join(".cache")
+            .join("huggingface")
+            .join("hub")),
         None => bail!("cannot locate the hub cache: neither HF_HOME nor HOME is set"),
     }
 }
@@ -98,15 +104,17 @@ pub fn fetch(file: &HubFile, local: &LocalLookup) -> Result<PathBuf> {
         builder = builder.with_endpoint(endpoint);
     }
     let api = builder.build().context("cannot set up the hub client")?;
-    api.dataset(file.repo.clone()).get(&file.path).with_context(|| {
-        format!(
-            "{}, and downloading '{}' from hub dataset repository '{}' failed: {}",
-            local.what_was_tried(),
-            file.path,
-            file.repo,
-            local.how_to_provide()
-        )
-    })
+    api.dataset(file.repo.clone())
+        .get(&file.path)
+        .with_context(|| {
+            format!(
+                "{}, and downloading '{}' from hub dataset repository '{}' failed: {}",
+                local.what_was_tried(),
+                file.path,
+                file.repo,
+                local.how_to_provide()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -116,11 +124,18 @@ mod tests {
     #[test]
     fn lookup_names_the_missing_file_and_the_layout() {
         let lookup = LocalLookup::new(Some(Path::new("/data")), "imdb", "test");
-        assert_eq!(lookup.missing_file, Some(PathBuf::from("/data/imdb/test.jsonl")));
+        assert_eq!(
+            lookup.missing_file,
+            Some(PathBuf::from("/data/imdb/test.jsonl"))
+        );
         assert_eq!(lookup.layout, "DIR/imdb/test.jsonl");
-        assert!(lookup.what_was_tried().contains("/data/imdb/test.jsonl does not exist"));
+        assert!(lookup
+            .what_was_tried()
+            .contains("/data/imdb/test.jsonl does not exist"));
         let lookup = LocalLookup::new(None, "massive_en_us", "train");
         assert_eq!(lookup.what_was_tried(), "no --data-dir was given");
-        assert!(lookup.how_to_provide().contains("DIR/massive_en_us/train.jsonl"));
+        assert!(lookup
+            .how_to_provide()
+            .contains("DIR/massive_en_us/train.jsonl"));
     }
 }

@@ -7,9 +7,6 @@ use super::{Dataset, DatasetArgs, Origin};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-/// How many example ids `dataset-info` shows.
-const SHOWN_IDS: usize = 5;
-
 /// Arguments of `candor dataset-info`.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct InfoArgs {
@@ -19,6 +16,9 @@ pub struct InfoArgs {
     /// would truncate.
     #[arg(long, value_name = "N")]
     max_words: Option<usize>,
+    /// How many example ids to show (the first ones in file order).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    show_ids: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -59,10 +59,16 @@ struct Summary<'a> {
 /// Runs `candor dataset-info`.
 pub fn run_info(args: &InfoArgs) -> Result<()> {
     let dataset = args.dataset.load()?;
-    let truncation = args.max_words.map(|max_words| count_truncated(&dataset, max_words)).transpose()?;
-    let summary = summarize(&dataset, truncation);
+    let truncation = args
+        .max_words
+        .map(|max_words| count_truncated(&dataset, max_words))
+        .transpose()?;
+    let summary = summarize(&dataset, args.show_ids, truncation);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).context("cannot write JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).context("cannot write JSON")?
+        );
     } else {
         print!("{}", render_text(&summary));
     }
@@ -77,10 +83,17 @@ fn count_truncated(dataset: &Dataset, max_words: usize) -> Result<TruncationSumm
             truncated += 1;
         }
     }
-    Ok(TruncationSummary { max_words, truncated })
+    Ok(TruncationSummary {
+        max_words,
+        truncated,
+    })
 }
 
-fn summarize(dataset: &Dataset, truncation: Option<TruncationSummary>) -> Summary<'_> {
+fn summarize(
+    dataset: &Dataset,
+    show_ids: usize,
+    truncation: Option<TruncationSummary>,
+) -> Summary<'_> {
     let labels = dataset
         .labels
         .iter()
@@ -103,7 +116,12 @@ fn summarize(dataset: &Dataset, truncation: Option<TruncationSummary>) -> Summar
         limit: dataset.limit,
         seed: dataset.seed,
         labels,
-        first_ids: dataset.examples.iter().take(SHOWN_IDS).map(|e| e.id.as_str()).collect(),
+        first_ids: dataset
+            .examples
+            .iter()
+            .take(show_ids)
+            .map(|e| e.id.as_str())
+            .collect(),
         truncation,
     }
 }
@@ -127,18 +145,36 @@ fn render_text(summary: &Summary<'_>) -> String {
     } else {
         "all rows".to_string()
     };
-    out += &format!("rows     {} of {} ({selection})\n", summary.rows, summary.rows_in_split);
-    out += &format!("labels   {} (rows selected / in split)\n", summary.labels.len());
-    let width = summary.labels.iter().map(|label| label.name.len()).max().unwrap_or(0);
+    out += &format!(
+        "rows     {} of {} ({selection})\n",
+        summary.rows, summary.rows_in_split
+    );
+    out += &format!(
+        "labels   {} (rows selected / in split)\n",
+        summary.labels.len()
+    );
+    let width = summary
+        .labels
+        .iter()
+        .map(|label| label.name.len())
+        .max()
+        .unwrap_or(0);
     for label in &summary.labels {
-        let line = format!("  {:<width$}  {:>6} / {:<6}", label.name, label.rows, label.rows_in_split);
+        let line = format!(
+            "  {:<width$}  {:>6} / {:<6}",
+            label.name, label.rows, label.rows_in_split
+        );
         out += match label.description {
             Some(description) => format!("{line}  {description}\n"),
             None => format!("{line}\n"),
         }
         .as_str();
     }
-    let more = if summary.rows > summary.first_ids.len() { ", …" } else { "" };
+    let more = if summary.rows > summary.first_ids.len() {
+        ", …"
+    } else {
+        ""
+    };
     out += &format!("ids      {}{more}\n", summary.first_ids.join(", "));
     if let Some(truncation) = &summary.truncation {
         out += &format!(

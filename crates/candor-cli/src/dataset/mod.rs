@@ -206,8 +206,14 @@ impl DatasetArgs {
 
     fn fields(&self, default_text: &str, default_label: &str) -> FieldNames {
         FieldNames {
-            text: self.text_field.clone().unwrap_or_else(|| default_text.to_string()),
-            label: self.label_field.clone().unwrap_or_else(|| default_label.to_string()),
+            text: self
+                .text_field
+                .clone()
+                .unwrap_or_else(|| default_text.to_string()),
+            label: self
+                .label_field
+                .clone()
+                .unwrap_or_else(|| default_label.to_string()),
             id: self.id_field.clone(),
         }
     }
@@ -229,13 +235,16 @@ impl DatasetArgs {
             readers::FileFormat::from_path(spec_path)?;
             bail!("{}: no such file", spec_path.display());
         }
-        let stem = spec_path
-            .file_stem()
-            .map_or_else(|| self.spec.clone(), |stem| stem.to_string_lossy().into_owned());
+        let stem = spec_path.file_stem().map_or_else(
+            || self.spec.clone(),
+            |stem| stem.to_string_lossy().into_owned(),
+        );
         Ok(Source {
             split: self.split.clone().unwrap_or_else(|| stem.clone()),
             name: stem,
-            origin: Origin::File { path: spec_path.to_path_buf() },
+            origin: Origin::File {
+                path: spec_path.to_path_buf(),
+            },
             fields: self.fields("text", "label"),
             preset: None,
         })
@@ -258,15 +267,36 @@ impl DatasetArgs {
         let (origin, fields) = match local {
             Some(path) => (Origin::DataDir { path }, self.fields("text", "label")),
             None => {
-                let file = hub::HubFile { repo: preset.hub.repo.to_string(), path: preset.hub.file_for(&split) };
-                let lookup = hub::LocalLookup::new(self.data_dir.as_deref(), preset.local_dir, &split);
-                let path = hub::fetch(&file, &lookup)
-                    .map_err(|error| error.context(format!("cannot find split '{split}' of preset '{}'", preset.name)))?;
-                let origin = Origin::Hub { repo: file.repo, file: file.path, path };
-                (origin, self.fields(preset.hub.text_field, preset.hub.label_field))
+                let file = hub::HubFile {
+                    repo: preset.hub.repo.to_string(),
+                    path: preset.hub.file_for(&split),
+                };
+                let lookup =
+                    hub::LocalLookup::new(self.data_dir.as_deref(), preset.local_dir, &split);
+                let path = hub::fetch(&file, &lookup).map_err(|error| {
+                    error.context(format!(
+                        "cannot find split '{split}' of preset '{}'",
+                        preset.name
+                    ))
+                })?;
+                let origin = Origin::Hub {
+                    repo: file.repo,
+                    file: file.path,
+                    path,
+                };
+                (
+                    origin,
+                    self.fields(preset.hub.text_field, preset.hub.label_field),
+                )
             }
         };
-        Ok(Source { name: preset.name.to_string(), split, origin, fields, preset: Some(preset) })
+        Ok(Source {
+            name: preset.name.to_string(),
+            split,
+            origin,
+            fields,
+            preset: Some(preset),
+        })
     }
 }
 
@@ -288,12 +318,18 @@ fn label_rows(
         Some(preset) => preset
             .labels
             .iter()
-            .map(|label| Label { name: label.name.to_string(), description: Some(label.description.to_string()) })
+            .map(|label| Label {
+                name: label.name.to_string(),
+                description: Some(label.description.to_string()),
+            })
             .collect(),
         None => labels_found(&rows, path)?,
     };
-    let index_of: HashMap<&str, usize> =
-        labels.iter().enumerate().map(|(index, label)| (label.name.as_str(), index)).collect();
+    let index_of: HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(index, label)| (label.name.as_str(), index))
+        .collect();
     let mut first_seen: HashMap<String, Location> = HashMap::with_capacity(rows.len());
     let mut examples = Vec::with_capacity(rows.len());
     for row in rows {
@@ -311,9 +347,18 @@ fn label_rows(
             return Err(row_error(path, location, "empty id"));
         }
         if let Some(previous) = first_seen.insert(id.clone(), location) {
-            return Err(row_error(path, location, format!("duplicate id '{id}' (first at {previous})")));
+            return Err(row_error(
+                path,
+                location,
+                format!("duplicate id '{id}' (first at {previous})"),
+            ));
         }
-        examples.push(Example { id, row: row.index, text: row.text, label });
+        examples.push(Example {
+            id,
+            row: row.index,
+            text: row.text,
+            label,
+        });
     }
     Ok((labels, examples))
 }
@@ -340,12 +385,22 @@ fn labels_found(rows: &[RawRow], path: &Path) -> Result<Vec<Label>> {
     if names.iter().all(|name| name.parse::<i64>().is_ok()) {
         names.sort_by_key(|name| name.parse::<i64>().unwrap_or_default());
     }
-    Ok(names.into_iter().map(|name| Label { name, description: None }).collect())
+    Ok(names
+        .into_iter()
+        .map(|name| Label {
+            name,
+            description: None,
+        })
+        .collect())
 }
 
 /// Maps a raw label to a preset's label index. Integer labels (or strings of digits) go through
 /// the preset's integer label names when it has them.
-fn preset_label(label: &RawLabel, preset: &Preset, index_of: &HashMap<&str, usize>) -> Result<usize, String> {
+fn preset_label(
+    label: &RawLabel,
+    preset: &Preset,
+    index_of: &HashMap<&str, usize>,
+) -> Result<usize, String> {
     let valid = || preset.label_names().collect::<Vec<_>>().join(", ");
     let integer = match label {
         RawLabel::Text(text) => {
@@ -354,7 +409,13 @@ fn preset_label(label: &RawLabel, preset: &Preset, index_of: &HashMap<&str, usiz
             }
             match (preset.integer_labels, text.trim().parse::<i64>()) {
                 (Some(_), Ok(integer)) => integer,
-                _ => return Err(format!("label '{text}' is not a label of {} (valid: {})", preset.name, valid())),
+                _ => {
+                    return Err(format!(
+                        "label '{text}' is not a label of {} (valid: {})",
+                        preset.name,
+                        valid()
+                    ))
+                }
             }
         }
         RawLabel::Integer(integer) => *integer,
@@ -366,15 +427,21 @@ fn preset_label(label: &RawLabel, preset: &Preset, index_of: &HashMap<&str, usiz
             valid()
         ));
     };
-    let name = usize::try_from(integer).ok().and_then(|index| by_integer.get(index)).ok_or_else(|| {
-        let mapping: Vec<String> =
-            by_integer.iter().enumerate().map(|(index, name)| format!("{index} = {name}")).collect();
-        format!(
-            "integer label {integer} is out of range for {} (valid: {})",
-            preset.name,
-            mapping.join(", ")
-        )
-    })?;
+    let name = usize::try_from(integer)
+        .ok()
+        .and_then(|index| by_integer.get(index))
+        .ok_or_else(|| {
+            let mapping: Vec<String> = by_integer
+                .iter()
+                .enumerate()
+                .map(|(index, name)| format!("{index} = {name}"))
+                .collect();
+            format!(
+                "integer label {integer} is out of range for {} (valid: {})",
+                preset.name,
+                mapping.join(", ")
+            )
+        })?;
     Ok(index_of[name])
 }
 
@@ -399,9 +466,17 @@ mod tests {
     #[test]
     fn integer_labels_map_through_the_preset() {
         let emotion = find_preset("emotion").expect("emotion preset");
-        let rows = vec![raw(0, RawLabel::Integer(0)), raw(1, RawLabel::Integer(3)), raw(2, RawLabel::Text("5".into()))];
-        let (labels, examples) = label_rows(rows, Some(emotion), "test", Path::new("f.jsonl")).expect("labels");
-        let names: Vec<&str> = examples.iter().map(|e| labels[e.label].name.as_str()).collect();
+        let rows = vec![
+            raw(0, RawLabel::Integer(0)),
+            raw(1, RawLabel::Integer(3)),
+            raw(2, RawLabel::Text("5".into())),
+        ];
+        let (labels, examples) =
+            label_rows(rows, Some(emotion), "test", Path::new("f.jsonl")).expect("labels");
+        let names: Vec<&str> = examples
+            .iter()
+            .map(|e| labels[e.label].name.as_str())
+            .collect();
         assert_eq!(names, ["sadness", "anger", "surprise"]);
         assert_eq!(examples[2].id, "test-2");
     }
@@ -409,7 +484,9 @@ mod tests {
     #[test]
     fn out_of_range_integer_label_lists_the_mapping() {
         let rows = vec![raw(0, RawLabel::Integer(2))];
-        let error = label_rows(rows, Some(imdb()), "test", Path::new("f.parquet")).unwrap_err().to_string();
+        let error = label_rows(rows, Some(imdb()), "test", Path::new("f.parquet"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             "f.parquet, line 1: integer label 2 is out of range for imdb (valid: 0 = negative, 1 = positive)"
@@ -418,11 +495,18 @@ mod tests {
 
     #[test]
     fn plain_file_integer_labels_sort_numerically() {
-        let rows = vec![raw(0, RawLabel::Integer(10)), raw(1, RawLabel::Integer(2)), raw(2, RawLabel::Text("2".into()))];
+        let rows = vec![
+            raw(0, RawLabel::Integer(10)),
+            raw(1, RawLabel::Integer(2)),
+            raw(2, RawLabel::Text("2".into())),
+        ];
         let (labels, examples) = label_rows(rows, None, "s", Path::new("f.jsonl")).expect("labels");
         let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["2", "10"]);
-        assert_eq!(examples.iter().map(|e| e.label).collect::<Vec<_>>(), [1, 0, 0]);
+        assert_eq!(
+            examples.iter().map(|e| e.label).collect::<Vec<_>>(),
+            [1, 0, 0]
+        );
     }
 
     #[test]

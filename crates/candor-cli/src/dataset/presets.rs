@@ -98,7 +98,8 @@ const EMOTION: Preset = Preset {
         },
         PresetLabel {
             name: "love",
-            description: "the writer feels love, affection, tenderness or longing for someone or something",
+            description:
+                "the writer feels love, affection, tenderness or longing for someone or something",
         },
         PresetLabel {
             name: "sadness",
@@ -128,11 +129,13 @@ const IMDB: Preset = Preset {
     labels: &[
         PresetLabel {
             name: "negative",
-            description: "the reviewer disliked the movie (an unfavourable review, rating 4/10 or lower)",
+            description:
+                "the reviewer disliked the movie (an unfavourable review, rating 4/10 or lower)",
         },
         PresetLabel {
             name: "positive",
-            description: "the reviewer liked the movie (a favourable review, rating 7/10 or higher)",
+            description:
+                "the reviewer liked the movie (a favourable review, rating 7/10 or higher)",
         },
     ],
     // ClassLabel order of the dataset card: 0 neg, 1 pos (named negative/positive here, as staged).
@@ -169,65 +172,203 @@ const fn intent(name: &'static str, description: &'static str) -> PresetLabel {
 
 /// The 60 MASSIVE intents of the en-US train split, alphabetical.
 const MASSIVE_INTENTS: &[PresetLabel] = &[
-    intent("alarm_query", "the user asks which alarms are set or when an alarm will ring"),
-    intent("alarm_remove", "the user wants to cancel or delete an alarm"),
-    intent("alarm_set", "the user wants to set an alarm or a wake-up call"),
+    intent(
+        "alarm_query",
+        "the user asks which alarms are set or when an alarm will ring",
+    ),
+    intent(
+        "alarm_remove",
+        "the user wants to cancel or delete an alarm",
+    ),
+    intent(
+        "alarm_set",
+        "the user wants to set an alarm or a wake-up call",
+    ),
     intent("audio_volume_down", "the user wants the volume turned down"),
-    intent("audio_volume_mute", "the user wants the device to be quiet, mute its sound or pause"),
-    intent("audio_volume_other", "the user wants to see or change the volume or audio settings in another way"),
+    intent(
+        "audio_volume_mute",
+        "the user wants the device to be quiet, mute its sound or pause",
+    ),
+    intent(
+        "audio_volume_other",
+        "the user wants to see or change the volume or audio settings in another way",
+    ),
     intent("audio_volume_up", "the user wants the volume turned up"),
-    intent("calendar_query", "the user asks about events, meetings or reminders in their calendar"),
-    intent("calendar_remove", "the user wants to delete or cancel a calendar event or reminder"),
-    intent("calendar_set", "the user wants to add a calendar event, meeting or reminder"),
-    intent("cooking_query", "the user asks a general question about cooking or what to cook"),
-    intent("cooking_recipe", "the user wants a recipe, its ingredients or cooking instructions"),
-    intent("datetime_convert", "the user wants a time converted between time zones or formats"),
-    intent("datetime_query", "the user asks for the current time or date, here or in another place"),
-    intent("email_addcontact", "the user wants to add a contact or an email address to their contacts"),
-    intent("email_query", "the user wants to check, search or read their emails"),
-    intent("email_querycontact", "the user asks for a contact's details, such as a phone number or email address"),
-    intent("email_sendemail", "the user wants to write, send or reply to an email"),
-    intent("general_greet", "the user greets the assistant or asks how it is doing"),
+    intent(
+        "calendar_query",
+        "the user asks about events, meetings or reminders in their calendar",
+    ),
+    intent(
+        "calendar_remove",
+        "the user wants to delete or cancel a calendar event or reminder",
+    ),
+    intent(
+        "calendar_set",
+        "the user wants to add a calendar event, meeting or reminder",
+    ),
+    intent(
+        "cooking_query",
+        "the user asks a general question about cooking or what to cook",
+    ),
+    intent(
+        "cooking_recipe",
+        "the user wants a recipe, its ingredients or cooking instructions",
+    ),
+    intent(
+        "datetime_convert",
+        "the user wants a time converted between time zones or formats",
+    ),
+    intent(
+        "datetime_query",
+        "the user asks for the current time or date, here or in another place",
+    ),
+    intent(
+        "email_addcontact",
+        "the user wants to add a contact or an email address to their contacts",
+    ),
+    intent(
+        "email_query",
+        "the user wants to check, search or read their emails",
+    ),
+    intent(
+        "email_querycontact",
+        "the user asks for a contact's details, such as a phone number or email address",
+    ),
+    intent(
+        "email_sendemail",
+        "the user wants to write, send or reply to an email",
+    ),
+    intent(
+        "general_greet",
+        "the user greets the assistant or asks how it is doing",
+    ),
     intent("general_joke", "the user wants to hear a joke"),
-    intent("general_quirky", "an odd, chatty or off-topic request that fits no specific intent"),
-    intent("iot_cleaning", "the user wants a robot vacuum or cleaner to clean"),
-    intent("iot_coffee", "the user wants the coffee machine to make coffee"),
-    intent("iot_hue_lightchange", "the user wants the colour or mood of the lights changed"),
+    intent(
+        "general_quirky",
+        "an odd, chatty or off-topic request that fits no specific intent",
+    ),
+    intent(
+        "iot_cleaning",
+        "the user wants a robot vacuum or cleaner to clean",
+    ),
+    intent(
+        "iot_coffee",
+        "the user wants the coffee machine to make coffee",
+    ),
+    intent(
+        "iot_hue_lightchange",
+        "the user wants the colour or mood of the lights changed",
+    ),
     intent("iot_hue_lightdim", "the user wants the lights dimmed"),
     intent("iot_hue_lightoff", "the user wants the lights turned off"),
     intent("iot_hue_lighton", "the user wants the lights turned on"),
     intent("iot_hue_lightup", "the user wants the lights made brighter"),
-    intent("iot_wemo_off", "the user wants a smart plug or socket switched off"),
-    intent("iot_wemo_on", "the user wants a smart plug or socket switched on"),
-    intent("lists_createoradd", "the user wants to create a list or add an item to a list"),
-    intent("lists_query", "the user asks what is on a list or which lists exist"),
-    intent("lists_remove", "the user wants to remove an item from a list or delete a list"),
-    intent("music_dislikeness", "the user says they dislike the music or song that is playing"),
-    intent("music_likeness", "the user says they like a song, an artist or a kind of music"),
-    intent("music_query", "the user asks about the music that is playing, such as its title or artist"),
-    intent("music_settings", "the user wants to change music playback settings such as shuffle or repeat"),
+    intent(
+        "iot_wemo_off",
+        "the user wants a smart plug or socket switched off",
+    ),
+    intent(
+        "iot_wemo_on",
+        "the user wants a smart plug or socket switched on",
+    ),
+    intent(
+        "lists_createoradd",
+        "the user wants to create a list or add an item to a list",
+    ),
+    intent(
+        "lists_query",
+        "the user asks what is on a list or which lists exist",
+    ),
+    intent(
+        "lists_remove",
+        "the user wants to remove an item from a list or delete a list",
+    ),
+    intent(
+        "music_dislikeness",
+        "the user says they dislike the music or song that is playing",
+    ),
+    intent(
+        "music_likeness",
+        "the user says they like a song, an artist or a kind of music",
+    ),
+    intent(
+        "music_query",
+        "the user asks about the music that is playing, such as its title or artist",
+    ),
+    intent(
+        "music_settings",
+        "the user wants to change music playback settings such as shuffle or repeat",
+    ),
     intent("news_query", "the user wants news or headlines"),
-    intent("play_audiobook", "the user wants to play, resume or control an audiobook"),
+    intent(
+        "play_audiobook",
+        "the user wants to play, resume or control an audiobook",
+    ),
     intent("play_game", "the user wants to play a game"),
     intent("play_music", "the user wants music played"),
-    intent("play_podcasts", "the user wants to play or control a podcast"),
+    intent(
+        "play_podcasts",
+        "the user wants to play or control a podcast",
+    ),
     intent("play_radio", "the user wants to play a radio station"),
-    intent("qa_currency", "the user asks about exchange rates or converting between currencies"),
-    intent("qa_definition", "the user asks for the meaning or definition of a word or thing"),
-    intent("qa_factoid", "the user asks a factual general-knowledge question"),
+    intent(
+        "qa_currency",
+        "the user asks about exchange rates or converting between currencies",
+    ),
+    intent(
+        "qa_definition",
+        "the user asks for the meaning or definition of a word or thing",
+    ),
+    intent(
+        "qa_factoid",
+        "the user asks a factual general-knowledge question",
+    ),
     intent("qa_maths", "the user asks a maths or arithmetic question"),
-    intent("qa_stock", "the user asks about share prices or the stock market"),
-    intent("recommendation_events", "the user wants suggestions for events or things happening nearby"),
-    intent("recommendation_locations", "the user wants suggestions for places such as restaurants or shops"),
-    intent("recommendation_movies", "the user wants a movie recommendation"),
-    intent("social_post", "the user wants to post or send something on social media"),
-    intent("social_query", "the user asks about activity or updates on social media"),
-    intent("takeaway_order", "the user wants to order food for delivery or takeaway"),
-    intent("takeaway_query", "the user asks about takeaway or delivery options or an order's status"),
-    intent("transport_query", "the user asks about directions, routes or travel information"),
+    intent(
+        "qa_stock",
+        "the user asks about share prices or the stock market",
+    ),
+    intent(
+        "recommendation_events",
+        "the user wants suggestions for events or things happening nearby",
+    ),
+    intent(
+        "recommendation_locations",
+        "the user wants suggestions for places such as restaurants or shops",
+    ),
+    intent(
+        "recommendation_movies",
+        "the user wants a movie recommendation",
+    ),
+    intent(
+        "social_post",
+        "the user wants to post or send something on social media",
+    ),
+    intent(
+        "social_query",
+        "the user asks about activity or updates on social media",
+    ),
+    intent(
+        "takeaway_order",
+        "the user wants to order food for delivery or takeaway",
+    ),
+    intent(
+        "takeaway_query",
+        "the user asks about takeaway or delivery options or an order's status",
+    ),
+    intent(
+        "transport_query",
+        "the user asks about directions, routes or travel information",
+    ),
     intent("transport_taxi", "the user wants to book a taxi or a ride"),
-    intent("transport_ticket", "the user wants to find or book a train, bus or plane ticket"),
-    intent("transport_traffic", "the user asks about traffic conditions"),
+    intent(
+        "transport_ticket",
+        "the user wants to find or book a train, bus or plane ticket",
+    ),
+    intent(
+        "transport_traffic",
+        "the user asks about traffic conditions",
+    ),
     intent("weather_query", "the user asks about the weather"),
 ];
 
@@ -243,7 +384,11 @@ mod tests {
             let mut sorted = names.clone();
             sorted.sort_unstable();
             sorted.dedup();
-            assert_eq!(names, sorted, "labels of {} must be sorted and unique", preset.name);
+            assert_eq!(
+                names, sorted,
+                "labels of {} must be sorted and unique",
+                preset.name
+            );
             for label in preset.labels {
                 assert!(!label.description.trim().is_empty(), "{}", label.name);
             }
@@ -283,14 +428,20 @@ mod tests {
             EMOTION.hub.file_for("validation"),
             "split/validation-00000-of-00001.parquet"
         );
-        assert_eq!(IMDB.hub.file_for("test"), "plain_text/test-00000-of-00001.parquet");
+        assert_eq!(
+            IMDB.hub.file_for("test"),
+            "plain_text/test-00000-of-00001.parquet"
+        );
         assert_eq!(MASSIVE.hub.file_for("train"), "train.jsonl");
     }
 
     #[test]
     fn presets_are_found_by_name() {
         assert_eq!(find_preset("imdb").map(|p| p.local_dir), Some("imdb"));
-        assert_eq!(find_preset("massive").map(|p| p.local_dir), Some("massive_en_us"));
+        assert_eq!(
+            find_preset("massive").map(|p| p.local_dir),
+            Some("massive_en_us")
+        );
         assert!(find_preset("Imdb").is_none());
         assert_eq!(preset_names(), "emotion, imdb, massive");
     }

@@ -135,12 +135,23 @@ fn read_jsonl(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
         }
         let location = Location::Line(line_index as u64 + 1);
         let line = std::str::from_utf8(line).map_err(|error| {
-            row_error(path, location, format!("invalid UTF-8 (at byte {} of the line)", error.valid_up_to()))
+            row_error(
+                path,
+                location,
+                format!(
+                    "invalid UTF-8 (at byte {} of the line)",
+                    error.valid_up_to()
+                ),
+            )
         })?;
         let object = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(object)) => object,
             Ok(other) => {
-                return Err(row_error(path, location, format!("expected a JSON object, found {}", json_kind(&other))))
+                return Err(row_error(
+                    path,
+                    location,
+                    format!("expected a JSON object, found {}", json_kind(&other)),
+                ))
             }
             Err(error) => return Err(row_error(path, location, format!("invalid JSON: {error}"))),
         };
@@ -150,13 +161,23 @@ fn read_jsonl(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
                 .remove(name)
                 .ok_or_else(|| row_error(path, location, format!("missing field '{name}'")))
         };
-        let text = json_text(take(&fields.text)?, &fields.text).map_err(|p| row_error(path, location, p))?;
-        let label = json_label(take(&fields.label)?, &fields.label).map_err(|p| row_error(path, location, p))?;
+        let text = json_text(take(&fields.text)?, &fields.text)
+            .map_err(|p| row_error(path, location, p))?;
+        let label = json_label(take(&fields.label)?, &fields.label)
+            .map_err(|p| row_error(path, location, p))?;
         let id = match &fields.id {
-            Some(name) => Some(json_id(take(name)?, name).map_err(|p| row_error(path, location, p))?),
+            Some(name) => {
+                Some(json_id(take(name)?, name).map_err(|p| row_error(path, location, p))?)
+            }
             None => None,
         };
-        rows.push(RawRow { index: rows.len(), location, id, text, label });
+        rows.push(RawRow {
+            index: rows.len(),
+            location,
+            id,
+            text,
+            label,
+        });
     }
     Ok(rows)
 }
@@ -175,16 +196,26 @@ fn json_kind(value: &Value) -> &'static str {
 fn json_text(value: Value, name: &str) -> Result<String, String> {
     match value {
         Value::String(text) => Ok(text),
-        other => Err(format!("field '{name}' must be a string, found {}", json_kind(&other))),
+        other => Err(format!(
+            "field '{name}' must be a string, found {}",
+            json_kind(&other)
+        )),
     }
 }
 
 fn json_label(value: Value, name: &str) -> Result<RawLabel, String> {
     match value {
         Value::String(label) => Ok(RawLabel::Text(label)),
-        Value::Number(number) if number.is_i64() => Ok(RawLabel::Integer(number.as_i64().unwrap_or_default())),
-        Value::Number(number) => Err(format!("field '{name}' must be a string or an integer, found the number {number}")),
-        other => Err(format!("field '{name}' must be a string or an integer, found {}", json_kind(&other))),
+        Value::Number(number) if number.is_i64() => {
+            Ok(RawLabel::Integer(number.as_i64().unwrap_or_default()))
+        }
+        Value::Number(number) => Err(format!(
+            "field '{name}' must be a string or an integer, found the number {number}"
+        )),
+        other => Err(format!(
+            "field '{name}' must be a string or an integer, found {}",
+            json_kind(&other)
+        )),
     }
 }
 
@@ -192,7 +223,10 @@ fn json_id(value: Value, name: &str) -> Result<String, String> {
     match value {
         Value::String(id) => Ok(id),
         Value::Number(number) if number.is_i64() || number.is_u64() => Ok(number.to_string()),
-        other => Err(format!("field '{name}' must be a string or an integer, found {}", json_kind(&other))),
+        other => Err(format!(
+            "field '{name}' must be a string or an integer, found {}",
+            json_kind(&other)
+        )),
     }
 }
 
@@ -206,7 +240,13 @@ fn read_delimited(path: &Path, fields: &FieldNames, delimiter: u8) -> Result<Vec
     let header_location = Location::Line(1);
     let headers = reader
         .byte_headers()
-        .map_err(|error| row_error(path, header_location, format!("cannot read the header: {error}")))?
+        .map_err(|error| {
+            row_error(
+                path,
+                header_location,
+                format!("cannot read the header: {error}"),
+            )
+        })?
         .clone();
     let columns = headers
         .iter()
@@ -217,13 +257,19 @@ fn read_delimited(path: &Path, fields: &FieldNames, delimiter: u8) -> Result<Vec
         })
         .collect::<Result<Vec<String>>>()?;
     let column = |name: &str| {
-        columns.iter().position(|column| column == name).ok_or_else(|| {
-            row_error(
-                path,
-                header_location,
-                format!("missing field '{name}' in the header (columns: {})", columns.join(", ")),
-            )
-        })
+        columns
+            .iter()
+            .position(|column| column == name)
+            .ok_or_else(|| {
+                row_error(
+                    path,
+                    header_location,
+                    format!(
+                        "missing field '{name}' in the header (columns: {})",
+                        columns.join(", ")
+                    ),
+                )
+            })
     };
     let text_column = column(&fields.text)?;
     let label_column = column(&fields.label)?;
@@ -232,24 +278,38 @@ fn read_delimited(path: &Path, fields: &FieldNames, delimiter: u8) -> Result<Vec
     let mut rows = Vec::new();
     for record in reader.byte_records() {
         let record = record.map_err(|error| {
-            let location = error.position().map_or(Location::Line(0), |pos| Location::Line(pos.line()));
+            let location = error
+                .position()
+                .map_or(Location::Line(0), |pos| Location::Line(pos.line()));
             row_error(path, location, format!("malformed record: {error}"))
         })?;
         let location = Location::Line(record.position().map_or(0, |pos| pos.line()));
         let field = |index: usize| -> Result<String> {
             let bytes = record.get(index).unwrap_or_default();
-            std::str::from_utf8(bytes).map(str::to_owned).map_err(|error| {
-                row_error(
-                    path,
-                    location,
-                    format!("invalid UTF-8 in field '{}' (at byte {})", columns[index], error.valid_up_to()),
-                )
-            })
+            std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .map_err(|error| {
+                    row_error(
+                        path,
+                        location,
+                        format!(
+                            "invalid UTF-8 in field '{}' (at byte {})",
+                            columns[index],
+                            error.valid_up_to()
+                        ),
+                    )
+                })
         };
         let text = field(text_column)?;
         let label = RawLabel::Text(field(label_column)?);
         let id = id_column.map(field).transpose()?;
-        rows.push(RawRow { index: rows.len(), location, id, text, label });
+        rows.push(RawRow {
+            index: rows.len(),
+            location,
+            id,
+            text,
+            label,
+        });
     }
     Ok(rows)
 }
@@ -260,16 +320,27 @@ fn read_parquet(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
         .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let top_level = schema.root_schema().get_fields();
-    let wanted: Vec<&str> = [Some(fields.text.as_str()), Some(fields.label.as_str()), fields.id.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let wanted: Vec<&str> = [
+        Some(fields.text.as_str()),
+        Some(fields.label.as_str()),
+        fields.id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut projected: Vec<Arc<Type>> = Vec::new();
     for name in &wanted {
-        let column = top_level.iter().find(|field| field.name() == *name).ok_or_else(|| {
-            let names: Vec<&str> = top_level.iter().map(|field| field.name()).collect();
-            anyhow!("{}: missing field '{name}' (columns: {})", path.display(), names.join(", "))
-        })?;
+        let column = top_level
+            .iter()
+            .find(|field| field.name() == *name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = top_level.iter().map(|field| field.name()).collect();
+                anyhow!(
+                    "{}: missing field '{name}' (columns: {})",
+                    path.display(),
+                    names.join(", ")
+                )
+            })?;
         if !projected.iter().any(|field| field.name() == *name) {
             projected.push(column.clone());
         }
@@ -285,20 +356,31 @@ fn read_parquet(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
     let mut rows = Vec::new();
     for (index, row) in row_iter.enumerate() {
         let location = Location::ParquetRow(index);
-        let row = row.map_err(|error| row_error(path, location, parquet_problem(&error.to_string())))?;
+        let row =
+            row.map_err(|error| row_error(path, location, parquet_problem(&error.to_string())))?;
         let value = |name: &str| -> Result<&Field> {
             row.get_column_iter()
                 .find(|(column, _)| column.as_str() == name)
                 .map(|(_, field)| field)
                 .ok_or_else(|| row_error(path, location, format!("missing field '{name}'")))
         };
-        let text = parquet_text(value(&fields.text)?, &fields.text).map_err(|p| row_error(path, location, p))?;
-        let label = parquet_label(value(&fields.label)?, &fields.label).map_err(|p| row_error(path, location, p))?;
+        let text = parquet_text(value(&fields.text)?, &fields.text)
+            .map_err(|p| row_error(path, location, p))?;
+        let label = parquet_label(value(&fields.label)?, &fields.label)
+            .map_err(|p| row_error(path, location, p))?;
         let id = match &fields.id {
-            Some(name) => Some(parquet_id(value(name)?, name).map_err(|p| row_error(path, location, p))?),
+            Some(name) => {
+                Some(parquet_id(value(name)?, name).map_err(|p| row_error(path, location, p))?)
+            }
             None => None,
         };
-        rows.push(RawRow { index, location, id, text, label });
+        rows.push(RawRow {
+            index,
+            location,
+            id,
+            text,
+            label,
+        });
     }
     Ok(rows)
 }
@@ -325,8 +407,16 @@ fn parquet_text(field: &Field, name: &str) -> Result<String, String> {
         Field::Str(text) => Ok(text.clone()),
         Field::Bytes(bytes) => std::str::from_utf8(bytes.data())
             .map(str::to_owned)
-            .map_err(|error| format!("invalid UTF-8 in field '{name}' (at byte {})", error.valid_up_to())),
-        other => Err(format!("field '{name}' must be a string, found {}", parquet_kind(other))),
+            .map_err(|error| {
+                format!(
+                    "invalid UTF-8 in field '{name}' (at byte {})",
+                    error.valid_up_to()
+                )
+            }),
+        other => Err(format!(
+            "field '{name}' must be a string, found {}",
+            parquet_kind(other)
+        )),
     }
 }
 
@@ -361,8 +451,12 @@ fn parquet_id(field: &Field, name: &str) -> Result<String, String> {
     if let Some(integer) = parquet_integer(field) {
         return Ok(integer.to_string());
     }
-    parquet_text(field, name)
-        .map_err(|_| format!("field '{name}' must be a string or an integer, found {}", parquet_kind(field)))
+    parquet_text(field, name).map_err(|_| {
+        format!(
+            "field '{name}' must be a string or an integer, found {}",
+            parquet_kind(field)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -371,23 +465,39 @@ mod tests {
     use std::io::Write;
 
     fn fields() -> FieldNames {
-        FieldNames { text: "text".into(), label: "label".into(), id: None }
+        FieldNames {
+            text: "text".into(),
+            label: "label".into(),
+            id: None,
+        }
     }
 
     fn write_temp(name: &str, contents: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join(name);
-        File::create(&path).and_then(|mut file| file.write_all(contents)).expect("write");
+        File::create(&path)
+            .and_then(|mut file| file.write_all(contents))
+            .expect("write");
         (dir, path)
     }
 
     #[test]
     fn format_is_chosen_by_extension() {
-        assert_eq!(FileFormat::from_path(Path::new("a/b.JSONL")).ok(), Some(FileFormat::Jsonl));
-        assert_eq!(FileFormat::from_path(Path::new("b.tsv")).ok(), Some(FileFormat::Tsv));
-        let error = FileFormat::from_path(Path::new("b.json")).unwrap_err().to_string();
+        assert_eq!(
+            FileFormat::from_path(Path::new("a/b.JSONL")).ok(),
+            Some(FileFormat::Jsonl)
+        );
+        assert_eq!(
+            FileFormat::from_path(Path::new("b.tsv")).ok(),
+            Some(FileFormat::Tsv)
+        );
+        let error = FileFormat::from_path(Path::new("b.json"))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown extension '.json'"), "{error}");
-        let error = FileFormat::from_path(Path::new("noext")).unwrap_err().to_string();
+        let error = FileFormat::from_path(Path::new("noext"))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown extension (none)"), "{error}");
     }
 
@@ -408,7 +518,10 @@ mod tests {
     fn jsonl_rejects_fractional_labels() {
         let (_dir, path) = write_temp("d.jsonl", b"{\"text\":\"a\",\"label\":1.5}\n");
         let error = read_rows(&path, &fields()).unwrap_err().to_string();
-        assert!(error.contains("line 1: field 'label' must be a string or an integer"), "{error}");
+        assert!(
+            error.contains("line 1: field 'label' must be a string or an integer"),
+            "{error}"
+        );
     }
 
     #[test]

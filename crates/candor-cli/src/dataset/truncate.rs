@@ -34,7 +34,10 @@ pub fn fit_to_budget<'a>(
     count_tokens: impl Fn(&str) -> usize,
 ) -> Result<FittedText<'a>> {
     if count_tokens(text) <= budget {
-        return Ok(FittedText { text: Cow::Borrowed(text), truncated: false });
+        return Ok(FittedText {
+            text: Cow::Borrowed(text),
+            truncated: false,
+        });
     }
     let bare_marker = TRUNCATION_MARKER.trim_start();
     let marker_tokens = count_tokens(bare_marker);
@@ -59,7 +62,10 @@ pub fn fit_to_budget<'a>(
         Some(last_fitting) => marked(text, cuts[last_fitting]),
         None => bare_marker.to_string(),
     };
-    Ok(FittedText { text: Cow::Owned(text), truncated: true })
+    Ok(FittedText {
+        text: Cow::Owned(text),
+        truncated: true,
+    })
 }
 
 /// Byte offsets where a word ends and whitespace follows, in increasing order.
@@ -125,7 +131,10 @@ mod tests {
     #[test]
     fn a_budget_below_the_marker_is_an_error() {
         let error = fit_to_budget("one two", 0, words).unwrap_err().to_string();
-        assert!(error.contains("budget of 0 cannot hold the truncation marker"), "{error}");
+        assert!(
+            error.contains("budget of 0 cannot hold the truncation marker"),
+            "{error}"
+        );
         assert!(error.contains("(1 tokens)"), "{error}");
     }
 
@@ -139,7 +148,9 @@ mod tests {
                 text.to_string()
             } else {
                 // Naive: the first budget-1 words, then the marker.
-                format!("{} …", all[..budget - 1].join(" ")).trim_start().to_string()
+                format!("{} …", all[..budget - 1].join(" "))
+                    .trim_start()
+                    .to_string()
             };
             assert_eq!(fitted.text, expected, "budget {budget}");
             assert!(words(&fitted.text) <= budget);
