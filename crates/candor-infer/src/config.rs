@@ -1,0 +1,393 @@
+//! Model hyperparameters of the supported architectures, read from GGUF metadata
+//! (`llama.*`, `qwen2.*`) or from a Hugging Face `config.json`.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{InferError, Result};
+
+/// The transformer families this crate implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Llama family: SmolLM2, Llama 2/3.x, TinyLlama, Mistral (no attention biases).
+    Llama,
+    /// Qwen2 / Qwen2.5: like llama plus biases on the q, k and v projections.
+    Qwen2,
+}
+
+/// The architecture names accepted in GGUF `general.architecture` / config `model_type`.
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2";
+
+impl Architecture {
+    /// Map a GGUF `general.architecture` or config.json `model_type` to an architecture.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "llama" | "mistral" => Ok(Self::Llama),
+            "qwen2" => Ok(Self::Qwen2),
+            other => Err(InferError::UnsupportedArchitecture {
+                found: other.to_string(),
+                supported: SUPPORTED_ARCHITECTURES.to_string(),
+            }),
+        }
+    }
+
+    /// The name used as prefix of GGUF metadata keys and as config.json `model_type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Whether the q, k, v projections carry a bias.
+    pub fn has_qkv_bias(self) -> bool {
+        matches!(self, Self::Qwen2)
+    }
+}
+
+/// Llama 3.x long-context rope frequency scaling (`rope_scaling.rope_type = "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Llama3RopeScaling {
+    /// Overall scale factor.
+    pub factor: f64,
+    /// Wavelength threshold factor below which frequencies are scaled fully.
+    pub low_freq_factor: f64,
+    /// Wavelength threshold factor above which frequencies are kept.
+    pub high_freq_factor: f64,
+    /// The context length the model was pre-trained with.
+    pub original_max_position_embeddings: usize,
+}
+
+/// Hyperparameters of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Which family of forward pass to run.
+    pub architecture: Architecture,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the feed-forward block.
+    pub intermediate_size: usize,
+    /// Number of transformer blocks.
+    pub num_layers: usize,
+    /// Number of query heads.
+    pub num_heads: usize,
+    /// Number of key/value heads (grouped-query attention when smaller than `num_heads`).
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Rope base frequency.
+    pub rope_theta: f64,
+    /// Optional Llama 3 rope scaling.
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// Context window in tokens.
+    pub context_length: usize,
+    /// Whether the output projection reuses the token embedding.
+    pub tie_word_embeddings: bool,
+}
+
+/// Read GGUF metadata values with errors that name the key.
+pub(crate) struct GgufMetadata<'a> {
+    pub(crate) metadata: &'a HashMap<String, Value>,
+    pub(crate) source_name: String,
+}
+
+impl GgufMetadata<'_> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    fn invalid(&self, key: &str, expected: &str) -> InferError {
+        InferError::invalid_model(&self.source_name, key, expected)
+    }
+
+    pub(crate) fn string(&self, key: &str) -> Result<&str> {
+        match self.get(key) {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(self.invalid(key, "a string")),
+        }
+    }
+
+    pub(crate) fn optional_string(&self, key: &str) -> Option<&str> {
+        match self.get(key) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
+        self.optional_usize(key)?
+            .ok_or_else(|| self.invalid(key, "an unsigned integer"))
+    }
+
+    pub(crate) fn optional_usize(&self, key: &str) -> Result<Option<usize>> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        let n = match value {
+            Value::U8(v) => *v as u64,
+            Value::U16(v) => *v as u64,
+            Value::U32(v) => *v as u64,
+            Value::U64(v) => *v,
+            Value::I8(v) if *v >= 0 => *v as u64,
+            Value::I16(v) if *v >= 0 => *v as u64,
+            Value::I32(v) if *v >= 0 => *v as u64,
+            Value::I64(v) if *v >= 0 => *v as u64,
+            _ => return Err(self.invalid(key, "an unsigned integer")),
+        };
+        usize::try_from(n)
+            .map(Some)
+            .map_err(|_| self.invalid(key, "an integer that fits in usize"))
+    }
+
+    pub(crate) fn optional_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::F32(v)) => Ok(Some(*v as f64)),
+            Some(Value::F64(v)) => Ok(Some(*v)),
+            Some(_) => Err(self.invalid(key, "a float")),
+        }
+    }
+
+    pub(crate) fn optional_bool(&self, key: &str) -> Option<bool> {
+        match self.get(key) {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn array(&self, key: &str) -> Result<&Vec<Value>> {
+        match self.get(key) {
+            Some(Value::Array(values)) => Ok(values),
+            _ => Err(self.invalid(key, "an array")),
+        }
+    }
+
+    pub(crate) fn string_array(&self, key: &str) -> Result<Vec<&str>> {
+        self.array(key)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.as_str()),
+                _ => Err(self.invalid(&format!("{key}[{i}]"), "a string")),
+            })
+            .collect()
+    }
+}
+
+impl ModelConfig {
+    /// Read the hyperparameters from GGUF metadata. `has_output_weight` tells whether the file
+    /// holds a separate `output.weight` (otherwise the embedding is tied).
+    pub(crate) fn from_gguf(meta: &GgufMetadata<'_>, has_output_weight: bool, vocab_len: usize) -> Result<Self> {
+        let arch_name = meta.string("general.architecture")?;
+        let architecture = Architecture::from_name(arch_name)?;
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let hidden_size = meta.usize(&key("embedding_length"))?;
+        let num_heads = meta.usize(&key("attention.head_count"))?;
+        let num_kv_heads = meta
+            .optional_usize(&key("attention.head_count_kv"))?
+            .unwrap_or(num_heads);
+        let head_dim = match meta.optional_usize(&key("attention.key_length"))? {
+            Some(d) => d,
+            None => hidden_size / num_heads.max(1),
+        };
+        let vocab_size = meta.optional_usize(&key("vocab_size"))?.unwrap_or(vocab_len);
+        let config = Self {
+            architecture,
+            hidden_size,
+            intermediate_size: meta.usize(&key("feed_forward_length"))?,
+            num_layers: meta.usize(&key("block_count"))?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            vocab_size,
+            rope_theta: meta.optional_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
+            rope_scaling: None,
+            rms_norm_eps: meta
+                .optional_f64(&key("attention.layer_norm_rms_epsilon"))?
+                .ok_or_else(|| meta.invalid(&key("attention.layer_norm_rms_epsilon"), "a float"))?,
+            context_length: meta.usize(&key("context_length"))?,
+            tie_word_embeddings: !has_output_weight,
+        };
+        config.validate(&meta.source_name)?;
+        Ok(config)
+    }
+
+    /// Parse a Hugging Face `config.json`.
+    pub(crate) fn from_hf_config(json: &str, source_name: &str) -> Result<Self> {
+        let raw: HfConfig = serde_json::from_str(json)
+            .map_err(|e| InferError::invalid_model(source_name, "config.json", e.to_string()))?;
+        let architecture = Architecture::from_name(&raw.model_type)?;
+        let rope_scaling = match raw.rope_scaling {
+            None => None,
+            Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
+                factor: s.factor,
+                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
+                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
+                original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
+            }),
+            Some(s) => {
+                return Err(InferError::invalid_model(
+                    source_name,
+                    "rope_scaling.rope_type",
+                    format!("`llama3` or no rope scaling, found {:?}", s.rope_type),
+                ))
+            }
+        };
+        let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
+        let config = Self {
+            architecture,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_layers: raw.num_hidden_layers,
+            num_heads: raw.num_attention_heads,
+            num_kv_heads,
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1)),
+            vocab_size: raw.vocab_size,
+            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_scaling,
+            rms_norm_eps: raw.rms_norm_eps,
+            context_length: raw.max_position_embeddings,
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+        };
+        config.validate(source_name)?;
+        Ok(config)
+    }
+
+    /// The `config.json` a Hugging Face loader (and [`ModelConfig::from_hf_config`]) reads back.
+    pub fn to_hf_config_json(&self) -> serde_json::Value {
+        let mut json = serde_json::json!({
+            "architectures": [match self.architecture {
+                Architecture::Llama => "LlamaForCausalLM",
+                Architecture::Qwen2 => "Qwen2ForCausalLM",
+            }],
+            "model_type": self.architecture.name(),
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_norm_eps,
+            "max_position_embeddings": self.context_length,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "torch_dtype": "float32",
+        });
+        if let Some(s) = self.rope_scaling {
+            json["rope_scaling"] = serde_json::json!({
+                "rope_type": "llama3",
+                "factor": s.factor,
+                "low_freq_factor": s.low_freq_factor,
+                "high_freq_factor": s.high_freq_factor,
+                "original_max_position_embeddings": s.original_max_position_embeddings,
+            });
+        }
+        json
+    }
+
+    fn validate(&self, source_name: &str) -> Result<()> {
+        let positive = [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("context_length", self.context_length),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(InferError::invalid_model(source_name, name, "a positive integer"));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(InferError::invalid_model(
+                source_name,
+                "num_kv_heads",
+                format!("a divisor of num_heads = {}", self.num_heads),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(InferError::invalid_model(source_name, "head_dim", "an even number (rope)"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct HfRopeScaling {
+    rope_type: Option<String>,
+    factor: f64,
+    low_freq_factor: Option<f64>,
+    high_freq_factor: Option<f64>,
+    original_max_position_embeddings: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: String,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<HfRopeScaling>,
+    rms_norm_eps: f64,
+    max_position_embeddings: usize,
+    tie_word_embeddings: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_config_round_trips() {
+        let config = ModelConfig {
+            architecture: Architecture::Qwen2,
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: 100,
+            rope_theta: 1e6,
+            rope_scaling: None,
+            rms_norm_eps: 1e-6,
+            context_length: 256,
+            tie_word_embeddings: true,
+        };
+        let json = config.to_hf_config_json().to_string();
+        assert_eq!(ModelConfig::from_hf_config(&json, "test").unwrap(), config);
+    }
+
+    #[test]
+    fn unknown_architecture_lists_supported() {
+        let err = Architecture::from_name("gemma3").unwrap_err().to_string();
+        assert!(err.contains("gemma3") && err.contains("llama") && err.contains("qwen2"), "{err}");
+    }
+
+    #[test]
+    fn rejects_heads_that_do_not_group() {
+        let json = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":3,
+            "vocab_size":10,"rms_norm_eps":1e-5,"max_position_embeddings":16}"#;
+        let err = ModelConfig::from_hf_config(json, "cfg").unwrap_err().to_string();
+        assert!(err.contains("num_kv_heads"), "{err}");
+    }
+}

@@ -1,0 +1,423 @@
+//! Loading a [`LanguageModel`] from a [`ModelSpec`]: a GGUF file (weights dequantized to f32,
+//! tokenizer and chat template from its metadata), a safetensors model directory, or a Hugging
+//! Face hub repository resolved through hf-hub (offline mode reads only the local cache).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{Architecture, GgufMetadata, ModelConfig};
+use crate::error::{InferError, Result};
+use crate::model::{rope_inverse_frequencies, unpermute_rope_rows, Model, TensorNames};
+use crate::spec::{DeviceSpec, ModelSpec};
+use crate::template::{ChatMessage, ChatTemplate};
+use crate::tokenizer::Tokenizer;
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Where to run it.
+    pub device: DeviceSpec,
+    /// Never touch the network for `hf:` specs: only the local hub cache is used. Also on
+    /// when the environment has `HF_HUB_OFFLINE=1`.
+    pub offline: bool,
+    /// The hub cache directory; default: hf-hub's (`$HF_HOME/hub` or `~/.cache/huggingface/hub`).
+    pub hub_cache_dir: Option<PathBuf>,
+    /// Refuse models whose dense f32 weights exceed this many bytes. Default: the memory
+    /// available according to `/proc/meminfo`, when it can be read.
+    pub max_dense_bytes: Option<u64>,
+}
+
+/// A loaded model with its tokenizer and chat template: the entry point for scoring and
+/// generation (see the `score` and `generate` methods).
+#[derive(Debug)]
+pub struct LanguageModel {
+    model: Model,
+    tokenizer: Tokenizer,
+    chat_template: ChatTemplate,
+    source: String,
+    number_tokens: OnceLock<Vec<(u32, String)>>,
+}
+
+impl LanguageModel {
+    /// Load a model. Sets the thread count for candle first (see [`crate::ensure_thread_count`]).
+    pub fn load(spec: &ModelSpec, options: &LoadOptions) -> Result<Self> {
+        crate::ensure_thread_count();
+        let device = options.device.open()?;
+        match spec {
+            ModelSpec::Gguf(path) => load_gguf(path, &device, options),
+            ModelSpec::Directory(dir) => load_directory(dir, &device, options),
+            ModelSpec::Hub { repo, file } => {
+                let local = crate::hub::resolve(repo, file.as_deref(), options)?;
+                match file {
+                    Some(_) => load_gguf(&local, &device, options),
+                    None => load_directory(&local, &device, options),
+                }
+            }
+        }
+    }
+
+    /// Assemble from parts (used by the loaders and by tests building tiny models).
+    pub fn from_parts(model: Model, tokenizer: Tokenizer, chat_template: ChatTemplate, source: String) -> Self {
+        Self {
+            model,
+            tokenizer,
+            chat_template,
+            source,
+            number_tokens: OnceLock::new(),
+        }
+    }
+
+    /// The forward pass.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template (the model's own, or the plain fallback when it has none).
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat_template
+    }
+
+    /// Where the model was loaded from (path or hub id), for provenance.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Render `messages` with the model's chat template.
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.chat_template.render(messages, add_generation_prompt)
+    }
+
+    /// The prompt text for one user message with the generation prompt appended (the
+    /// template may add a default system message, as SmolLM2's does).
+    pub fn chat_prompt(&self, user_message: &str) -> Result<String> {
+        self.render_chat(&[ChatMessage::user(user_message)], true)
+    }
+
+    /// Tokens of `text`, special tokens matched as whole tokens, nothing added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Vocabulary tokens made only of digits and `.` with their text (for the number grammar).
+    pub(crate) fn number_tokens(&self) -> &[(u32, String)] {
+        self.number_tokens.get_or_init(|| {
+            let vocab = self.tokenizer.inner().get_vocab(true);
+            let special: std::collections::HashSet<u32> =
+                self.tokenizer.inner().get_added_tokens_decoder().keys().copied().collect();
+            let mut tokens: Vec<(u32, String)> = vocab
+                .into_iter()
+                .filter(|(text, id)| {
+                    !text.is_empty()
+                        && (*id as usize) < self.model.config().vocab_size
+                        && !special.contains(id)
+                        && text.chars().all(|c| c.is_ascii_digit() || c == '.')
+                })
+                .map(|(text, id)| (id, text))
+                .collect();
+            tokens.sort();
+            tokens
+        })
+    }
+}
+
+fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn check_dense_size(elements: u64, options: &LoadOptions, source_name: &str) -> Result<()> {
+    let needed = elements * 4;
+    if let Some(limit) = options.max_dense_bytes.or_else(available_memory_bytes) {
+        if needed > limit {
+            return Err(InferError::ModelTooLarge {
+                source_name: source_name.to_string(),
+                needed_bytes: needed,
+                limit_bytes: limit,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// GGUF tensor name for a Hugging Face tensor name.
+fn gguf_name(hf_name: &str) -> Option<String> {
+    match hf_name {
+        TensorNames::EMBED => return Some("token_embd.weight".into()),
+        TensorNames::NORM => return Some("output_norm.weight".into()),
+        TensorNames::LM_HEAD => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf_name.strip_prefix("model.layers.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let (module, kind) = suffix.rsplit_once('.')?;
+    let gguf_module = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{gguf_module}.{kind}"))
+}
+
+fn expected_tensor_names(config: &ModelConfig) -> Vec<String> {
+    let mut names = vec![TensorNames::EMBED.to_string(), TensorNames::NORM.to_string()];
+    if !config.tie_word_embeddings {
+        names.push(TensorNames::LM_HEAD.to_string());
+    }
+    for i in 0..config.num_layers {
+        for module in [
+            "input_layernorm",
+            "post_attention_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ] {
+            names.push(TensorNames::layer(i, &format!("{module}.weight")));
+        }
+        if config.architecture.has_qkv_bias() {
+            for module in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] {
+                names.push(TensorNames::layer(i, &format!("{module}.bias")));
+            }
+        }
+    }
+    names
+}
+
+fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<LanguageModel> {
+    let source_name = path.display().to_string();
+    let mut file = File::open(path).map_err(|e| InferError::io(path, e))?;
+    let invalid = |e: candle_core::Error| InferError::InvalidGguf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let content = gguf_file::Content::read(&mut file).map_err(invalid)?;
+    let meta = GgufMetadata {
+        metadata: &content.metadata,
+        source_name: source_name.clone(),
+    };
+    let tokenizer = Tokenizer::from_gguf(&meta)?;
+    let vocab_len = meta.string_array("tokenizer.ggml.tokens")?.len();
+    let config = ModelConfig::from_gguf(&meta, content.tensor_infos.contains_key("output.weight"), vocab_len)?;
+    let names = expected_tensor_names(&config);
+    let elements: u64 = names
+        .iter()
+        .filter_map(|n| gguf_name(n))
+        .filter_map(|n| content.tensor_infos.get(&n))
+        .map(|info| info.shape.elem_count() as u64)
+        .sum();
+    check_dense_size(elements, options, &source_name)?;
+    let mut tensors = HashMap::new();
+    for name in names {
+        let Some(gguf) = gguf_name(&name) else { continue };
+        if !content.tensor_infos.contains_key(&gguf) {
+            return Err(InferError::invalid_model(&source_name, &gguf, "a tensor (missing)"));
+        }
+        let dense = content
+            .tensor(&mut file, &gguf, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .map_err(invalid)?;
+        let dense = match (config.architecture, name.as_str()) {
+            (Architecture::Llama, n) if n.ends_with("q_proj.weight") => unpermute_rope_rows(&dense, config.num_heads)?,
+            (Architecture::Llama, n) if n.ends_with("k_proj.weight") => unpermute_rope_rows(&dense, config.num_kv_heads)?,
+            _ => dense,
+        };
+        tensors.insert(name, dense);
+    }
+    let rope_factors = match content.tensor_infos.contains_key("rope_freqs.weight") {
+        true => {
+            let t = content
+                .tensor(&mut file, "rope_freqs.weight", &Device::Cpu)
+                .and_then(|q| q.dequantize(&Device::Cpu))
+                .map_err(invalid)?;
+            Some(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+        }
+        false => None,
+    };
+    let model = Model::from_tensors(config, tensors, rope_factors, device, &source_name)?;
+    let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i)).unwrap_or_default();
+    let chat_template = match meta.optional_string("tokenizer.chat_template") {
+        Some(source) => ChatTemplate::new(
+            source,
+            token_text(tokenizer.bos_token_id()),
+            token_text(tokenizer.eos_token_ids().first().copied()),
+        )?,
+        None => ChatTemplate::plain(),
+    };
+    Ok(LanguageModel::from_parts(model, tokenizer, chat_template, source_name))
+}
+
+/// `"text"` or `{"content": "text", ...}` in tokenizer_config.json.
+fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(String::from),
+        _ => None,
+    }
+}
+
+/// `"template"` or `[{"name": "default", "template": "..."}, ...]` in tokenizer_config.json.
+fn template_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .find(|i| i.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .or_else(|| items.first())
+            .and_then(|i| i.get("template")?.as_str().map(String::from)),
+        _ => None,
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| InferError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| InferError::invalid_model(path.display().to_string(), "JSON", e.to_string()))
+}
+
+fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<LanguageModel> {
+    let source_name = dir.display().to_string();
+    let config_path = dir.join("config.json");
+    let config_text = std::fs::read_to_string(&config_path).map_err(|e| InferError::io(&config_path, e))?;
+    let config = ModelConfig::from_hf_config(&config_text, &config_path.display().to_string())?;
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| InferError::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        return Err(InferError::invalid_model(&source_name, "*.safetensors", "at least one weights file"));
+    }
+    let shard_bytes: u64 = shards.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    // f16/bf16 files double in size as f32; f32 files stay the same: bound by the worst case.
+    check_dense_size(shard_bytes / 2, options, &source_name)?;
+    let mut tensors = HashMap::new();
+    for shard in &shards {
+        let loaded = candle_core::safetensors::load(shard, &Device::Cpu).map_err(|e| {
+            InferError::invalid_model(shard.display().to_string(), "safetensors", e.to_string())
+        })?;
+        for (name, t) in loaded {
+            tensors.insert(name, t.to_dtype(DType::F32)?);
+        }
+    }
+    let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?;
+    let generation_config = read_json(&dir.join("generation_config.json"))?;
+    let field = |key: &str| tokenizer_config.as_ref().and_then(|c| c.get(key));
+    let bos_token = token_string(field("bos_token"));
+    let eos_token = token_string(field("eos_token"));
+    let tokenizer_json = Tokenizer::from_file(&dir.join("tokenizer.json"), None, Vec::new())?;
+    let id_of = |t: &Option<String>| t.as_deref().and_then(|t| tokenizer_json.token_to_id(t));
+    let mut eos_ids: Vec<u32> = id_of(&eos_token).into_iter().collect();
+    if let Some(ids) = generation_config.as_ref().and_then(|g| g.get("eos_token_id")) {
+        let extra: Vec<u32> = match ids {
+            serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+            v => v.as_u64().map(|v| v as u32).into_iter().collect(),
+        };
+        for id in extra {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+    }
+    let tokenizer = Tokenizer::new(tokenizer_json.inner().clone(), id_of(&bos_token), eos_ids);
+    let chat_template = match template_string(field("chat_template")) {
+        Some(source) => ChatTemplate::new(source, bos_token.unwrap_or_default(), eos_token.unwrap_or_default())?,
+        None => ChatTemplate::plain(),
+    };
+    let model = Model::from_tensors(config, tensors, None, device, &source_name)?;
+    Ok(LanguageModel::from_parts(model, tokenizer, chat_template, source_name))
+}
+
+/// Write `model` as a Hugging Face directory: `model.safetensors` (f32), `config.json`,
+/// `tokenizer.json` and `tokenizer_config.json` (chat template, bos/eos tokens), which
+/// [`LanguageModel::load`] reads back as a [`ModelSpec::Directory`].
+pub fn export_dense(model: &LanguageModel, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| InferError::io(dir, e))?;
+    let config = model.model().config();
+    let from_config = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, None)
+        .map_err(InferError::InvalidInput)?;
+    if model.model().inv_freq() != from_config.as_slice() {
+        return Err(InferError::InvalidInput(
+            "export of per-frequency rope factors (GGUF rope_freqs.weight) is not supported".into(),
+        ));
+    }
+    let tensors: HashMap<String, Tensor> = model
+        .model()
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    let weights = dir.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &weights)?;
+    let write = |name: &str, value: &serde_json::Value| -> Result<()> {
+        let path = dir.join(name);
+        let text = serde_json::to_string_pretty(value).map_err(|e| InferError::InvalidInput(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| InferError::io(path, e))
+    };
+    write("config.json", &config.to_hf_config_json())?;
+    model.tokenizer().save(&dir.join("tokenizer.json"))?;
+    let tok = model.tokenizer();
+    let text_of = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));
+    let mut tokenizer_config = serde_json::json!({
+        "bos_token": text_of(tok.bos_token_id()),
+        "eos_token": text_of(tok.eos_token_ids().first().copied()),
+    });
+    if let Some(source) = model.chat_template().source() {
+        tokenizer_config["chat_template"] = serde_json::Value::String(source.to_string());
+    }
+    write("tokenizer_config.json", &tokenizer_config)?;
+    write("generation_config.json", &serde_json::json!({ "eos_token_id": tok.eos_token_ids() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_hf_names_to_gguf() {
+        assert_eq!(gguf_name("model.embed_tokens.weight").unwrap(), "token_embd.weight");
+        assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.bias").unwrap(), "blk.12.attn_k.bias");
+        assert_eq!(gguf_name("model.layers.0.mlp.down_proj.weight").unwrap(), "blk.0.ffn_down.weight");
+        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight").unwrap(), "blk.3.ffn_norm.weight");
+        assert!(gguf_name("model.layers.0.unknown.weight").is_none());
+    }
+
+    #[test]
+    fn reads_tokenizer_config_shapes() {
+        let cfg = serde_json::json!({
+            "bos_token": {"content": "<s>", "lstrip": false},
+            "eos_token": "</s>",
+            "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
+        });
+        assert_eq!(token_string(cfg.get("bos_token")).unwrap(), "<s>");
+        assert_eq!(token_string(cfg.get("eos_token")).unwrap(), "</s>");
+        assert_eq!(template_string(cfg.get("chat_template")).unwrap(), "D");
+        assert!(template_string(cfg.get("missing")).is_none());
+    }
+}

@@ -1,0 +1,534 @@
+//! The transformer forward pass (llama family and qwen2) on dense f32 weights, with a KV cache
+//! that the caller owns and can clone, logits for every position of a chunk, and a batched
+//! variant that runs several continuations on top of one shared cache.
+//!
+//! Weights are held in Hugging Face layout and naming (`model.layers.N.self_attn.q_proj.weight`,
+//! rows = output features); GGUF llama q/k rows, which llama.cpp permutes for its interleaved
+//! rope, are permuted back at load, so one half-rotation rope serves every source.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{Llama3RopeScaling, ModelConfig};
+use crate::error::{InferError, Result};
+
+/// A linear projection `y = x Wᵀ (+ b)` with `W` of shape `[out, in]`.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Per-layer keys and values of the tokens seen so far, owned by the caller.
+///
+/// Cloning is cheap (tensors are reference counted); a cloned cache can be extended
+/// independently, which is how a shared prompt prefix is reused.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+    batch: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model with `num_layers` blocks.
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+            len: 0,
+            batch: 1,
+        }
+    }
+
+    /// Number of positions already processed (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no token has been processed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of sequences the cache holds (1 unless it came out of a batched call).
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+}
+
+/// The names of the dense tensors of one model, in Hugging Face convention.
+pub(crate) struct TensorNames;
+
+impl TensorNames {
+    pub(crate) const EMBED: &'static str = "model.embed_tokens.weight";
+    pub(crate) const NORM: &'static str = "model.norm.weight";
+    pub(crate) const LM_HEAD: &'static str = "lm_head.weight";
+
+    pub(crate) fn layer(i: usize, suffix: &str) -> String {
+        format!("model.layers.{i}.{suffix}")
+    }
+}
+
+/// A transformer with dense f32 weights.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: ModelConfig,
+    device: Device,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Tensor,
+    /// Rope inverse frequencies (after any scaling), length `head_dim / 2`.
+    inv_freq: Vec<f64>,
+}
+
+impl Model {
+    /// Assemble a model from f32 tensors named in Hugging Face convention (q/k rows in HF
+    /// order). `rope_freq_factors` divides the rope frequencies (GGUF `rope_freqs.weight`).
+    pub(crate) fn from_tensors(
+        config: ModelConfig,
+        mut tensors: HashMap<String, Tensor>,
+        rope_freq_factors: Option<Vec<f64>>,
+        device: &Device,
+        source_name: &str,
+    ) -> Result<Self> {
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors
+                .remove(name)
+                .ok_or_else(|| InferError::invalid_model(source_name, name, "a tensor (missing)"))?;
+            check_shape(&t, name, shape, source_name)?;
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+        };
+        let c = &config;
+        let (h, q_dim, kv_dim) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let embed = take(TensorNames::EMBED, &[c.vocab_size, h])?;
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                let weight = take(&TensorNames::layer(i, &format!("{name}.weight")), &[out, inp])?;
+                let bias = match bias {
+                    true => Some(take(&TensorNames::layer(i, &format!("{name}.bias")), &[out])?),
+                    false => None,
+                };
+                Ok(Linear { weight, bias })
+            };
+            let qkv_bias = c.architecture.has_qkv_bias();
+            let q = linear("self_attn.q_proj", q_dim, h, qkv_bias)?;
+            let k = linear("self_attn.k_proj", kv_dim, h, qkv_bias)?;
+            let v = linear("self_attn.v_proj", kv_dim, h, qkv_bias)?;
+            let o = linear("self_attn.o_proj", h, q_dim, false)?;
+            let gate = linear("mlp.gate_proj", c.intermediate_size, h, false)?;
+            let up = linear("mlp.up_proj", c.intermediate_size, h, false)?;
+            let down = linear("mlp.down_proj", h, c.intermediate_size, false)?;
+            blocks.push(Block {
+                attn_norm: take(&TensorNames::layer(i, "input_layernorm.weight"), &[h])?,
+                q,
+                k,
+                v,
+                o,
+                ffn_norm: take(&TensorNames::layer(i, "post_attention_layernorm.weight"), &[h])?,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = take(TensorNames::NORM, &[h])?;
+        let lm_head = match c.tie_word_embeddings {
+            true => embed.clone(),
+            false => take(TensorNames::LM_HEAD, &[c.vocab_size, h])?,
+        };
+        let inv_freq = rope_inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling, rope_freq_factors.as_deref())
+            .map_err(|expected| InferError::invalid_model(source_name, "rope_freqs.weight", expected))?;
+        Ok(Self {
+            config,
+            device: device.clone(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            inv_freq,
+        })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A fresh, empty cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.num_layers)
+    }
+
+    /// Run `tokens` after the tokens already in `cache`, append their keys/values to the cache
+    /// and return the logits of every position of the chunk, shape `[tokens.len(), vocab]`
+    /// (row `i` is the distribution of the token that follows `tokens[i]`).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(InferError::InvalidInput("forward called with no tokens".into()));
+        }
+        if cache.batch != 1 {
+            return Err(InferError::InvalidInput(format!(
+                "forward needs a single-sequence cache, this one holds {} sequences",
+                cache.batch
+            )));
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        Ok(self.run(&ids, cache)?.squeeze(0)?)
+    }
+
+    /// Run several continuations on top of one shared single-sequence cache (which is not
+    /// modified) as one batch, and return each continuation's logits, `[len_i, vocab]`.
+    ///
+    /// Shorter continuations are right-padded; causal attention means padding never affects
+    /// the positions that are returned.
+    pub fn forward_batch(&self, continuations: &[Vec<u32>], cache: &KvCache) -> Result<Vec<Tensor>> {
+        if continuations.is_empty() {
+            return Ok(Vec::new());
+        }
+        if cache.batch != 1 {
+            return Err(InferError::InvalidInput(format!(
+                "forward_batch needs a single-sequence cache, this one holds {} sequences",
+                cache.batch
+            )));
+        }
+        let max_len = continuations.iter().map(Vec::len).max().unwrap_or(0);
+        if let Some(i) = continuations.iter().position(Vec::is_empty) {
+            return Err(InferError::InvalidInput(format!("continuation {i} of the batch has no tokens")));
+        }
+        let pad = continuations[0][0];
+        let mut ids = Vec::with_capacity(continuations.len() * max_len);
+        for c in continuations {
+            ids.extend_from_slice(c);
+            ids.extend(std::iter::repeat_n(pad, max_len - c.len()));
+        }
+        let ids = Tensor::from_vec(ids, (continuations.len(), max_len), &self.device)?;
+        let mut batch_cache = cache.clone();
+        let logits = self.run(&ids, &mut batch_cache)?;
+        continuations
+            .iter()
+            .enumerate()
+            .map(|(b, c)| Ok(logits.get(b)?.narrow(0, 0, c.len())?))
+            .collect()
+    }
+
+    /// Embedding-to-logits pass over ids `[B, S]`; a batch-1 cache is broadcast to `B`.
+    fn run(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (batch, seq_len) = ids.dims2()?;
+        let offset = cache.len;
+        if offset + seq_len > self.config.context_length {
+            return Err(InferError::ContextOverflow {
+                needed: offset + seq_len,
+                context_length: self.config.context_length,
+            });
+        }
+        if cache.layers.len() != self.blocks.len() {
+            return Err(InferError::InvalidInput(format!(
+                "cache has {} layers, model has {}",
+                cache.layers.len(),
+                self.blocks.len()
+            )));
+        }
+        let (cos, sin) = self.rope_tables(offset, seq_len)?;
+        let mask = causal_mask(seq_len, offset, &self.device)?;
+        let flat_ids = ids.flatten_all()?;
+        let mut x = self.embed.index_select(&flat_ids, 0)?; // [B*S, hidden]
+        for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let ctx = AttentionInput {
+                batch,
+                seq_len,
+                cos: &cos,
+                sin: &sin,
+                mask: mask.as_ref(),
+            };
+            x = self.block_forward(block, &x, &ctx, layer_cache)?;
+        }
+        cache.len = offset + seq_len;
+        cache.batch = batch;
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
+        let logits = x.matmul(&self.lm_head.t()?)?;
+        Ok(logits.reshape((batch, seq_len, self.config.vocab_size))?)
+    }
+
+    fn block_forward(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        ctx: &AttentionInput<'_>,
+        layer_cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps as f32;
+        let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
+        let attn = self.attention(block, &h, ctx, layer_cache)?;
+        let x = (x + attn)?;
+        let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
+        let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
+        Ok((x + block.down.forward(&gated)?)?)
+    }
+
+    fn attention(
+        &self,
+        block: &Block,
+        h: &Tensor,
+        ctx: &AttentionInput<'_>,
+        layer_cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, s, d) = (ctx.batch, ctx.seq_len, c.head_dim);
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, s, n, d))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(block.q.forward(h)?, c.num_heads)?;
+        let k = heads(block.k.forward(h)?, c.num_kv_heads)?;
+        let v = heads(block.v.forward(h)?, c.num_kv_heads)?;
+        let q = candle_nn::rotary_emb::rope(&q, ctx.cos, ctx.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, ctx.cos, ctx.sin)?;
+        let (k, v) = match layer_cache.take() {
+            None => (k, v),
+            Some((k_past, v_past)) => {
+                let widen = |t: Tensor| -> Result<Tensor> {
+                    match t.dim(0)? == b {
+                        true => Ok(t),
+                        false => Ok(t.broadcast_as((b, t.dim(1)?, t.dim(2)?, d))?.contiguous()?),
+                    }
+                };
+                (
+                    Tensor::cat(&[widen(k_past)?, k], 2)?,
+                    Tensor::cat(&[widen(v_past)?, v], 2)?,
+                )
+            }
+        };
+        *layer_cache = Some((k.clone(), v.clone()));
+        let total = k.dim(2)?;
+        let group = c.num_heads / c.num_kv_heads;
+        // Heads sharing a kv head are adjacent: fold them into the row dimension.
+        let q = q.reshape((b, c.num_kv_heads, group * s, d))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scores = scores.reshape((b, c.num_heads, s, total))?;
+        let scores = match ctx.mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = probs.reshape((b, c.num_kv_heads, group * s, total))?;
+        let out = probs.matmul(&v)?; // [b, kv, group*s, d]
+        let out = out
+            .reshape((b, c.num_heads, s, d))?
+            .transpose(1, 2)?
+            .reshape((b * s, c.num_heads * d))?;
+        block.o.forward(&out)
+    }
+
+    /// cos/sin of the rope angles for positions `offset..offset+len`, `[len, head_dim/2]`,
+    /// computed in f64 and rounded once.
+    fn rope_tables(&self, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for pos in offset..offset + len {
+            for f in &self.inv_freq {
+                let angle = pos as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (len, half), &self.device)?,
+            Tensor::from_vec(sin, (len, half), &self.device)?,
+        ))
+    }
+
+    /// All dense tensors under their Hugging Face names (for export).
+    pub(crate) fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            (TensorNames::EMBED.to_string(), self.embed.clone()),
+            (TensorNames::NORM.to_string(), self.norm.clone()),
+        ];
+        if !self.config.tie_word_embeddings {
+            out.push((TensorNames::LM_HEAD.to_string(), self.lm_head.clone()));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            let linears = [
+                ("self_attn.q_proj", &b.q),
+                ("self_attn.k_proj", &b.k),
+                ("self_attn.v_proj", &b.v),
+                ("self_attn.o_proj", &b.o),
+                ("mlp.gate_proj", &b.gate),
+                ("mlp.up_proj", &b.up),
+                ("mlp.down_proj", &b.down),
+            ];
+            for (name, linear) in linears {
+                out.push((TensorNames::layer(i, &format!("{name}.weight")), linear.weight.clone()));
+                if let Some(bias) = &linear.bias {
+                    out.push((TensorNames::layer(i, &format!("{name}.bias")), bias.clone()));
+                }
+            }
+            out.push((TensorNames::layer(i, "input_layernorm.weight"), b.attn_norm.clone()));
+            out.push((TensorNames::layer(i, "post_attention_layernorm.weight"), b.ffn_norm.clone()));
+        }
+        out
+    }
+
+    /// The rope inverse frequencies in use (after scaling), for checking an export.
+    pub(crate) fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+}
+
+struct AttentionInput<'a> {
+    batch: usize,
+    seq_len: usize,
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    mask: Option<&'a Tensor>,
+}
+
+fn check_shape(t: &Tensor, name: &str, expected: &[usize], source_name: &str) -> Result<()> {
+    if t.dims() != expected {
+        return Err(InferError::invalid_model(
+            source_name,
+            name,
+            format!("shape {expected:?}, found {:?}", t.dims()),
+        ));
+    }
+    Ok(())
+}
+
+/// Additive causal mask `[len, offset + len]` for a chunk that starts after `offset` cached
+/// positions: query `i` may attend to keys `0..=offset + i`. `None` for a single token, which
+/// may attend to everything.
+pub(crate) fn causal_mask(len: usize, offset: usize, device: &Device) -> Result<Option<Tensor>> {
+    if len == 1 {
+        return Ok(None);
+    }
+    let total = offset + len;
+    let values: Vec<f32> = (0..len)
+        .flat_map(|i| (0..total).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Some(Tensor::from_vec(values, (len, total), device)?))
+}
+
+/// Rope inverse frequencies `theta^(-2i/d)`, with Llama 3 scaling or per-frequency divisors.
+pub(crate) fn rope_inverse_frequencies(
+    head_dim: usize,
+    theta: f64,
+    scaling: Option<Llama3RopeScaling>,
+    factors: Option<&[f64]>,
+) -> std::result::Result<Vec<f64>, String> {
+    let half = head_dim / 2;
+    let base: Vec<f64> = (0..half).map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64)).collect();
+    if let Some(factors) = factors {
+        if factors.len() != half {
+            return Err(format!("{half} factors (head_dim / 2), found {}", factors.len()));
+        }
+        return Ok(base.iter().zip(factors).map(|(f, k)| f / k).collect());
+    }
+    let Some(s) = scaling else {
+        return Ok(base);
+    };
+    let old = s.original_max_position_embeddings as f64;
+    let low_wavelen = old / s.low_freq_factor;
+    let high_wavelen = old / s.high_freq_factor;
+    Ok(base
+        .into_iter()
+        .map(|f| {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < high_wavelen {
+                f
+            } else if wavelen > low_wavelen {
+                f / s.factor
+            } else {
+                let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * f / s.factor + smooth * f
+            }
+        })
+        .collect())
+}
+
+/// Undo llama.cpp's rope permutation of a GGUF llama q/k weight `[heads * head_dim, in]`:
+/// within each head, rows stored as interleaved pairs go back to two halves.
+pub(crate) fn unpermute_rope_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let head_dim = rows / heads;
+    Ok(w
+        .reshape((heads, head_dim / 2, 2, cols))?
+        .transpose(1, 2)?
+        .reshape((rows, cols))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_blocks_future_positions_after_offset() {
+        let mask = causal_mask(3, 2, &Device::Cpu).unwrap().unwrap();
+        let rows: Vec<Vec<f32>> = mask.to_vec2().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(
+            rows,
+            vec![
+                vec![0.0, 0.0, 0.0, inf, inf],
+                vec![0.0, 0.0, 0.0, 0.0, inf],
+                vec![0.0, 0.0, 0.0, 0.0, 0.0],
+            ]
+        );
+        assert!(causal_mask(1, 7, &Device::Cpu).unwrap().is_none());
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permutation() {
+        // One head of dim 4 on 1 input column: HF rows [a0 a1 | b0 b1] are stored by llama.cpp
+        // as interleaved pairs [a0 b0 a1 b1].
+        let gguf = Tensor::new(&[[10f32], [20.], [11.], [21.]], &Device::Cpu).unwrap();
+        let hf = unpermute_rope_rows(&gguf, 1).unwrap();
+        assert_eq!(hf.to_vec2::<f32>().unwrap(), vec![vec![10.], vec![11.], vec![20.], vec![21.]]);
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        let s = Llama3RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let base = rope_inverse_frequencies(64, 500_000.0, None, None).unwrap();
+        let scaled = rope_inverse_frequencies(64, 500_000.0, Some(s), None).unwrap();
+        assert_eq!(base[0], scaled[0]); // wavelength 2π < 2048: unchanged
+        assert!((scaled[31] - base[31] / 8.0).abs() < 1e-18); // longest wavelength: divided
+        let factors = vec![2.0; 32];
+        let divided = rope_inverse_frequencies(64, 500_000.0, None, Some(&factors)).unwrap();
+        assert_eq!(divided[5], base[5] / 2.0);
+        assert!(rope_inverse_frequencies(64, 1e4, None, Some(&[1.0])).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Exact label scoring: the log-probability of each label string as the continuation of a
+//! prompt, summed over its tokens, plus the first-token variant and the probability mass that
+//! falls outside the labels' first tokens. Prompts are held as [`Prefix`]es (KV cache + the
+//! next-token logits) so a shared instruction prefix is computed once and extended per example.
+//!
+//! Tokenization convention: each label is tokenized on its own (special tokens matched, nothing
+//! added) and appended to the prompt's tokens. The prompt should therefore end at a natural
+//! token boundary, e.g. right after `<|im_start|>assistant\n`; a label that follows a space in
+//! running text should carry that space itself (`" positive"`).
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{InferError, Result};
+use crate::loader::LanguageModel;
+use crate::model::KvCache;
+
+/// A processed token sequence: its KV cache and the logits of the token that follows it.
+/// Clone it to branch (the tensors are shared, not copied).
+#[derive(Debug, Clone)]
+pub struct Prefix {
+    cache: KvCache,
+    tokens: Vec<u32>,
+    next_logits: Tensor,
+}
+
+impl Prefix {
+    /// The tokens processed so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The KV cache of those tokens.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Raw logits `[vocab]` of the next token.
+    pub fn next_logits(&self) -> &Tensor {
+        &self.next_logits
+    }
+
+    /// The next token's log-probabilities (log-softmax of the logits in f64).
+    pub fn next_log_probs(&self) -> Result<Vec<f64>> {
+        log_softmax(&self.next_logits)
+    }
+}
+
+/// The score of one label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    /// The label as given.
+    pub label: String,
+    /// Its tokens as appended to the prompt.
+    pub token_ids: Vec<u32>,
+    /// Sum over its tokens of log p(token | prompt, previous label tokens), natural log.
+    pub log_prob: f64,
+    /// log p(first token | prompt).
+    pub first_token_log_prob: f64,
+}
+
+/// Scores of a set of labels after one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScores {
+    /// One entry per label, in the order given.
+    pub labels: Vec<LabelScore>,
+    /// Probability of the next token NOT being the first token of any label
+    /// (1 − Σ over the distinct first tokens of their probabilities).
+    pub first_token_mass_outside: f64,
+}
+
+/// Log-softmax of a `[vocab]` logits tensor, accumulated in f64.
+pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
+    let values = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    Ok(log_softmax_values(&values))
+}
+
+pub(crate) fn log_softmax_values(values: &[f32]) -> Vec<f64> {
+    let max = values.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let sum: f64 = values.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let log_z = max + sum.ln();
+    values.iter().map(|&v| v as f64 - log_z).collect()
+}
+
+impl LanguageModel {
+    /// Process `tokens` from an empty cache.
+    pub fn prefill(&self, tokens: &[u32]) -> Result<Prefix> {
+        let empty = Prefix {
+            cache: self.model().new_cache(),
+            tokens: Vec::new(),
+            next_logits: Tensor::zeros(self.model().config().vocab_size, candle_core::DType::F32, self.model().device())?,
+        };
+        self.extend(&empty, tokens)
+    }
+
+    /// Process `tokens` after `prefix` (as one chunk), leaving `prefix` untouched.
+    pub fn extend(&self, prefix: &Prefix, tokens: &[u32]) -> Result<Prefix> {
+        let mut cache = prefix.cache.clone();
+        let logits = self.model().forward(tokens, &mut cache)?;
+        let mut all_tokens = prefix.tokens.clone();
+        all_tokens.extend_from_slice(tokens);
+        Ok(Prefix {
+            cache,
+            tokens: all_tokens,
+            next_logits: logits.get(tokens.len() - 1)?,
+        })
+    }
+
+    /// Tokenize `text` and process it after `prefix`.
+    pub fn extend_text(&self, prefix: &Prefix, text: &str) -> Result<Prefix> {
+        self.extend(prefix, &self.encode(text)?)
+    }
+
+    /// Tokenize `text` and process it from an empty cache.
+    pub fn prefill_text(&self, text: &str) -> Result<Prefix> {
+        self.prefill(&self.encode(text)?)
+    }
+
+    /// Score `labels` as continuations of `prefix`. All multi-token labels run as one batch
+    /// on top of the prefix's cache; see the module docs for the tokenization convention.
+    pub fn score_labels(&self, prefix: &Prefix, labels: &[String]) -> Result<LabelScores> {
+        if prefix.tokens.is_empty() {
+            return Err(InferError::InvalidInput("score_labels needs a non-empty prompt".into()));
+        }
+        if labels.is_empty() {
+            return Err(InferError::InvalidInput("score_labels needs at least one label".into()));
+        }
+        let label_tokens = labels
+            .iter()
+            .map(|label| {
+                let ids = self.encode(label)?;
+                match ids.is_empty() {
+                    true => Err(InferError::InvalidInput(format!("label `{label}` has no tokens"))),
+                    false => Ok(ids),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let first_log_probs = prefix.next_log_probs()?;
+        // Tokens after the first are predicted from the label's own earlier tokens.
+        let multi: Vec<usize> = (0..labels.len()).filter(|&i| label_tokens[i].len() > 1).collect();
+        let continuations: Vec<Vec<u32>> = multi
+            .iter()
+            .map(|&i| label_tokens[i][..label_tokens[i].len() - 1].to_vec())
+            .collect();
+        let batch_logits = self.model().forward_batch(&continuations, &prefix.cache)?;
+        let mut scores = Vec::with_capacity(labels.len());
+        for (i, (label, ids)) in labels.iter().zip(&label_tokens).enumerate() {
+            let first = first_log_probs[ids[0] as usize];
+            let mut total = first;
+            if let Some(slot) = multi.iter().position(|&m| m == i) {
+                let logits = &batch_logits[slot];
+                for (row, &next) in ids[1..].iter().enumerate() {
+                    total += log_softmax(&logits.get(row)?)?[next as usize];
+                }
+            }
+            scores.push(LabelScore {
+                label: label.clone(),
+                token_ids: ids.clone(),
+                log_prob: total,
+                first_token_log_prob: first,
+            });
+        }
+        let mut firsts: Vec<u32> = label_tokens.iter().map(|ids| ids[0]).collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        let inside: f64 = firsts.iter().map(|&id| first_log_probs[id as usize].exp()).sum();
+        Ok(LabelScores {
+            labels: scores,
+            first_token_mass_outside: (1.0 - inside).max(0.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_matches_hand_computation() {
+        // logits [0, ln 3]: probabilities 1/4 and 3/4.
+        let lp = log_softmax_values(&[0.0, 3f32.ln()]);
+        assert!((lp[0] - 0.25f64.ln()).abs() < 1e-7);
+        assert!((lp[1] - 0.75f64.ln()).abs() < 1e-7);
+        // Shift invariance with large logits (no overflow).
+        let big = log_softmax_values(&[1000.0, 1000.0 + 3f32.ln()]);
+        assert!((big[1] - 0.75f64.ln()).abs() < 1e-4);
+    }
+}
