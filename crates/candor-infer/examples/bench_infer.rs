@@ -1,0 +1,369 @@
+//! Throughput benchmark of candor-infer on a real model (issue 3), printed as one small table.
+//!
+//! In one run it measures prefill tokens/s (a ~200-token chat prompt), decode tokens/s (64
+//! greedy steps, end-of-turn ignored, like `llama-bench -n 64`), label scoring and constrained
+//! verbalized generation in examples/s on Emotion-like prompts with 6 labels, and the same
+//! scoring and generation done naively for the ratio:
+//!
+//! * label scoring, candor: the shared instruction header is prefilled once, each example extends
+//!   it and all labels are scored as one batch on top of its cache;
+//!   naive: every label is run as a fresh forward of `prompt + label` (no prefix reuse, one label
+//!   at a time); the bench checks both give the same log-probs;
+//! * constrained verbalized, candor: `generate_constrained` after the reused header (forced dict
+//!   pieces run as prefill chunks); naive: the full prompt from scratch, then the very same dict
+//!   tokens replayed one decode step each.
+//!
+//! Usage: `cargo run --release -p candor-infer --example bench_infer -- [MODEL.gguf] [--examples N]`
+//! (or `scripts/bench-infer.sh`). Set `RAYON_NUM_THREADS` to the core count and run nothing else.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candor_infer::{
+    ChatMessage, ConstrainedGeneration, ConstrainedOptions, InferError, LanguageModel, LoadOptions,
+    ModelSpec, Prefix, Result,
+};
+
+const LABELS: [&str; 6] = ["anger", "fear", "joy", "love", "sadness", "surprise"];
+const DECODE_STEPS: usize = 64;
+const REPEATS: usize = 3;
+
+const TEXTS: [&str; 12] = [
+    "They charged me twice and then hung up on me when I called to complain.",
+    "The elevator stopped between floors and the lights went out.",
+    "My sister just told me she is having a baby and I am going to be an aunt!",
+    "Holding your hand on the porch at sunset is all I ever want.",
+    "I packed up his room today; his shoes are still by the door.",
+    "The quiet new intern turned out to be the company's founder.",
+    "Someone keyed my car in the parking lot and left a rude note.",
+    "I heard a scratching noise inside the wall at three in the morning.",
+    "Got the acceptance letter from my dream school this afternoon.",
+    "After twenty years together he still leaves notes in my lunch box.",
+    "Nobody came to my birthday dinner, so I ate alone.",
+    "The magician pulled my lost wedding ring out of a sealed envelope.",
+];
+
+fn label_prompt(text: &str) -> String {
+    format!(
+        "Classify the emotion expressed in the text. Answer with exactly one word from: {}.\nText: {text}",
+        LABELS.join(", ")
+    )
+}
+
+fn verbalized_prompt(text: &str) -> String {
+    format!(
+        "Read the text and give the probability of each emotion ({}) as a Python dict, and nothing else.\nText: {text}",
+        LABELS.join(", ")
+    )
+}
+
+struct Args {
+    model: PathBuf,
+    examples: usize,
+}
+
+fn parse_args() -> std::result::Result<Args, String> {
+    let mut model = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    ));
+    let mut examples = 8;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--examples" => {
+                let value = args.next().ok_or("--examples needs a number")?;
+                examples = value
+                    .parse()
+                    .map_err(|_| format!("--examples expects a positive integer, got `{value}`"))?;
+                if examples == 0 || examples > TEXTS.len() {
+                    return Err(format!("--examples must be between 1 and {}", TEXTS.len()));
+                }
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
+            path => model = PathBuf::from(path),
+        }
+    }
+    Ok(Args { model, examples })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Seconds taken by `work`.
+fn timed<T>(work: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let start = Instant::now();
+    let value = work()?;
+    Ok((value, start.elapsed().as_secs_f64()))
+}
+
+/// Token ids of the chat prompt for each text, and the longest token prefix they all share.
+fn prompts(
+    model: &LanguageModel,
+    texts: &[&str],
+    user: fn(&str) -> String,
+) -> Result<(Vec<Vec<u32>>, usize)> {
+    let ids = texts
+        .iter()
+        .map(|t| model.encode(&model.render_chat(&[ChatMessage::user(user(t))], true)?))
+        .collect::<Result<Vec<_>>>()?;
+    let shared = ids
+        .iter()
+        .map(|p| p.len())
+        .min()
+        .map(|shortest| {
+            (0..shortest)
+                .take_while(|&i| ids.iter().all(|p| p[i] == ids[0][i]))
+                .count()
+        })
+        .unwrap_or(0);
+    Ok((ids, shared))
+}
+
+/// A ~200-token prompt for the prefill figure.
+fn long_prompt(model: &LanguageModel) -> Result<Vec<u32>> {
+    let story = TEXTS.join(" ");
+    let ids = model.encode(&model.chat_prompt(&format!(
+        "Summarise these diary lines in one sentence: {story}"
+    ))?)?;
+    Ok(ids.into_iter().take(200).collect())
+}
+
+fn bench_prefill(model: &LanguageModel, ids: &[u32]) -> Result<f64> {
+    let times = (0..REPEATS)
+        .map(|_| timed(|| model.prefill(ids)).map(|(_, s)| s))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ids.len() as f64 / median(times))
+}
+
+fn argmax(values: &[f64]) -> u32 {
+    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best }) as u32
+}
+
+fn bench_decode(model: &LanguageModel, prompt: &Prefix) -> Result<f64> {
+    let mut times = Vec::with_capacity(REPEATS);
+    for _ in 0..REPEATS {
+        let ((), seconds) = timed(|| {
+            let mut state = prompt.clone();
+            for _ in 0..DECODE_STEPS {
+                let next = argmax(&state.next_log_probs()?);
+                state = model.extend(&state, &[next])?;
+            }
+            Ok(())
+        })?;
+        times.push(seconds);
+    }
+    Ok(DECODE_STEPS as f64 / median(times))
+}
+
+/// Label log-probs of one prompt, naively: a fresh forward of `prompt + label` per label.
+fn naive_label_log_probs(
+    model: &LanguageModel,
+    prompt: &[u32],
+    labels: &[String],
+) -> Result<Vec<f64>> {
+    labels
+        .iter()
+        .map(|label| {
+            let label_ids = model.encode(label)?;
+            let sequence: Vec<u32> = prompt.iter().chain(&label_ids).copied().collect();
+            let mut cache = model.model().new_cache();
+            let rows: Vec<Vec<f32>> = model.model().forward(&sequence, &mut cache)?.to_vec2()?;
+            Ok(label_ids
+                .iter()
+                .enumerate()
+                .map(|(k, &id)| log_prob_of(&rows[prompt.len() - 1 + k], id))
+                .sum())
+        })
+        .collect()
+}
+
+fn log_prob_of(row: &[f32], id: u32) -> f64 {
+    let max = row
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    let log_z = max
+        + row
+            .iter()
+            .map(|&v| (f64::from(v) - max).exp())
+            .sum::<f64>()
+            .ln();
+    f64::from(row[id as usize]) - log_z
+}
+
+struct Pair {
+    candor: f64,
+    naive: f64,
+}
+
+/// Label scoring examples/s with prefix reuse + batched labels vs naive; also the largest
+/// log-prob difference between the two (they must agree).
+fn bench_label_scoring(
+    model: &LanguageModel,
+    texts: &[&str],
+    labels: &[String],
+) -> Result<(Pair, f64)> {
+    let (prompts, shared) = prompts(model, texts, label_prompt)?;
+    let (fast, fast_s) = timed(|| {
+        let header = model.prefill(&prompts[0][..shared])?;
+        prompts
+            .iter()
+            .map(|p| model.score_labels(&model.extend(&header, &p[shared..])?, labels))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let (naive, naive_s) = timed(|| {
+        prompts
+            .iter()
+            .map(|p| naive_label_log_probs(model, p, labels))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let max_diff = fast
+        .iter()
+        .zip(&naive)
+        .flat_map(|(f, n)| f.labels.iter().zip(n).map(|(a, b)| (a.log_prob - b).abs()))
+        .fold(0.0, f64::max);
+    let n = texts.len() as f64;
+    Ok((
+        Pair {
+            candor: n / fast_s,
+            naive: n / naive_s,
+        },
+        max_diff,
+    ))
+}
+
+/// The exact tokens candor fed for one dict: forced pieces interleaved with the generated numbers.
+fn replay_ids(
+    model: &LanguageModel,
+    labels: &[String],
+    dict: &ConstrainedGeneration,
+) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for (i, (label, number)) in labels.iter().zip(&dict.numbers).enumerate() {
+        let key =
+            serde_json::to_string(label).map_err(|e| InferError::InvalidInput(e.to_string()))?;
+        ids.extend(model.encode(&format!("{}{key}: ", if i == 0 { "{" } else { ", " }))?);
+        ids.extend(&number.token_ids);
+    }
+    ids.extend(model.encode("}")?);
+    Ok(ids)
+}
+
+/// Constrained verbalized examples/s with the reused header vs full prompt + one step per token.
+fn bench_constrained(
+    model: &LanguageModel,
+    texts: &[&str],
+    labels: &[String],
+) -> Result<(Pair, usize)> {
+    let (prompts, shared) = prompts(model, texts, verbalized_prompt)?;
+    let options = ConstrainedOptions::default();
+    let (dicts, fast_s) = timed(|| {
+        let header = model.prefill(&prompts[0][..shared])?;
+        prompts
+            .iter()
+            .map(|p| {
+                model.generate_constrained(&model.extend(&header, &p[shared..])?, labels, &options)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let replays = dicts
+        .iter()
+        .map(|dict| replay_ids(model, labels, dict))
+        .collect::<Result<Vec<_>>>()?;
+    let ((), naive_s) = timed(|| {
+        for (prompt, replay) in prompts.iter().zip(&replays) {
+            let mut state = model.prefill(prompt)?;
+            for &id in replay {
+                state = model.extend(&state, &[id])?;
+            }
+        }
+        Ok(())
+    })?;
+    let tokens = replays.iter().map(Vec::len).sum::<usize>() / replays.len();
+    let n = texts.len() as f64;
+    Ok((
+        Pair {
+            candor: n / fast_s,
+            naive: n / naive_s,
+        },
+        tokens,
+    ))
+}
+
+fn run(args: &Args) -> Result<()> {
+    let (model, load_s) = timed(|| {
+        LanguageModel::load(
+            &ModelSpec::Gguf(args.model.clone()),
+            &LoadOptions::default(),
+        )
+    })?;
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    println!(
+        "model {} (loaded in {load_s:.1} s), RAYON_NUM_THREADS={threads}",
+        args.model.display()
+    );
+
+    let texts = &TEXTS[..args.examples];
+    let labels: Vec<String> = LABELS.iter().map(|l| l.to_string()).collect();
+    let long = long_prompt(&model)?;
+    let prefill = bench_prefill(&model, &long)?;
+    let decode = bench_decode(&model, &model.prefill(&long)?)?;
+    let (scoring, max_diff) = bench_label_scoring(&model, texts, &labels)?;
+    let (constrained, dict_tokens) = bench_constrained(&model, texts, &labels)?;
+
+    println!();
+    println!("| workload | candor | naive | candor / naive |");
+    println!("|---|---|---|---|");
+    println!(
+        "| prefill, {}-token prompt (median of {REPEATS}) | {prefill:.1} tok/s | | |",
+        long.len()
+    );
+    println!(
+        "| decode, {DECODE_STEPS} greedy steps (median of {REPEATS}) | {decode:.1} tok/s | | |"
+    );
+    println!(
+        "| label scoring, {} labels, {} examples | {:.2} ex/s | {:.2} ex/s | {:.1}x |",
+        labels.len(),
+        texts.len(),
+        scoring.candor,
+        scoring.naive,
+        scoring.candor / scoring.naive
+    );
+    println!(
+        "| constrained verbalized, {} labels, {} examples (~{dict_tokens} dict tokens) | {:.2} ex/s | {:.2} ex/s | {:.1}x |",
+        labels.len(),
+        texts.len(),
+        constrained.candor,
+        constrained.naive,
+        constrained.candor / constrained.naive
+    );
+    println!();
+    println!("label log-probs, candor vs naive: max |diff| {max_diff:.1e} nats");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}\nusage: bench_infer [MODEL.gguf] [--examples N]");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if !args.model.is_file() {
+        eprintln!(
+            "error: model {} not found: run scripts/fetch-default-model.sh",
+            args.model.display()
+        );
+        return std::process::ExitCode::from(2);
+    }
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
