@@ -217,6 +217,7 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         metadata: &content.metadata,
         source_name: source_name.clone(),
     };
+    Architecture::from_name(meta.string("general.architecture")?)?;
     let tokenizer = Tokenizer::from_gguf(&meta)?;
     let vocab_len = meta.string_array("tokenizer.ggml.tokens")?.len();
     let config = ModelConfig::from_gguf(&meta, content.tensor_infos.contains_key("output.weight"), vocab_len)?;
