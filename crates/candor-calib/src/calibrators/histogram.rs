@@ -7,7 +7,7 @@
 //! it). The per-class values are renormalised per row; a row whose values are all 0 (every class
 //! fell into a bin where it never occurred) keeps its input probabilities.
 
-use super::renormalise_rows;
+use super::{map_rows, renormalise_or_restore};
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
 use serde::{Deserialize, Serialize};
@@ -45,14 +45,13 @@ impl HistogramParams {
                 found: self.values.iter().map(Vec::len).sum(),
             });
         }
-        let mut out = probabilities.clone();
-        for row in out.rows_mut() {
+        map_rows(probabilities, |row| {
+            let input = row.to_vec();
             for (p, class_values) in row.iter_mut().zip(&self.values) {
                 *p = class_values[bin_index(*p, self.bins)];
             }
-        }
-        renormalise_rows(&mut out, probabilities);
-        Ok(out)
+            renormalise_or_restore(row, &input);
+        })
     }
 }
 

@@ -7,7 +7,7 @@
 //! interpolation between knots, constant beyond the first and last (the scikit-learn convention).
 //! Rows are renormalised; a row whose calibrated values are all 0 keeps its input probabilities.
 
-use super::renormalise_rows;
+use super::{map_rows, renormalise_or_restore};
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
 use rayon::prelude::*;
@@ -71,14 +71,13 @@ impl IsotonicParams {
                 reason: format!("map of class {class} has no knots or unequal x/y lengths"),
             });
         }
-        let mut out = probabilities.clone();
-        for row in out.rows_mut() {
+        map_rows(probabilities, |row| {
+            let input = row.to_vec();
             for (p, map) in row.iter_mut().zip(&self.maps) {
                 *p = map.eval(*p);
             }
-        }
-        renormalise_rows(&mut out, probabilities);
-        Ok(out)
+            renormalise_or_restore(row, &input);
+        })
     }
 }
 

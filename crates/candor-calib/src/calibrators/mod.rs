@@ -35,7 +35,7 @@ pub use vector::VectorParams;
 
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
-use crate::softmax::{invert_softmax_rows, logsumexp, softmax_rows, DEFAULT_EPSILON};
+use crate::softmax::{logsumexp, softmax_in_place, DEFAULT_EPSILON};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -324,12 +324,12 @@ pub fn fit(
             options.platt_target_smoothing,
         )),
         CalibratorKind::Histogram => CalibratorParams::Histogram(histogram::fit(
-            &view.probabilities(scores),
+            &view.probabilities(scores)?,
             labels,
             options.histogram_bins,
         )),
         CalibratorKind::Isotonic => {
-            CalibratorParams::Isotonic(isotonic::fit(&view.probabilities(scores), labels))
+            CalibratorParams::Isotonic(isotonic::fit(&view.probabilities(scores)?, labels))
         }
     };
     let mut class_counts = vec![0; scores.n_classes()];
@@ -342,7 +342,7 @@ pub fn fit(
             n_classes: scores.n_classes(),
             epsilon,
             class_counts,
-            nll_before: mean_nll(&view.probabilities(scores), labels)?,
+            nll_before: mean_nll(&view.probabilities(scores)?, labels)?,
             nll_after: 0.0,
         },
         params,
@@ -407,15 +407,15 @@ impl FittedCalibrator {
         };
         let k = self.provenance.n_classes;
         match &self.params {
-            CalibratorParams::Identity => Ok(view.probabilities(scores)),
+            CalibratorParams::Identity => view.probabilities(scores),
             CalibratorParams::Temperature(t) if self.kind == CalibratorKind::ResoftmaxTs => {
-                Ok(t.apply(scores))
+                t.apply(scores)
             }
-            CalibratorParams::Temperature(t) => Ok(t.apply(&view.logits(scores)?)),
+            CalibratorParams::Temperature(t) => t.apply(&view.logits(scores)?),
             CalibratorParams::Vector(v) => v.apply(&view.logits(scores)?),
             CalibratorParams::Platt(p) => p.apply(&view.log_odds(scores)?),
-            CalibratorParams::Histogram(h) => h.apply(&view.probabilities(scores), k),
-            CalibratorParams::Isotonic(i) => i.apply(&view.probabilities(scores), k),
+            CalibratorParams::Histogram(h) => h.apply(&view.probabilities(scores)?, k),
+            CalibratorParams::Isotonic(i) => i.apply(&view.probabilities(scores)?, k),
         }
     }
 }
@@ -450,48 +450,43 @@ struct InputView {
 }
 
 impl InputView {
-    /// Logits: the scores themselves, or `ln(max(p, ε))` of probabilities.
+    /// Logits: the scores themselves, or `ln(max(p, ε))` of probabilities (the invert-softmax
+    /// trick of [`crate::softmax::invert_softmax`], row-parallel on validated input).
     fn logits(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
         match self.input_kind {
             InputKind::Logits => Ok(scores.clone()),
-            InputKind::Probabilities => invert_softmax_rows(scores, self.epsilon),
+            InputKind::Probabilities => {
+                let epsilon = self.epsilon;
+                map_rows(scores, |row| {
+                    row.iter_mut().for_each(|p| *p = p.max(epsilon).ln())
+                })
+            }
         }
     }
 
     /// Probabilities: `softmax` of logits, or the rows divided by their sums.
-    fn probabilities(&self, scores: &ScoreMatrix) -> ScoreMatrix {
+    fn probabilities(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
         match self.input_kind {
-            InputKind::Logits => softmax_rows(scores),
-            InputKind::Probabilities => {
-                let mut out = scores.clone();
-                out.rows_mut().for_each(|row| {
-                    let sum: f64 = row.iter().sum();
-                    row.iter_mut().for_each(|p| *p = (*p / sum).min(1.0));
-                });
-                out
-            }
+            InputKind::Logits => map_rows(scores, softmax_in_place),
+            InputKind::Probabilities => map_rows(scores, |row| {
+                let sum: f64 = row.iter().sum();
+                row.iter_mut().for_each(|p| *p = (*p / sum).min(1.0));
+            }),
         }
     }
 
     /// One-vs-rest log-odds `ln p_k − ln(1 − p_k)` of every class.
     fn log_odds(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
         match self.input_kind {
-            InputKind::Logits => {
-                let mut out = scores.clone();
-                out.rows_mut().for_each(logit_log_odds_in_place);
-                Ok(out)
-            }
+            InputKind::Logits => map_rows(scores, logit_log_odds_in_place),
             InputKind::Probabilities => {
-                let mut out = self.probabilities(scores);
-                out.rows_mut().for_each(|row| {
+                let epsilon = self.epsilon;
+                map_rows(&self.probabilities(scores)?, |row| {
                     let odds: Vec<f64> = (0..row.len())
-                        .map(|k| {
-                            row[k].max(self.epsilon).ln() - rest_mass(row, k).max(self.epsilon).ln()
-                        })
+                        .map(|k| row[k].max(epsilon).ln() - rest_mass(row, k).max(epsilon).ln())
                         .collect();
                     row.copy_from_slice(&odds);
-                });
-                Ok(out)
+                })
             }
         }
     }
@@ -550,16 +545,23 @@ fn map_row_chunks<T: Send>(n_rows: usize, per_chunk: impl Fn(Range<usize>) -> T 
         .collect()
 }
 
-/// Divides every row by its sum; a row whose sum is zero or not finite is replaced by the
-/// corresponding row of `fallback`.
-fn renormalise_rows(values: &mut ScoreMatrix, fallback: &ScoreMatrix) {
-    for (row, backup) in values.rows_mut().zip(fallback.rows()) {
-        let sum: f64 = row.iter().sum();
-        if sum > 0.0 && sum.is_finite() {
-            row.iter_mut().for_each(|v| *v /= sum);
-        } else {
-            row.copy_from_slice(backup);
-        }
+/// A copy of `scores` with `transform` applied to every row, rows processed in parallel.
+fn map_rows(scores: &ScoreMatrix, transform: impl Fn(&mut [f64]) + Sync) -> Result<ScoreMatrix> {
+    let k = scores.n_classes();
+    let mut values = scores.values().to_vec();
+    values
+        .par_chunks_mut(k * CHUNK_ROWS)
+        .for_each(|chunk| chunk.chunks_exact_mut(k).for_each(&transform));
+    ScoreMatrix::new(k, values)
+}
+
+/// Divides `row` by its sum; when the sum is zero or not finite, restores `input` instead.
+fn renormalise_or_restore(row: &mut [f64], input: &[f64]) {
+    let sum: f64 = row.iter().sum();
+    if sum > 0.0 && sum.is_finite() {
+        row.iter_mut().for_each(|v| *v /= sum);
+    } else {
+        row.copy_from_slice(input);
     }
 }
 

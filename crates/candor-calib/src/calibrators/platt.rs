@@ -9,6 +9,7 @@
 //! exact 2 × 2 Hessian with a tiny damping term and a backtracking line search, starting from the
 //! identity map `a = 1, b = 0`.
 
+use super::map_rows;
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
 use crate::softmax::softmax_in_place;
@@ -49,8 +50,7 @@ impl PlattParams {
                 found: self.maps.len(),
             });
         }
-        let mut out = log_odds.clone();
-        for row in out.rows_mut() {
+        map_rows(log_odds, |row| {
             if k == 2 {
                 let f = self.maps[0].a * row[1] + self.maps[0].b;
                 row.copy_from_slice(&[sigmoid(-f), sigmoid(f)]);
@@ -60,8 +60,7 @@ impl PlattParams {
                 }
                 softmax_in_place(row);
             }
-        }
-        Ok(out)
+        })
     }
 }
 

@@ -8,7 +8,8 @@
 //! 1/MIN_TEMPERATURE]`; when the optimum lies beyond (separable data push `T → 0`, pure noise
 //! pushes `T → ∞`) the fit stops at the bound and says so in [`TemperatureParams::at_bound`].
 
-use super::map_row_chunks;
+use super::{map_row_chunks, map_rows};
+use crate::error::Result;
 use crate::matrix::ScoreMatrix;
 use crate::softmax::softmax_in_place;
 use serde::{Deserialize, Serialize};
@@ -38,14 +39,12 @@ pub struct TemperatureParams {
 
 impl TemperatureParams {
     /// `softmax(z / T)` of every row.
-    pub(super) fn apply(&self, z: &ScoreMatrix) -> ScoreMatrix {
-        let mut out = z.clone();
+    pub(super) fn apply(&self, z: &ScoreMatrix) -> Result<ScoreMatrix> {
         let beta = 1.0 / self.temperature;
-        out.rows_mut().for_each(|row| {
+        map_rows(z, |row| {
             row.iter_mut().for_each(|v| *v *= beta);
             softmax_in_place(row);
-        });
-        out
+        })
     }
 }
 
@@ -124,39 +123,42 @@ fn row_nll_derivatives(
 
 /// Fits T on logits `z` (validated: finite, labels in range, at least one row).
 ///
-/// The slope at β = 1 says on which side the optimum lies; the bound on that side is checked
-/// next (if the slope has not changed sign there, the fit stops at the bound). Inside the
-/// verified bracket a Newton step is taken when it stays inside and is less than half the step
-/// before it (the `rtsafe` rule); otherwise the bracket is bisected geometrically.
+/// Starts at β = 1 with the bracket `[β_min, β_max]`; every evaluation moves one end of the
+/// bracket to β by the sign of the slope. A Newton step is taken when it stays inside the bracket
+/// and is less than half the step before it (the `rtsafe` rule of Numerical Recipes); otherwise
+/// the next point is the unchecked bound in the downhill direction, if any (so separable data
+/// reach the bound in a few passes), or else the geometric midpoint of the bracket.
 pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
-    let at = |beta: f64, iterations: usize, at_bound: bool| TemperatureParams {
-        temperature: 1.0 / beta,
-        at_bound,
-        iterations,
-    };
+    let (mut lo, mut hi) = (BETA_MIN, BETA_MAX);
+    let (mut lo_checked, mut hi_checked) = (false, false);
     let mut beta = 1.0;
-    let mut d = nll_derivatives(z, labels, beta);
-    if !(d.slope.is_finite() && d.curvature.is_finite()) || d.slope == 0.0 {
-        return at(beta, 1, false);
-    }
-    let bound = if d.slope < 0.0 { BETA_MAX } else { BETA_MIN };
-    let at_bound_slope = nll_derivatives(z, labels, bound).slope;
-    if at_bound_slope.is_nan() || at_bound_slope.signum() == d.slope.signum() {
-        return at(bound, 2, true);
-    }
-    let (mut lo, mut hi) = if d.slope < 0.0 {
-        (beta, BETA_MAX)
-    } else {
-        (BETA_MIN, beta)
-    };
-    let mut iterations = 2;
     let mut last_step = hi - lo;
+    let mut iterations = 0;
+    let mut at_bound = false;
     while iterations < MAX_ITERATIONS {
+        iterations += 1;
+        let d = nll_derivatives(z, labels, beta);
+        if !(d.slope.is_finite() && d.curvature.is_finite()) || d.slope == 0.0 {
+            break;
+        }
+        if d.slope > 0.0 {
+            (hi, hi_checked) = (beta, true);
+        } else {
+            (lo, lo_checked) = (beta, true);
+        }
+        if (beta == BETA_MAX && d.slope < 0.0) || (beta == BETA_MIN && d.slope > 0.0) {
+            at_bound = true;
+            break;
+        }
         let step_before_last = last_step;
         let newton = beta - d.slope / d.curvature;
         let next =
             if newton > lo && newton < hi && 2.0 * (newton - beta).abs() < step_before_last.abs() {
                 newton
+            } else if d.slope < 0.0 && !hi_checked {
+                BETA_MAX
+            } else if d.slope > 0.0 && !lo_checked {
+                BETA_MIN
             } else {
                 (lo * hi).sqrt()
             };
@@ -167,18 +169,12 @@ pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
         {
             break;
         }
-        iterations += 1;
-        d = nll_derivatives(z, labels, beta);
-        if !(d.slope.is_finite() && d.curvature.is_finite()) || d.slope == 0.0 {
-            break;
-        }
-        if d.slope > 0.0 {
-            hi = beta;
-        } else {
-            lo = beta;
-        }
     }
-    at(beta, iterations, false)
+    TemperatureParams {
+        temperature: 1.0 / beta,
+        at_bound,
+        iterations,
+    }
 }
 
 #[cfg(test)]

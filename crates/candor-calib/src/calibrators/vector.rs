@@ -9,7 +9,7 @@
 //! never occurs finite. Each iteration builds the full `2K × 2K` Hessian (rows in parallel) and
 //! solves the Newton system by Cholesky; a backtracking line search (Armijo) guards the step.
 
-use super::{map_row_chunks, temperature};
+use super::{map_row_chunks, map_rows, temperature};
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
 use crate::softmax::softmax_in_place;
@@ -49,14 +49,12 @@ impl VectorParams {
                 });
             }
         }
-        let mut out = z.clone();
-        out.rows_mut().for_each(|row| {
+        map_rows(z, |row| {
             for ((v, w), b) in row.iter_mut().zip(&self.weights).zip(&self.biases) {
                 *v = w * *v + b;
             }
             softmax_in_place(row);
-        });
-        Ok(out)
+        })
     }
 }
 
