@@ -1,6 +1,10 @@
 //! The `candor` command line: calibration experiments on local language models.
 
 mod dataset;
+mod export;
+mod generate;
+mod model_args;
+mod score;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,6 +22,13 @@ struct Cli {
 enum Command {
     /// Load a dataset as `candor run` would and show its rows per label, ids and label descriptions.
     DatasetInfo(dataset::InfoArgs),
+    /// Exact log-probability of each label as the continuation of a prompt (local model).
+    Score(score::ScoreArgs),
+    /// Greedy generation, or a constrained probability dict over labels (local model).
+    Generate(generate::GenerateArgs),
+    /// Write a model's dequantized f32 weights as a safetensors directory (development).
+    #[command(hide = true)]
+    ExportDense(export::ExportArgs),
 }
 
 /// Exit codes: 0 success, 1 any error (the message says what and where), 2 bad command-line usage.
@@ -25,6 +36,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::DatasetInfo(args) => dataset::run_info(args),
+        Command::Score(args) => score::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::ExportDense(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

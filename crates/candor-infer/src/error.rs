@@ -7,12 +7,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     /// A model file or directory does not exist or cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         /// The path that could not be read.
         path: PathBuf,
-        /// The underlying I/O error.
-        source: std::io::Error,
+        /// The underlying I/O error (shown in the message, so not chained as a source).
+        cause: std::io::Error,
     },
     /// A GGUF file is malformed or truncated.
     #[error("invalid GGUF file {path}: {reason}")]
@@ -103,10 +103,10 @@ pub enum InferError {
 pub type Result<T> = std::result::Result<T, InferError>;
 
 impl InferError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 
