@@ -379,8 +379,9 @@ impl FittedCalibrator {
         serde_json::to_value(&self.params).unwrap_or(serde_json::Value::Null)
     }
 
-    /// Calibrated probabilities for `scores` (same input kind and number of classes as the fit):
-    /// every row sums to 1.
+    /// Calibrated probabilities for `scores` (same input kind and number of classes as the fit;
+    /// probability rows must be within the default tolerance 0.01 of summing to 1): every row
+    /// sums to 1.
     pub fn apply(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
         if scores.n_classes() != self.provenance.n_classes {
             return Err(CalibError::Shape {
