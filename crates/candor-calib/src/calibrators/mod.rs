@@ -38,6 +38,7 @@ use crate::matrix::ScoreMatrix;
 use crate::softmax::{logsumexp, softmax_in_place, DEFAULT_EPSILON};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
@@ -308,13 +309,13 @@ pub fn fit(
     let params = match kind {
         CalibratorKind::None => CalibratorParams::Identity,
         CalibratorKind::Ts => {
-            CalibratorParams::Temperature(temperature::fit(&view.logits(scores)?, labels))
+            CalibratorParams::Temperature(temperature::fit(&*view.logits(scores)?, labels))
         }
         CalibratorKind::ResoftmaxTs => {
             CalibratorParams::Temperature(temperature::fit(scores, labels))
         }
         CalibratorKind::Vector => CalibratorParams::Vector(vector::fit(
-            &view.logits(scores)?,
+            &*view.logits(scores)?,
             labels,
             options.vector_l2,
         )?),
@@ -412,8 +413,8 @@ impl FittedCalibrator {
             CalibratorParams::Temperature(t) if self.kind == CalibratorKind::ResoftmaxTs => {
                 t.apply(scores)
             }
-            CalibratorParams::Temperature(t) => t.apply(&view.logits(scores)?),
-            CalibratorParams::Vector(v) => v.apply(&view.logits(scores)?),
+            CalibratorParams::Temperature(t) => t.apply(&*view.logits(scores)?),
+            CalibratorParams::Vector(v) => v.apply(&*view.logits(scores)?),
             CalibratorParams::Platt(p) => p.apply(&view.log_odds(scores)?),
             CalibratorParams::Histogram(h) => h.apply(&view.probabilities(scores)?, k),
             CalibratorParams::Isotonic(i) => i.apply(&view.probabilities(scores)?, k),
@@ -453,14 +454,15 @@ struct InputView {
 impl InputView {
     /// Logits: the scores themselves, or `ln(max(p, ε))` of probabilities (the invert-softmax
     /// trick of [`crate::softmax::invert_softmax`], row-parallel on validated input).
-    fn logits(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
+    fn logits<'a>(&self, scores: &'a ScoreMatrix) -> Result<Cow<'a, ScoreMatrix>> {
         match self.input_kind {
-            InputKind::Logits => Ok(scores.clone()),
+            InputKind::Logits => Ok(Cow::Borrowed(scores)),
             InputKind::Probabilities => {
                 let epsilon = self.epsilon;
                 map_rows(scores, |row| {
                     row.iter_mut().for_each(|p| *p = p.max(epsilon).ln())
                 })
+                .map(Cow::Owned)
             }
         }
     }
