@@ -170,12 +170,14 @@ fn render_text(summary: &Summary<'_>) -> String {
         }
         .as_str();
     }
-    let more = if summary.rows > summary.first_ids.len() {
-        ", …"
-    } else {
-        ""
-    };
-    out += &format!("ids      {}{more}\n", summary.first_ids.join(", "));
+    if !summary.first_ids.is_empty() {
+        let more = if summary.rows > summary.first_ids.len() {
+            ", …"
+        } else {
+            ""
+        };
+        out += &format!("ids      {}{more}\n", summary.first_ids.join(", "));
+    }
     if let Some(truncation) = &summary.truncation {
         out += &format!(
             "longer than {} words: {} of {} texts\n",

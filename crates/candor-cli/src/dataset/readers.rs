@@ -126,8 +126,12 @@ pub fn read_rows(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
     Ok(rows)
 }
 
+/// The UTF-8 byte order mark, ignored at the start of a JSONL file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 fn read_jsonl(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
     let mut rows = Vec::new();
     for (line_index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -512,6 +516,13 @@ mod tests {
         assert_eq!(rows[1].index, 1);
         assert_eq!(rows[1].location, Location::Line(3));
         assert_eq!(rows[1].label, RawLabel::Integer(3));
+    }
+
+    #[test]
+    fn jsonl_ignores_a_byte_order_mark() {
+        let (_dir, path) = write_temp("d.jsonl", b"\xEF\xBB\xBF{\"text\":\"a\",\"label\":\"x\"}\n");
+        let rows = read_rows(&path, &fields()).expect("rows");
+        assert_eq!(rows[0].text, "a");
     }
 
     #[test]
