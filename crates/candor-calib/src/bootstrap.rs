@@ -275,9 +275,9 @@ fn evaluate_block(
     let width = resamples.len();
     let counts: Vec<Vec<u32>> = resamples.map(|b| resample_counts(n, seed, b as u64)).collect();
     let mut counts_by_row = vec![0u32; n * width];
-    for (r, resample) in counts.iter().enumerate() {
-        for (i, &c) in resample.iter().enumerate() {
-            counts_by_row[i * width + r] = c;
+    for (i, slot) in counts_by_row.chunks_exact_mut(width).enumerate() {
+        for (s, resample) in slot.iter_mut().zip(&counts) {
+            *s = resample[i];
         }
     }
     let column_sums: Vec<Vec<f64>> = prepared

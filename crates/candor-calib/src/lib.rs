@@ -13,8 +13,10 @@ pub mod calibrators;
 pub mod error;
 pub mod matrix;
 pub mod metrics;
+pub mod reliability;
 pub mod softmax;
 pub mod split;
+pub mod thresholds;
 pub mod verbalized;
 
 pub use calibrators::{fit, kinds_for, CalibratorKind, FitOptions, FittedCalibrator, InputKind};

@@ -296,7 +296,8 @@ fn top_label_smooth_ece_in_compute_all_uses_confidence_and_correctness() {
     let scores: Vec<f64> = pairs.iter().map(|p| p.0).collect();
     let outcomes: Vec<bool> = pairs.iter().map(|p| p.1).collect();
     let direct = smooth_ece(&scores, &outcomes).unwrap().value;
-    assert_eq!(compute_all(&probs, &labels).unwrap().smooth_ece, direct);
+    // Same definition; the engine sums in confidence order, so only rounding may differ.
+    assert!((compute_all(&probs, &labels).unwrap().smooth_ece - direct).abs() < 1e-12);
 }
 
 /// Strategy: a small problem with tied values, plus arbitrary resample indices.

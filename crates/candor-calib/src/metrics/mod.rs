@@ -46,7 +46,7 @@
 mod prepared;
 mod smooth;
 
-pub(crate) use prepared::{EvalWorkspace, PreparedMetrics};
+pub(crate) use prepared::{equal_mass_bin, equal_width_bin, EvalWorkspace, PreparedMetrics};
 pub use smooth::{smooth_ece, smooth_ece_at_bandwidth, SmoothEce, SMOOTH_ECE_MIN_BANDWIDTH};
 
 use crate::error::{CalibError, Result};
@@ -224,6 +224,22 @@ pub fn validate_inputs(probs: &ScoreMatrix, labels: &[usize]) -> Result<()> {
     }
     probs.check_labels(labels)?;
     probs.check_probabilities(PROBABILITY_TOLERANCE)
+}
+
+/// Top-label `(confidence, correct)` of every row, as two vectors.
+pub fn top_label_pairs(probs: &ScoreMatrix, labels: &[usize]) -> Result<(Vec<f64>, Vec<bool>)> {
+    validate_inputs(probs, labels)?;
+    Ok(probs
+        .rows()
+        .zip(labels)
+        .map(|(row, &gold)| {
+            let (predicted, confidence) = row
+                .iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |best, (c, &p)| if p > best.1 { (c, p) } else { best });
+            (confidence, predicted == gold)
+        })
+        .unzip())
 }
 
 /// Computes all twelve metrics of `probs` (rows are distributions) against gold `labels`.

@@ -27,40 +27,50 @@ pub(crate) fn equal_mass_bin(start: u64, total: u64, n_bins: usize) -> usize {
 /// A probability in an equal-width bin other than bin 0, kept sparse (≤ 15 per row).
 #[derive(Debug, Clone, Copy)]
 struct SparseEntry {
-    row: u32,
+    /// Rank of the row (position in ascending-confidence order).
+    rank: u32,
     class: u32,
     bin: u8,
     probability: f64,
+}
+
+/// The per-row quantities every metric needs, stored in ascending-confidence order so that a
+/// single sequential pass serves the binned, tie-group and ordering metrics together.
+#[derive(Debug, Clone, Copy)]
+struct RankedRow {
+    confidence: f64,
+    nll: f64,
+    brier: f64,
+    predicted: u32,
+    label: u32,
+    top_bin: u8,
+    gold_bin: u8,
+    correct: bool,
+    /// The next row (in confidence order) has a different confidence.
+    ends_group: bool,
 }
 
 /// Per-row quantities of a probability matrix and labels, ready for weighted evaluation.
 #[derive(Debug)]
 pub(crate) struct PreparedMetrics<'a> {
     probs: &'a ScoreMatrix,
-    labels: Vec<u32>,
-    predicted: Vec<u32>,
-    confidence: Vec<f64>,
-    correct: Vec<f64>,
-    nll: Vec<f64>,
-    brier: Vec<f64>,
-    top_bin: Vec<u8>,
-    gold_bin: Vec<u8>,
+    /// Rows in ascending confidence order (ties by row index).
+    ranked: Vec<RankedRow>,
+    /// `rank_to_row[r]`: the original index of the row of rank `r`.
+    rank_to_row: Vec<u32>,
+    /// Probabilities in bins ≥ 1, ordered by rank.
     sparse: Vec<SparseEntry>,
-    /// Rows ordered by confidence ascending (ties by row index).
-    ascending: Vec<u32>,
-    /// `group_ends[j]`: ordered position `j` is the last of its group of equal confidences.
-    group_ends: Vec<bool>,
     smooth: SmoothEceData,
 }
 
 /// Scratch buffers reused across evaluations (one per thread).
 #[derive(Debug, Default)]
 pub(crate) struct EvalWorkspace {
+    ranked_counts: Vec<u32>,
     class_bins: Vec<f64>,
     sparse_sums: Vec<f64>,
     f1_counts: Vec<[f64; 3]>,
-    harmonic: Vec<f64>,
-    groups: Vec<Group>,
+    harmonic: Harmonic,
     pub(crate) smooth: SmoothEceWorkspace,
 }
 
@@ -75,70 +85,34 @@ impl<'a> PreparedMetrics<'a> {
                 reason: format!("at most {} rows and classes are supported", u32::MAX),
             });
         }
-        let mut prepared = Self {
-            probs,
-            labels: labels.iter().map(|&l| l as u32).collect(),
-            predicted: Vec::with_capacity(n),
-            confidence: Vec::with_capacity(n),
-            correct: Vec::with_capacity(n),
-            nll: Vec::with_capacity(n),
-            brier: Vec::with_capacity(n),
-            top_bin: Vec::with_capacity(n),
-            gold_bin: Vec::with_capacity(n),
-            sparse: Vec::new(),
-            ascending: Vec::new(),
-            group_ends: Vec::new(),
-            smooth: SmoothEceData::default(),
-        };
-        for (i, (row, &gold)) in probs.rows().zip(labels).enumerate() {
-            prepared.add_row(i, row, gold);
+        let by_row: Vec<RankedRow> = probs.rows().zip(labels).map(|(row, &gold)| ranked_row(row, gold)).collect();
+        let mut rank_to_row: Vec<u32> = (0..n as u32).collect();
+        rank_to_row.sort_by(|&a, &b| {
+            by_row[a as usize].confidence.total_cmp(&by_row[b as usize].confidence).then(a.cmp(&b))
+        });
+        let mut ranked: Vec<RankedRow> = rank_to_row.iter().map(|&r| by_row[r as usize]).collect();
+        for r in 0..n {
+            ranked[r].ends_group = ranked.get(r + 1).is_none_or(|next| next.confidence != ranked[r].confidence);
         }
-        prepared.order_by_confidence();
-        prepared.smooth = SmoothEceData::new(&prepared.confidence, &prepared.correct);
-        Ok(prepared)
-    }
-
-    fn add_row(&mut self, i: usize, row: &[f64], gold: usize) {
-        let (predicted, confidence) = argmax(row);
-        let correct = f64::from(u8::from(predicted == gold));
-        let p_gold = row[gold];
-        self.predicted.push(predicted as u32);
-        self.confidence.push(confidence);
-        self.correct.push(correct);
-        self.nll.push(-p_gold.max(NLL_PROBABILITY_FLOOR).ln());
-        self.brier.push(row.iter().map(|p| p * p).sum::<f64>() - 2.0 * p_gold + 1.0);
-        self.top_bin.push(equal_width_bin(confidence, EQUAL_WIDTH_BINS) as u8);
-        self.gold_bin.push(equal_width_bin(p_gold, EQUAL_WIDTH_BINS) as u8);
-        for (class, &probability) in row.iter().enumerate() {
-            let bin = equal_width_bin(probability, EQUAL_WIDTH_BINS);
-            if bin > 0 {
-                self.sparse.push(SparseEntry {
-                    row: i as u32,
-                    class: class as u32,
-                    bin: bin as u8,
-                    probability,
-                });
-            }
-        }
-    }
-
-    fn order_by_confidence(&mut self) {
-        let mut order: Vec<u32> = (0..self.confidence.len() as u32).collect();
-        let conf = &self.confidence;
-        order.sort_by(|&a, &b| conf[a as usize].total_cmp(&conf[b as usize]).then(a.cmp(&b)));
-        self.group_ends = (0..order.len())
-            .map(|j| {
-                order
-                    .get(j + 1)
-                    .is_none_or(|&next| conf[next as usize] != conf[order[j] as usize])
-            })
+        let sparse = rank_to_row
+            .iter()
+            .enumerate()
+            .flat_map(|(rank, &row)| sparse_entries(rank as u32, probs.row(row as usize)))
             .collect();
-        self.ascending = order;
+        let confidence: Vec<f64> = ranked.iter().map(|r| r.confidence).collect();
+        let correct: Vec<f64> = ranked.iter().map(|r| f64::from(u8::from(r.correct))).collect();
+        Ok(Self {
+            probs,
+            smooth: SmoothEceData::new(&confidence, &correct),
+            ranked,
+            rank_to_row,
+            sparse,
+        })
     }
 
     /// Number of rows.
     pub(crate) fn n_rows(&self) -> usize {
-        self.confidence.len()
+        self.ranked.len()
     }
 
     /// Number of classes.
@@ -158,82 +132,118 @@ impl<'a> PreparedMetrics<'a> {
 
     /// Adds `Σ_i counts[r][i]·p_ic` to `out[r·K + c]` for a block of weightings given
     /// transposed: `counts_by_row[i·R + r]` is the weight of row `i` in weighting `r`.
+    ///
+    /// Rows are taken four at a time so that each output row is loaded and stored once per four
+    /// matrix rows; the summation order depends only on the row order, never on the block.
     pub(crate) fn add_column_sums(&self, counts_by_row: &[u32], n_weightings: usize, out: &mut [f64]) {
+        const ROWS_AT_ONCE: usize = 4;
         let k = self.n_classes();
-        for (row, weights) in self.probs.rows().zip(counts_by_row.chunks_exact(n_weightings)) {
-            for (sums, &w) in out.chunks_exact_mut(k).zip(weights) {
-                if w != 0 {
-                    let w = f64::from(w);
-                    sums.iter_mut().zip(row).for_each(|(s, p)| *s += w * p);
+        let values = self.probs.values();
+        let full = self.n_rows() / ROWS_AT_ONCE * ROWS_AT_ONCE;
+        for first in (0..full).step_by(ROWS_AT_ONCE) {
+            let p = &values[first * k..(first + ROWS_AT_ONCE) * k];
+            let (p0, rest) = p.split_at(k);
+            let (p1, rest) = rest.split_at(k);
+            let (p2, p3) = rest.split_at(k);
+            let weights = &counts_by_row[first * n_weightings..(first + ROWS_AT_ONCE) * n_weightings];
+            for (r, sums) in out.chunks_exact_mut(k).enumerate() {
+                let w = [0, 1, 2, 3].map(|j| f64::from(weights[j * n_weightings + r]));
+                if w == [0.0; ROWS_AT_ONCE] {
+                    continue;
                 }
+                for c in 0..k {
+                    sums[c] += w[0] * p0[c] + w[1] * p1[c] + w[2] * p2[c] + w[3] * p3[c];
+                }
+            }
+        }
+        for i in full..self.n_rows() {
+            let row = self.probs.row(i);
+            let weights = &counts_by_row[i * n_weightings..(i + 1) * n_weightings];
+            for (sums, &w) in out.chunks_exact_mut(k).zip(weights) {
+                let w = f64::from(w);
+                sums.iter_mut().zip(row).for_each(|(s, p)| *s += w * p);
             }
         }
     }
 
-    /// All metrics for the row weights `counts` (at least one non-zero), given the weighted
-    /// column sums `column_sums[c] = Σ_i counts[i]·p_ic`.
+    /// All metrics for the row weights `counts` (original row order, at least one non-zero),
+    /// given the weighted column sums `column_sums[c] = Σ_i counts[i]·p_ic`.
     pub(crate) fn evaluate(
         &self,
         counts: &[u32],
         column_sums: &[f64],
         workspace: &mut EvalWorkspace,
     ) -> MetricValues {
-        let row_sums = self.row_pass(counts, workspace);
-        let total = row_sums.total;
-        let (ece, mce, rmsce) = top_label_bins(&row_sums.bins, total);
-        let ordered = self.ordered_pass(counts, workspace);
-        MetricValues {
-            accuracy: row_sums.correct / total,
+        let mut ranked_counts = std::mem::take(&mut workspace.ranked_counts);
+        ranked_counts.clear();
+        ranked_counts.extend(self.rank_to_row.iter().map(|&row| counts[row as usize]));
+        let sums = self.ranked_pass(&ranked_counts, workspace);
+        let total = sums.total as f64;
+        let (ece, mce, rmsce) = top_label_bins(&sums.bins, total);
+        let values = MetricValues {
+            accuracy: sums.correct as f64 / total,
             macro_f1: macro_f1(&workspace.f1_counts),
-            nll: row_sums.nll / total,
-            brier: row_sums.brier / total,
+            nll: sums.nll / total,
+            brier: sums.brier / total,
             ece_15_equal_width: ece,
-            ece_10_equal_mass: ordered.equal_mass_gap_sum / total,
-            classwise_ece: self.classwise_ece(counts, column_sums, total, workspace),
+            ece_10_equal_mass: sums.equal_mass.gap_sum() / total,
+            classwise_ece: self.classwise_ece(&ranked_counts, column_sums, total, workspace),
             mce,
             rmsce,
-            smooth_ece: self.smooth.smooth_ece(counts, &mut workspace.smooth).value,
-            auroc: ordered.auroc,
-            aurc: ordered.aurc,
-        }
+            smooth_ece: self.smooth.smooth_ece(&ranked_counts, &mut workspace.smooth).value,
+            auroc: sums.auroc(),
+            aurc: sums.aurc.value(sums.total - sums.correct, total),
+        };
+        workspace.ranked_counts = ranked_counts;
+        values
     }
 
-    /// One pass over the rows: totals, top-label bins, F1 counts, gold terms of classwise ECE.
-    fn row_pass(&self, counts: &[u32], workspace: &mut EvalWorkspace) -> RowSums {
+    /// One sequential pass over the rows in confidence order (weights `counts` by rank):
+    /// totals, top-label bins, F1 counts, the gold terms of classwise ECE, and per tie group
+    /// the equal-mass bins, AUROC pair counts and AURC sums.
+    fn ranked_pass(&self, counts: &[u32], workspace: &mut EvalWorkspace) -> PassSums {
         let k = self.n_classes();
         workspace.f1_counts.clear();
         workspace.f1_counts.resize(k, [0.0; 3]);
         workspace.class_bins.clear();
         workspace.class_bins.resize(k * EQUAL_WIDTH_BINS, 0.0);
-        let mut sums = RowSums::default();
-        for (i, &w) in counts.iter().enumerate() {
-            if w == 0 {
-                continue;
-            }
-            let w = f64::from(w);
-            let correct = self.correct[i];
-            sums.total += w;
-            sums.correct += w * correct;
-            sums.nll += w * self.nll[i];
-            sums.brier += w * self.brier[i];
-            let bin = &mut sums.bins[usize::from(self.top_bin[i])];
+        let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+        workspace.harmonic.ensure(total);
+        let mut sums = PassSums::new(total);
+        let (mut group_weight, mut group_correct) = (0u64, 0u64);
+        // Branch-free on the weight: rows of weight 0 add zeros (cheaper than mispredictions).
+        for (row, &count) in self.ranked.iter().zip(counts) {
+            let w = f64::from(count);
+            let correct = u64::from(row.correct);
+            let correct_f = correct as f64;
+            sums.correct += u64::from(count) * correct;
+            sums.nll += w * row.nll;
+            sums.brier += w * row.brier;
+            let bin = &mut sums.bins[usize::from(row.top_bin)];
             bin[0] += w;
-            bin[1] += w * (self.confidence[i] - correct);
-            let predicted = self.predicted[i] as usize;
-            let gold = self.labels[i] as usize;
-            workspace.f1_counts[predicted][0] += w * correct;
-            workspace.f1_counts[predicted][1] += w;
-            workspace.f1_counts[gold][2] += w;
-            workspace.class_bins[gold * EQUAL_WIDTH_BINS + usize::from(self.gold_bin[i])] -= w;
+            bin[1] += w * (row.confidence - correct_f);
+            let f1 = &mut workspace.f1_counts;
+            f1[row.predicted as usize][0] += w * correct_f;
+            f1[row.predicted as usize][1] += w;
+            f1[row.label as usize][2] += w;
+            let gold_bin = row.label as usize * EQUAL_WIDTH_BINS + usize::from(row.gold_bin);
+            workspace.class_bins[gold_bin] -= w;
+            group_weight += u64::from(count);
+            group_correct += u64::from(count) * correct;
+            if row.ends_group {
+                let group = Group { confidence: row.confidence, weight: group_weight, correct: group_correct };
+                sums.add_group(&group, &workspace.harmonic);
+                (group_weight, group_correct) = (0, 0);
+            }
         }
         sums
     }
 
-    /// Class-wise ECE from the gold terms left by [`Self::row_pass`], the sparse probabilities
-    /// and the column sums (bin 0 of class c = column sum − its sparse entries).
+    /// Class-wise ECE from the gold terms left by [`Self::ranked_pass`], the sparse
+    /// probabilities and the column sums (bin 0 of class c = column sum − its sparse entries).
     fn classwise_ece(
         &self,
-        counts: &[u32],
+        ranked_counts: &[u32],
         column_sums: &[f64],
         total: f64,
         workspace: &mut EvalWorkspace,
@@ -242,13 +252,10 @@ impl<'a> PreparedMetrics<'a> {
         workspace.sparse_sums.clear();
         workspace.sparse_sums.resize(k, 0.0);
         for entry in &self.sparse {
-            let w = counts[entry.row as usize];
-            if w != 0 {
-                let mass = f64::from(w) * entry.probability;
-                let class = entry.class as usize;
-                workspace.class_bins[class * EQUAL_WIDTH_BINS + usize::from(entry.bin)] += mass;
-                workspace.sparse_sums[class] += mass;
-            }
+            let mass = f64::from(ranked_counts[entry.rank as usize]) * entry.probability;
+            let class = entry.class as usize;
+            workspace.class_bins[class * EQUAL_WIDTH_BINS + usize::from(entry.bin)] += mass;
+            workspace.sparse_sums[class] += mass;
         }
         let mut gap_sum = 0.0;
         for (class, bins) in workspace.class_bins.chunks_exact(EQUAL_WIDTH_BINS).enumerate() {
@@ -257,96 +264,141 @@ impl<'a> PreparedMetrics<'a> {
         }
         gap_sum / (total * k as f64)
     }
+}
 
-    /// One walk over the rows in confidence order: equal-mass ECE, AUROC and AURC.
-    fn ordered_pass(&self, counts: &[u32], workspace: &mut EvalWorkspace) -> OrderedSums {
-        let mut groups = std::mem::take(&mut workspace.groups);
-        self.confidence_groups(counts, &mut groups);
-        let total: f64 = groups.iter().map(|g| g.weight).sum();
-        let total_count = total as u64;
-        let mut equal_mass = [0.0; EQUAL_MASS_BINS];
-        let (mut before, mut wrong_before, mut won_pairs) = (0.0, 0.0, 0.0);
-        for group in &groups {
-            let bin = equal_mass_bin(before as u64, total_count, EQUAL_MASS_BINS);
-            equal_mass[bin] += group.weight * group.confidence - group.correct;
-            let wrong = group.weight - group.correct;
-            won_pairs += group.correct * (wrong_before + 0.5 * wrong);
-            before += group.weight;
-            wrong_before += wrong;
+/// The per-row quantities of one row with gold label `gold`.
+fn ranked_row(row: &[f64], gold: usize) -> RankedRow {
+    let (predicted, confidence) = argmax(row);
+    let p_gold = row[gold];
+    RankedRow {
+        confidence,
+        nll: -p_gold.max(NLL_PROBABILITY_FLOOR).ln(),
+        brier: row.iter().map(|p| p * p).sum::<f64>() - 2.0 * p_gold + 1.0,
+        predicted: predicted as u32,
+        label: gold as u32,
+        top_bin: equal_width_bin(confidence, EQUAL_WIDTH_BINS) as u8,
+        gold_bin: equal_width_bin(p_gold, EQUAL_WIDTH_BINS) as u8,
+        correct: predicted == gold,
+        ends_group: false,
+    }
+}
+
+/// The probabilities of a row outside equal-width bin 0.
+fn sparse_entries(rank: u32, row: &[f64]) -> impl Iterator<Item = SparseEntry> + '_ {
+    row.iter().enumerate().filter_map(move |(class, &probability)| {
+        let bin = equal_width_bin(probability, EQUAL_WIDTH_BINS);
+        (bin > 0).then_some(SparseEntry { rank, class: class as u32, bin: bin as u8, probability })
+    })
+}
+
+/// Equal-mass binning of tie groups visited in ascending order: a group goes to the bin in
+/// which its first position falls (see [`equal_mass_bin`]); the bin index only moves forward,
+/// so no division is needed per group.
+struct EqualMassWalk {
+    total: u64,
+    before: u64,
+    bin: usize,
+    next_cut: u64,
+    gap_sums: [f64; EQUAL_MASS_BINS],
+}
+
+impl EqualMassWalk {
+    fn new(total: u64) -> Self {
+        Self {
+            total,
+            before: 0,
+            bin: 0,
+            next_cut: Self::cut(1, total),
+            gap_sums: [0.0; EQUAL_MASS_BINS],
         }
-        let correct_total = total - wrong_before;
-        let auroc = if correct_total > 0.0 && wrong_before > 0.0 {
-            won_pairs / (correct_total * wrong_before)
+    }
+
+    /// `⌊b·total/n_bins⌋`, or never reached for `b = n_bins`.
+    fn cut(b: usize, total: u64) -> u64 {
+        if b < EQUAL_MASS_BINS {
+            b as u64 * total / EQUAL_MASS_BINS as u64
         } else {
-            f64::NAN
-        };
-        let aurc = aurc(&groups, total, &mut workspace.harmonic);
-        workspace.groups = groups;
-        OrderedSums {
-            equal_mass_gap_sum: equal_mass.iter().map(|s| s.abs()).sum(),
-            auroc,
-            aurc,
+            u64::MAX
         }
     }
 
-    /// Tie groups of equal confidence (ascending) with their weight and weighted correct count;
-    /// groups of weight zero are dropped.
-    fn confidence_groups(&self, counts: &[u32], groups: &mut Vec<Group>) {
-        groups.clear();
-        let (mut weight, mut correct) = (0u64, 0u64);
-        for (&row, &ends) in self.ascending.iter().zip(&self.group_ends) {
-            let row = row as usize;
-            let w = u64::from(counts[row]);
-            weight += w;
-            correct += w * self.correct[row] as u64;
-            if ends {
-                if weight > 0 {
-                    groups.push(Group {
-                        confidence: self.confidence[row],
-                        weight: weight as f64,
-                        correct: correct as f64,
-                    });
-                }
-                (weight, correct) = (0, 0);
-            }
+    fn add(&mut self, group: &Group) {
+        while self.before >= self.next_cut {
+            self.bin += 1;
+            self.next_cut = Self::cut(self.bin + 1, self.total);
         }
+        debug_assert_eq!(self.bin, equal_mass_bin(self.before, self.total, EQUAL_MASS_BINS));
+        self.gap_sums[self.bin] += group.weight as f64 * group.confidence - group.correct as f64;
+        self.before += group.weight;
+    }
+
+    fn gap_sum(&self) -> f64 {
+        self.gap_sums.iter().map(|s| s.abs()).sum()
     }
 }
 
-/// AURC from the ascending tie groups: walks them in descending order. Inside a group of `m`
-/// rows with `e` errors after `k0` rows with `E` errors, position `j` has expected errors
-/// `E + j·e/m`, so the group adds `Σ_{j=1..m} (E + j·e/m)/(k0 + j)`
-/// `= E·ΔH + (e/m)·(m − k0·ΔH)` with `ΔH = Σ_{j=1..m} 1/(k0 + j)`.
-fn aurc(groups: &[Group], total: f64, harmonic: &mut Vec<f64>) -> f64 {
-    let (mut before, mut errors_before, mut risk_sum) = (0u64, 0.0, 0.0);
-    for group in groups.iter().rev() {
-        let m = group.weight as u64;
-        let errors = group.weight - group.correct;
-        let delta_h = harmonic_range(before, m, harmonic);
-        risk_sum +=
-            errors_before * delta_h + errors / group.weight * (group.weight - before as f64 * delta_h);
-        before += m;
-        errors_before += errors;
-    }
-    risk_sum / total
+/// AURC accumulated over tie groups visited in ascending confidence order.
+///
+/// In descending order, a group of `m` rows with `e` errors that follows `k0` rows with `E`
+/// errors has expected errors `E + j·e/m` at its position `j` (ties are spread evenly), so it
+/// adds `Σ_{j=1..m} (E + j·e/m)/(k0 + j) = E·ΔH + (e/m)·(m − k0·ΔH)` to the risk sum, with
+/// `ΔH = Σ_{j=1..m} 1/(k0 + j)`. Groups of weight 0 add nothing. Visiting groups in ascending order, `k0 = W − before − m` and
+/// `E = TE − errors_before − e` where the total error count `TE` is known only at the end, so
+/// the sums `Σ ΔH`, `Σ (errors_before + e)·ΔH` and `Σ (e/m)(m − k0·ΔH)` are kept separately.
+#[derive(Debug, Default)]
+struct AurcSums {
+    delta_h: f64,
+    errors_through_times_delta_h: f64,
+    within_group: f64,
 }
 
-/// `Σ_{j=1..m} 1/(k0 + j)`: summed directly for short ranges (exact to rounding), from a table
-/// of harmonic numbers for long ones (where the difference is large enough to be accurate).
-fn harmonic_range(k0: u64, m: u64, table: &mut Vec<f64>) -> f64 {
-    const DIRECT_UP_TO: u64 = 64;
-    if m <= DIRECT_UP_TO {
-        return (1..=m).map(|j| 1.0 / (k0 + j) as f64).sum();
+impl AurcSums {
+    fn add(&mut self, group: &Group, before: u64, errors_before: u64, total: u64, harmonic: &Harmonic) {
+        let m = group.weight;
+        let errors = m - group.correct;
+        let k0 = total - before - m;
+        let delta_h = harmonic.range(k0, m);
+        self.delta_h += delta_h;
+        self.errors_through_times_delta_h += (errors_before + errors) as f64 * delta_h;
+        self.within_group += errors as f64 * harmonic.reciprocal(m) * (m as f64 - k0 as f64 * delta_h);
     }
-    let end = (k0 + m) as usize;
-    if table.len() <= end {
-        let start = table.len().max(1);
-        table.resize(end + 1, 0.0);
-        for n in start..=end {
-            table[n] = table[n - 1] + 1.0 / n as f64;
+
+    fn value(&self, total_errors: u64, total: f64) -> f64 {
+        (total_errors as f64 * self.delta_h - self.errors_through_times_delta_h + self.within_group) / total
+    }
+}
+
+/// Tables of reciprocals `1/k` and harmonic numbers `H_k`, grown on demand.
+#[derive(Debug, Default)]
+pub(crate) struct Harmonic {
+    reciprocals: Vec<f64>,
+    prefix: Vec<f64>,
+}
+
+impl Harmonic {
+    /// Makes the tables cover `0..=n`.
+    fn ensure(&mut self, n: u64) {
+        let n = n as usize;
+        if self.reciprocals.len() > n {
+            return;
+        }
+        let start = self.reciprocals.len();
+        self.reciprocals.extend((start..=n).map(|k| if k == 0 { 0.0 } else { 1.0 / k as f64 }));
+        for k in start..=n {
+            let previous = if k == 0 { 0.0 } else { self.prefix[k - 1] };
+            self.prefix.push(previous + self.reciprocals[k]);
         }
     }
-    table[end] - table[k0 as usize]
+
+    fn reciprocal(&self, k: u64) -> f64 {
+        self.reciprocals[k as usize]
+    }
+
+    /// `Σ_{j=1..m} 1/(k0 + j) = H_{k0+m} − H_{k0}` (0 for an empty range). The difference of
+    /// prefix sums is accurate to about `1e-15` absolute, far below what the metrics resolve.
+    fn range(&self, k0: u64, m: u64) -> f64 {
+        self.prefix[(k0 + m) as usize] - self.prefix[k0 as usize]
+    }
 }
 
 /// Argmax with ties to the lowest index, and the maximum.
@@ -379,28 +431,61 @@ fn macro_f1(per_class: &[[f64; 3]]) -> f64 {
     sum / present as f64
 }
 
-#[derive(Debug, Default)]
-struct RowSums {
-    total: f64,
-    correct: f64,
+/// Sums collected by [`PreparedMetrics::ranked_pass`].
+struct PassSums {
+    total: u64,
+    correct: u64,
     nll: f64,
     brier: f64,
     /// Per equal-width bin: `[weight, Σ w·(confidence − correct)]`.
     bins: [[f64; 2]; EQUAL_WIDTH_BINS],
+    equal_mass: EqualMassWalk,
+    wrong_before: u64,
+    won_pairs: f64,
+    aurc: AurcSums,
 }
 
-#[derive(Debug)]
-struct OrderedSums {
-    equal_mass_gap_sum: f64,
-    auroc: f64,
-    aurc: f64,
+impl PassSums {
+    fn new(total: u64) -> Self {
+        Self {
+            total,
+            correct: 0,
+            nll: 0.0,
+            brier: 0.0,
+            bins: [[0.0; 2]; EQUAL_WIDTH_BINS],
+            equal_mass: EqualMassWalk::new(total),
+            wrong_before: 0,
+            won_pairs: 0.0,
+            aurc: AurcSums::default(),
+        }
+    }
+
+    /// Adds the next tie group (ascending confidence).
+    fn add_group(&mut self, group: &Group, harmonic: &Harmonic) {
+        let before = self.equal_mass.before;
+        self.aurc.add(group, before, self.wrong_before, self.total, harmonic);
+        self.equal_mass.add(group);
+        let wrong = group.weight - group.correct;
+        self.won_pairs += group.correct as f64 * (self.wrong_before as f64 + 0.5 * wrong as f64);
+        self.wrong_before += wrong;
+    }
+
+    /// Mann–Whitney AUROC of confidence for correctness; NaN with only one outcome.
+    fn auroc(&self) -> f64 {
+        let correct = self.total - self.wrong_before;
+        if correct > 0 && self.wrong_before > 0 {
+            self.won_pairs / (correct as f64 * self.wrong_before as f64)
+        } else {
+            f64::NAN
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Group {
     confidence: f64,
-    weight: f64,
-    correct: f64,
+    weight: u64,
+    correct: u64,
 }
 
 #[cfg(test)]
@@ -429,11 +514,12 @@ mod tests {
     }
 
     #[test]
-    fn harmonic_range_direct_and_table_agree() {
-        let mut table = Vec::new();
-        for (k0, m) in [(0, 100), (10, 65), (1000, 500)] {
+    fn harmonic_range_matches_direct_sum() {
+        let mut table = Harmonic::default();
+        table.ensure(2000);
+        for (k0, m) in [(0, 100), (10, 65), (1000, 500), (7, 3), (1999, 1), (5, 0)] {
             let direct: f64 = (1..=m).map(|j| 1.0 / (k0 + j) as f64).sum();
-            assert!((harmonic_range(k0, m, &mut table) - direct).abs() < 1e-12);
+            assert!((table.range(k0, m) - direct).abs() < 1e-14);
         }
     }
 
