@@ -20,7 +20,7 @@ pub(crate) fn equal_width_bin(x: f64, n_bins: usize) -> usize {
 /// The equal-mass bin of a tie group whose first ordered position is `start` among `total`
 /// items: the largest `b` with `⌊b·total/n_bins⌋ ≤ start`.
 pub(crate) fn equal_mass_bin(start: u64, total: u64, n_bins: usize) -> usize {
-    let b = (n_bins as u64 * (start + 1)).div_ceil(total) as usize;
+    let b = (n_bins as u128 * (u128::from(start) + 1)).div_ceil(u128::from(total)) as usize;
     b.saturating_sub(1).min(n_bins - 1)
 }
 
@@ -316,7 +316,7 @@ impl EqualMassWalk {
     /// `⌊b·total/n_bins⌋`, or never reached for `b = n_bins`.
     fn cut(b: usize, total: u64) -> u64 {
         if b < EQUAL_MASS_BINS {
-            b as u64 * total / EQUAL_MASS_BINS as u64
+            (b as u128 * u128::from(total) / EQUAL_MASS_BINS as u128) as u64
         } else {
             u64::MAX
         }
@@ -368,38 +368,67 @@ impl AurcSums {
     }
 }
 
-/// Tables of reciprocals `1/k` and harmonic numbers `H_k`, grown on demand.
+/// Reciprocals `1/k` and harmonic numbers `H_k`: tabulated up to [`Harmonic::TABLE_LIMIT`]
+/// (grown on demand), computed directly beyond it, so arbitrarily large weights cost no memory.
 #[derive(Debug, Default)]
 pub(crate) struct Harmonic {
     reciprocals: Vec<f64>,
     prefix: Vec<f64>,
+    /// Running Kahan compensation of `prefix`.
+    compensation: f64,
 }
 
 impl Harmonic {
-    /// Makes the tables cover `0..=n`.
+    /// Largest `k` kept in the tables.
+    const TABLE_LIMIT: u64 = 1 << 20;
+
+    /// Makes the tables cover `0..=min(n, TABLE_LIMIT)`.
     fn ensure(&mut self, n: u64) {
-        let n = n as usize;
-        if self.reciprocals.len() > n {
-            return;
-        }
+        let n = n.min(Self::TABLE_LIMIT) as usize;
         let start = self.reciprocals.len();
-        self.reciprocals.extend((start..=n).map(|k| if k == 0 { 0.0 } else { 1.0 / k as f64 }));
         for k in start..=n {
-            let previous = if k == 0 { 0.0 } else { self.prefix[k - 1] };
-            self.prefix.push(previous + self.reciprocals[k]);
+            let reciprocal = if k == 0 { 0.0 } else { 1.0 / k as f64 };
+            self.reciprocals.push(reciprocal);
+            // Compensated (Kahan) summation keeps H_k within an ulp or two, so the table
+            // joins the asymptotic expansion seamlessly.
+            let previous = self.prefix.last().copied().unwrap_or(0.0);
+            let term = reciprocal - self.compensation;
+            let sum = previous + term;
+            self.compensation = (sum - previous) - term;
+            self.prefix.push(sum);
         }
     }
 
+    /// `1/k` (0 for `k = 0`).
     fn reciprocal(&self, k: u64) -> f64 {
-        self.reciprocals[k as usize]
+        match self.reciprocals.get(k as usize) {
+            Some(&r) => r,
+            None => 1.0 / k as f64,
+        }
     }
 
-    /// `Σ_{j=1..m} 1/(k0 + j) = H_{k0+m} − H_{k0}` (0 for an empty range). The difference of
-    /// prefix sums is accurate to about `1e-15` absolute, far below what the metrics resolve.
+    /// `H_n`; beyond the table by its asymptotic expansion (error far below `1e-16` there).
+    fn number(&self, n: u64) -> f64 {
+        match self.prefix.get(n as usize) {
+            Some(&h) => h,
+            None => {
+                let n = n as f64;
+                let inverse_square = 1.0 / (n * n);
+                n.ln() + EULER_GAMMA + 0.5 / n - inverse_square / 12.0
+                    + inverse_square * inverse_square / 120.0
+            }
+        }
+    }
+
+    /// `Σ_{j=1..m} 1/(k0 + j) = H_{k0+m} − H_{k0}` (0 for an empty range). The difference is
+    /// accurate to about `1e-15` absolute, far below what the metrics resolve.
     fn range(&self, k0: u64, m: u64) -> f64 {
-        self.prefix[(k0 + m) as usize] - self.prefix[k0 as usize]
+        self.number(k0 + m) - self.number(k0)
     }
 }
+
+/// The Euler–Mascheroni constant.
+const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 
 /// Argmax with ties to the lowest index, and the maximum.
 fn argmax(row: &[f64]) -> (usize, f64) {
@@ -521,6 +550,13 @@ mod tests {
             let direct: f64 = (1..=m).map(|j| 1.0 / (k0 + j) as f64).sum();
             assert!((table.range(k0, m) - direct).abs() < 1e-14);
         }
+        // Beyond the table: the asymptotic expansion continues the tabulated values.
+        let limit = Harmonic::TABLE_LIMIT;
+        let mut big = Harmonic::default();
+        big.ensure(limit);
+        let direct: f64 = (1..=1000).map(|j| 1.0 / (limit - 500 + j) as f64).sum();
+        assert!((big.range(limit - 500, 1000) - direct).abs() < 1e-14);
+        assert_eq!(big.reciprocal(limit + 3), 1.0 / (limit + 3) as f64);
     }
 
     #[test]
