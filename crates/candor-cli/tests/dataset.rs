@@ -613,6 +613,13 @@ fn bad_specs_and_options_are_explained() {
         error.contains("nowhere/reviews.jsonl: no such file"),
         "{error}"
     );
+    let error = info_error(&["--dataset", &fixture("data_dir")]);
+    assert!(
+        error.contains(
+            "data_dir is a directory: give a data file, or a preset name with --data-dir"
+        ),
+        "{error}"
+    );
     let error = info_error(&["--dataset", "imdb", "--split", "validation"]);
     assert!(
         error.contains("preset 'imdb' has no split 'validation' (splits: train, test)"),

@@ -166,7 +166,7 @@ fn render_text(summary: &Summary<'_>) -> String {
         );
         out += match label.description {
             Some(description) => format!("{line}  {description}\n"),
-            None => format!("{line}\n"),
+            None => format!("{}\n", line.trim_end()),
         }
         .as_str();
     }

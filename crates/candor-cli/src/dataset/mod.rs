@@ -224,6 +224,13 @@ impl DatasetArgs {
             if let Some(preset) = find_preset(&self.spec) {
                 return self.resolve_preset(preset);
             }
+            if spec_path.is_dir() {
+                bail!(
+                    "{} is a directory: give a data file, or a preset name with --data-dir {}",
+                    spec_path.display(),
+                    spec_path.display()
+                );
+            }
             if !looks_like_a_path(&self.spec) {
                 bail!(
                     "unknown dataset preset '{}' (presets: {}); to read a file, give its path \
