@@ -1,6 +1,7 @@
 //! The `candor` command line: calibration experiments on local language models.
 
 mod dataset;
+mod eval;
 mod export;
 mod generate;
 mod model_args;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Load a dataset as `candor run` would and show its rows per label, ids and label descriptions.
     DatasetInfo(dataset::InfoArgs),
+    /// Calibrate and measure probabilities, logits or verbalized answers from a JSONL file (no model needed).
+    Eval(eval::EvalArgs),
     /// Exact log-probability of each label as the continuation of a prompt (local model).
     Score(score::ScoreArgs),
     /// Greedy generation, or a constrained probability dict over labels (local model).
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::DatasetInfo(args) => dataset::run_info(args),
+        Command::Eval(args) => eval::run(args),
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
         Command::ExportDense(args) => export::run(args),

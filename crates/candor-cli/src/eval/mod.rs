@@ -1,0 +1,166 @@
+//! `candor eval`: calibrate and measure probabilities that came from anywhere (an API model,
+//! another tool, a previous run) — no model needed.
+//!
+//! The input rows are split, seeded and stratified by gold label, into a calibration part and a
+//! test part. Every calibrator that applies to the input kind is fitted on the calibration part
+//! and evaluated on the test part next to the uncalibrated input (`none`), with percentile
+//! bootstrap CIs for every metric and a paired bootstrap of each calibrator's difference from
+//! `none`. With `--calib-fraction 0` only `none` is evaluated, on all rows.
+
+mod input;
+mod prepare;
+mod render;
+
+use anyhow::{bail, Context, Result};
+use candor_calib::bootstrap::{bootstrap_metrics, paired_bootstrap, BootstrapOptions, MetricDifference, MetricEstimate};
+use candor_calib::calibrators::{fit, kinds_for, CalibratorKind, FitOptions, InputKind};
+use candor_calib::split::stratified_split;
+use candor_calib::ScoreMatrix;
+use input::InputFile;
+use prepare::{prepare, PreparedInput, ScoreKind, UnparseablePolicy};
+use std::path::PathBuf;
+
+/// Arguments of `candor eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// JSONL file: one `{"label": L, "probs"|"logits"|"text": ...}` object per line.
+    #[arg(long)]
+    input: PathBuf,
+    /// The label set, in order (default: the sorted labels seen in the file).
+    #[arg(long, value_delimiter = ',')]
+    labels: Option<Vec<String>>,
+    /// Fraction of each class used to fit calibrators, in [0, 1); 0 evaluates the input as is.
+    #[arg(long, default_value_t = 0.5)]
+    calib_fraction: f64,
+    /// Seed of the calibration/test split and of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Bootstrap resamples for the confidence intervals (0: no intervals).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    level: f64,
+    /// ε of invert softmax (zeros in probabilities become ε before taking logs).
+    #[arg(long, default_value_t = candor_calib::softmax::DEFAULT_EPSILON)]
+    epsilon: f64,
+    /// What to do with `text` rows whose distribution cannot be parsed.
+    #[arg(long, value_enum, default_value_t = UnparseablePolicy::Exclude)]
+    unparseable: UnparseablePolicy,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The outcome of one calibrator on the test part.
+pub struct CalibratorResult {
+    /// Which calibrator.
+    pub kind: CalibratorKind,
+    /// Its fitted parameters (JSON).
+    pub params: serde_json::Value,
+    /// Every metric with its interval.
+    pub metrics: Vec<MetricEstimate>,
+    /// Paired differences `metric(this) − metric(none)`; empty for `none`.
+    pub versus_none: Vec<MetricDifference>,
+}
+
+/// Everything `candor eval` reports.
+pub struct EvalReport {
+    /// Input file name.
+    pub input: String,
+    /// Field the input rows carry (`probs`, `logits`, `text`).
+    pub input_field: &'static str,
+    /// The prepared rows.
+    pub data: PreparedInput,
+    /// Rows in the calibration part.
+    pub n_calibration: usize,
+    /// Rows in the test part.
+    pub n_test: usize,
+    /// The options used.
+    pub bootstrap: BootstrapOptions,
+    /// Split fraction, seed, ε and unparseable policy as given.
+    pub calib_fraction: f64,
+    /// Seed of split and bootstrap.
+    pub seed: u64,
+    /// ε of invert softmax.
+    pub epsilon: f64,
+    /// Policy for unparseable text rows.
+    pub unparseable: UnparseablePolicy,
+    /// One entry per calibrator, `none` first.
+    pub results: Vec<CalibratorResult>,
+}
+
+/// Runs `candor eval`.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let report = evaluate(args)?;
+    let out = if args.json {
+        serde_json::to_string_pretty(&render::json(&report))? + "\n"
+    } else {
+        render::table(&report)
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn evaluate(args: &EvalArgs) -> Result<EvalReport> {
+    let file = InputFile::read(&args.input)?;
+    let labels = file.label_set(args.labels.as_deref())?;
+    let data = prepare(&file, &labels, args.unparseable)?;
+    let bootstrap = BootstrapOptions { resamples: args.bootstrap, seed: args.seed, level: args.level };
+    let split = stratified_split(&data.gold, labels.len(), args.calib_fraction, args.seed)
+        .context("--calib-fraction")?;
+    let (calibration, test) = if split.calibration.is_empty() {
+        (all_rows(&data), all_rows(&data))
+    } else {
+        (split.calibration.clone(), split.test.clone())
+    };
+    if test.is_empty() {
+        bail!("the test part is empty: lower --calib-fraction (now {})", args.calib_fraction);
+    }
+    let input_kind = match data.kind {
+        ScoreKind::Probabilities => InputKind::Probabilities,
+        ScoreKind::Logits => InputKind::Logits,
+    };
+    let kinds = if split.calibration.is_empty() { vec![CalibratorKind::None] } else { kinds_for(input_kind) };
+    let fit_options = FitOptions { epsilon: args.epsilon, ..FitOptions::default() };
+    let (calib_scores, calib_gold) = subset(&data, &calibration);
+    let (test_scores, test_gold) = subset(&data, &test);
+
+    let mut results = Vec::new();
+    let mut uncalibrated: Option<ScoreMatrix> = None;
+    for kind in kinds {
+        let fitted = fit(kind, input_kind, &calib_scores, &calib_gold, &fit_options)
+            .with_context(|| format!("fitting {kind}"))?;
+        let probabilities = fitted.apply(&test_scores).with_context(|| format!("applying {kind}"))?;
+        let metrics = bootstrap_metrics(&probabilities, &test_gold, &bootstrap)?;
+        let versus_none = match &uncalibrated {
+            Some(none) => paired_bootstrap(&probabilities, none, &test_gold, &bootstrap)?,
+            None => Vec::new(),
+        };
+        if kind == CalibratorKind::None {
+            uncalibrated = Some(probabilities);
+        }
+        results.push(CalibratorResult { kind, params: fitted.params(), metrics, versus_none });
+    }
+    Ok(EvalReport {
+        input: file.name.clone(),
+        input_field: file.kind.field(),
+        n_calibration: if split.calibration.is_empty() { 0 } else { calibration.len() },
+        n_test: test.len(),
+        data,
+        bootstrap,
+        calib_fraction: args.calib_fraction,
+        seed: args.seed,
+        epsilon: args.epsilon,
+        unparseable: args.unparseable,
+        results,
+    })
+}
+
+fn all_rows(data: &PreparedInput) -> Vec<usize> {
+    (0..data.gold.len()).collect()
+}
+
+fn subset(data: &PreparedInput, rows: &[usize]) -> (ScoreMatrix, Vec<usize>) {
+    (data.scores.select_rows(rows), rows.iter().map(|&r| data.gold[r]).collect())
+}
