@@ -234,6 +234,12 @@ fn bench_label_scoring(
     ))
 }
 
+/// Mean tokens per constrained dict: all of them, and those generated (the numbers).
+struct DictSize {
+    tokens: usize,
+    generated: usize,
+}
+
 /// The exact tokens candor fed for one dict: forced pieces interleaved with the generated numbers.
 fn replay_ids(
     model: &LanguageModel,
@@ -256,7 +262,7 @@ fn bench_constrained(
     model: &LanguageModel,
     texts: &[&str],
     labels: &[String],
-) -> Result<(Pair, usize)> {
+) -> Result<(Pair, DictSize)> {
     let (prompts, shared) = prompts(model, texts, verbalized_prompt)?;
     let options = ConstrainedOptions::default();
     let (dicts, fast_s) = timed(|| {
@@ -281,14 +287,22 @@ fn bench_constrained(
         }
         Ok(())
     })?;
-    let tokens = replays.iter().map(Vec::len).sum::<usize>() / replays.len();
+    let size = DictSize {
+        tokens: replays.iter().map(Vec::len).sum::<usize>() / replays.len(),
+        generated: dicts
+            .iter()
+            .flat_map(|d| &d.numbers)
+            .map(|n| n.token_ids.len())
+            .sum::<usize>()
+            / dicts.len(),
+    };
     let n = texts.len() as f64;
     Ok((
         Pair {
             candor: n / fast_s,
             naive: n / naive_s,
         },
-        tokens,
+        size,
     ))
 }
 
@@ -311,7 +325,7 @@ fn run(args: &Args) -> Result<()> {
     let prefill = bench_prefill(&model, &long)?;
     let decode = bench_decode(&model, &model.prefill(&long)?)?;
     let (scoring, max_diff) = bench_label_scoring(&model, texts, &labels)?;
-    let (constrained, dict_tokens) = bench_constrained(&model, texts, &labels)?;
+    let (constrained, dict) = bench_constrained(&model, texts, &labels)?;
 
     println!();
     println!("| workload | candor | naive | candor / naive |");
@@ -332,9 +346,11 @@ fn run(args: &Args) -> Result<()> {
         scoring.candor / scoring.naive
     );
     println!(
-        "| constrained verbalized, {} labels, {} examples (~{dict_tokens} dict tokens) | {:.2} ex/s | {:.2} ex/s | {:.1}x |",
+        "| constrained verbalized, {} labels, {} examples (~{} dict tokens, {} generated) | {:.2} ex/s | {:.2} ex/s | {:.1}x |",
         labels.len(),
         texts.len(),
+        dict.tokens,
+        dict.generated,
         constrained.candor,
         constrained.naive,
         constrained.candor / constrained.naive
