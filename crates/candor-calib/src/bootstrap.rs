@@ -108,6 +108,8 @@ pub struct MetricDifference {
 
 /// The multinomial counts of resample `resample`: `n` indices drawn uniformly from `0..n` with a
 /// [`ChaCha8Rng`] seeded by `seed` on stream `resample`; `counts[i]` is how often `i` was drawn.
+/// Each draw is `random_range(0..n as u32)`, so `n` must not exceed `u32::MAX` (the metric and
+/// threshold functions reject larger inputs before resampling).
 pub fn resample_counts(n: usize, seed: u64, resample: u64) -> Vec<u32> {
     let mut counts = vec![0u32; n];
     fill_resample_counts(&mut counts, seed, resample);

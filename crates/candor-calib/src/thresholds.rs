@@ -152,6 +152,12 @@ pub fn bootstrap_operating_point(
     options: &BootstrapOptions,
 ) -> Result<OperatingPointInterval> {
     check_scores(scores, truth)?;
+    if u32::try_from(scores.len()).is_err() {
+        return Err(CalibError::InvalidParameter {
+            name: "scores",
+            reason: format!("at most {} rows can be resampled", u32::MAX),
+        });
+    }
     if !(options.level > 0.0 && options.level < 1.0) {
         return Err(CalibError::InvalidParameter {
             name: "level",
