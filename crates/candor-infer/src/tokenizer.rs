@@ -348,6 +348,50 @@ mod tests {
         assert_eq!(pieces("qwen2", "ab 123"), ["ab", "Ġ", "1", "2", "3"]);
     }
 
+    /// A tiny SentencePiece vocabulary: control tokens, 256 byte tokens, characters and the
+    /// merge chain `▁ h e l l o` → `▁hello`.
+    fn sentencepiece_metadata() -> std::collections::HashMap<String, Value> {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        let mut types = vec![2, 3, 3];
+        tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+        types.extend([6; 256]);
+        let pieces = ["▁", "h", "e", "l", "o", "▁h", "ll", "▁he", "llo", "▁hello"];
+        tokens.extend(pieces.iter().map(|p| p.to_string()));
+        types.extend([1; 10]);
+        // Longer pieces score higher, so every merge of the chain applies.
+        let scores: Vec<Value> = tokens.iter().map(|t| Value::F32(t.chars().count() as f32)).collect();
+        let strings = tokens.into_iter().map(Value::String).collect();
+        [
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+            ("tokenizer.ggml.tokens", Value::Array(strings)),
+            ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+            ("tokenizer.ggml.scores", Value::Array(scores)),
+            ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+            ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+            ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    #[test]
+    fn sentencepiece_merges_by_score_and_falls_back_to_bytes() {
+        let metadata = sentencepiece_metadata();
+        let meta = GgufMetadata {
+            metadata: &metadata,
+            source_name: "test".into(),
+        };
+        let tok = Tokenizer::from_gguf(&meta).unwrap();
+        let id = |t: &str| tok.token_to_id(t).unwrap();
+        assert_eq!(tok.encode("hello").unwrap(), [id("▁hello")]);
+        // é is not in the vocabulary: its two UTF-8 bytes become byte tokens.
+        assert_eq!(tok.encode("hé").unwrap(), [id("▁h"), 3 + 0xC3, 3 + 0xA9]);
+        assert_eq!(tok.decode(&tok.encode("hé hello").unwrap()).unwrap(), "hé hello");
+        assert_eq!(tok.encode("<s>").unwrap(), [1]);
+        assert_eq!((tok.bos_token_id(), tok.eos_token_ids()), (Some(1), &[2u32][..]));
+    }
+
     #[test]
     fn unknown_pre_tokenizer_lists_supported() {
         let err = pre_tokenizer_for("falcon").unwrap_err().to_string();

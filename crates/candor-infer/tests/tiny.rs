@@ -1,0 +1,257 @@
+//! The forward pass against an independent naive float64 implementation written here, on
+//! tiny random models saved as safetensors directories: a qwen2 model (q/k/v biases, separate
+//! output head) and a llama model (tied embeddings), both with grouped-query attention. This
+//! covers code paths the real default model (llama, tied, no biases) does not, and checks
+//! chunked prefill with a cache and batched continuations against the same reference.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candor_infer::{LanguageModel, LoadOptions, ModelSpec};
+
+const HIDDEN: usize = 16;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 4;
+const FFN: usize = 24;
+const LAYERS: usize = 2;
+const VOCAB: usize = 40;
+const THETA: f64 = 10_000.0;
+const EPS: f64 = 1e-6;
+
+/// float32 forward vs float64 reference on values of order 1.
+const TOLERANCE: f64 = 1e-4;
+
+/// Deterministic pseudo-random weights in [-0.5, 0.5) (64-bit LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
+
+    fn matrix(&mut self, rows: usize, cols: usize) -> Vec<Vec<f64>> {
+        (0..rows).map(|_| (0..cols).map(|_| self.next()).collect()).collect()
+    }
+
+    fn vector(&mut self, n: usize, centre: f64) -> Vec<f64> {
+        (0..n).map(|_| centre + self.next()).collect()
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f64>,
+    q: Vec<Vec<f64>>,
+    k: Vec<Vec<f64>>,
+    v: Vec<Vec<f64>>,
+    q_bias: Option<Vec<f64>>,
+    k_bias: Option<Vec<f64>>,
+    v_bias: Option<Vec<f64>>,
+    o: Vec<Vec<f64>>,
+    ffn_norm: Vec<f64>,
+    gate: Vec<Vec<f64>>,
+    up: Vec<Vec<f64>>,
+    down: Vec<Vec<f64>>,
+}
+
+struct Weights {
+    embed: Vec<Vec<f64>>,
+    layers: Vec<Layer>,
+    norm: Vec<f64>,
+    lm_head: Option<Vec<Vec<f64>>>,
+}
+
+fn random_weights(seed: u64, biases: bool, tied: bool) -> Weights {
+    let mut r = Lcg(seed);
+    let kv = KV_HEADS * HEAD_DIM;
+    let layers = (0..LAYERS)
+        .map(|_| Layer {
+            attn_norm: r.vector(HIDDEN, 1.0),
+            q: r.matrix(HEADS * HEAD_DIM, HIDDEN),
+            k: r.matrix(kv, HIDDEN),
+            v: r.matrix(kv, HIDDEN),
+            q_bias: biases.then(|| r.vector(HEADS * HEAD_DIM, 0.0)),
+            k_bias: biases.then(|| r.vector(kv, 0.0)),
+            v_bias: biases.then(|| r.vector(kv, 0.0)),
+            o: r.matrix(HIDDEN, HEADS * HEAD_DIM),
+            ffn_norm: r.vector(HIDDEN, 1.0),
+            gate: r.matrix(FFN, HIDDEN),
+            up: r.matrix(FFN, HIDDEN),
+            down: r.matrix(HIDDEN, FFN),
+        })
+        .collect();
+    Weights {
+        embed: r.matrix(VOCAB, HIDDEN),
+        layers,
+        norm: r.vector(HIDDEN, 1.0),
+        lm_head: (!tied).then(|| r.matrix(VOCAB, HIDDEN)),
+    }
+}
+
+fn tensor2(m: &[Vec<f64>]) -> Tensor {
+    let flat: Vec<f32> = m.iter().flatten().map(|&v| v as f32).collect();
+    Tensor::from_vec(flat, (m.len(), m[0].len()), &Device::Cpu).unwrap()
+}
+
+fn tensor1(v: &[f64]) -> Tensor {
+    Tensor::from_vec(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), v.len(), &Device::Cpu).unwrap()
+}
+
+/// Write the model as config.json + model.safetensors + a word-level tokenizer.json.
+fn save(dir: &Path, w: &Weights, model_type: &str) {
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    t.insert("model.embed_tokens.weight".into(), tensor2(&w.embed));
+    t.insert("model.norm.weight".into(), tensor1(&w.norm));
+    if let Some(head) = &w.lm_head {
+        t.insert("lm_head.weight".into(), tensor2(head));
+    }
+    for (i, l) in w.layers.iter().enumerate() {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        t.insert(p("input_layernorm.weight"), tensor1(&l.attn_norm));
+        t.insert(p("post_attention_layernorm.weight"), tensor1(&l.ffn_norm));
+        for (name, m) in [("self_attn.q_proj", &l.q), ("self_attn.k_proj", &l.k), ("self_attn.v_proj", &l.v), ("self_attn.o_proj", &l.o), ("mlp.gate_proj", &l.gate), ("mlp.up_proj", &l.up), ("mlp.down_proj", &l.down)] {
+            t.insert(p(&format!("{name}.weight")), tensor2(m));
+        }
+        for (name, b) in [("self_attn.q_proj", &l.q_bias), ("self_attn.k_proj", &l.k_bias), ("self_attn.v_proj", &l.v_bias)] {
+            if let Some(b) = b {
+                t.insert(p(&format!("{name}.bias")), tensor1(b));
+            }
+        }
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "model_type": model_type, "hidden_size": HIDDEN, "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+        "vocab_size": VOCAB, "rope_theta": THETA, "rms_norm_eps": EPS,
+        "max_position_embeddings": 64, "tie_word_embeddings": w.lm_head.is_none(),
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let vocab = (0..VOCAB).map(|i| (format!("t{i}"), i as u32)).collect();
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("t0".into())
+        .build()
+        .unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::WhitespaceSplit));
+    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+}
+
+fn matvec(m: &[Vec<f64>], x: &[f64], bias: Option<&Vec<f64>>) -> Vec<f64> {
+    m.iter()
+        .enumerate()
+        .map(|(i, row)| row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>() + bias.map_or(0.0, |b| b[i]))
+        .collect()
+}
+
+fn rms_norm(x: &[f64], w: &[f64]) -> Vec<f64> {
+    let scale = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + EPS).sqrt();
+    x.iter().zip(w).map(|(v, g)| v * scale * g).collect()
+}
+
+/// Half-rotation rope of one head vector at `pos`.
+fn rope(head: &mut [f64], pos: usize) {
+    let half = HEAD_DIM / 2;
+    for i in 0..half {
+        let angle = pos as f64 * THETA.powf(-((2 * i) as f64) / HEAD_DIM as f64);
+        let (a, b) = (head[i], head[i + half]);
+        head[i] = a * angle.cos() - b * angle.sin();
+        head[i + half] = b * angle.cos() + a * angle.sin();
+    }
+}
+
+/// Logits of every position, computed token by token in float64.
+fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let group = HEADS / KV_HEADS;
+    let mut keys: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
+    let mut values: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
+    let mut out = Vec::new();
+    for (pos, &tok) in tokens.iter().enumerate() {
+        let mut x = w.embed[tok as usize].clone();
+        for (li, l) in w.layers.iter().enumerate() {
+            let h = rms_norm(&x, &l.attn_norm);
+            let mut q = matvec(&l.q, &h, l.q_bias.as_ref());
+            let mut k = matvec(&l.k, &h, l.k_bias.as_ref());
+            let v = matvec(&l.v, &h, l.v_bias.as_ref());
+            q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
+            k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
+            keys[li].push(k);
+            values[li].push(v);
+            let mut attn = vec![0.0; HEADS * HEAD_DIM];
+            for head in 0..HEADS {
+                let kv = head / group;
+                let qh = &q[head * HEAD_DIM..(head + 1) * HEAD_DIM];
+                let scores: Vec<f64> = keys[li]
+                    .iter()
+                    .map(|k| qh.iter().zip(&k[kv * HEAD_DIM..]).map(|(a, b)| a * b).sum::<f64>() / (HEAD_DIM as f64).sqrt())
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                for (p, v) in exps.iter().zip(&values[li]) {
+                    for d in 0..HEAD_DIM {
+                        attn[head * HEAD_DIM + d] += p / sum * v[kv * HEAD_DIM + d];
+                    }
+                }
+            }
+            let o = matvec(&l.o, &attn, None);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let h = rms_norm(&x, &l.ffn_norm);
+            let gate = matvec(&l.gate, &h, None);
+            let up = matvec(&l.up, &h, None);
+            let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let down = matvec(&l.down, &act, None);
+            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+        }
+        let h = rms_norm(&x, &w.norm);
+        out.push(matvec(w.lm_head.as_ref().unwrap_or(&w.embed), &h, None));
+    }
+    out
+}
+
+fn assert_close(actual: &Tensor, expected: &[Vec<f64>], what: &str) {
+    let rows: Vec<Vec<f32>> = actual.to_vec2().unwrap();
+    assert_eq!(rows.len(), expected.len(), "{what}");
+    for (i, (a, e)) in rows.iter().zip(expected).enumerate() {
+        for (j, (x, y)) in a.iter().zip(e).enumerate() {
+            assert!((*x as f64 - y).abs() < TOLERANCE, "{what} [{i}][{j}]: {x} vs {y}");
+        }
+    }
+}
+
+fn check_model(model_type: &str, biases: bool, tied: bool, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = random_weights(seed, biases, tied);
+    save(dir.path(), &weights, model_type);
+    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    assert_eq!(m.encode("t3 t1 t4").unwrap(), [3, 1, 4]);
+    let tokens = [3u32, 1, 4, 1, 5, 9, 2, 6, 5, 35];
+    let expected = naive_forward(&weights, &tokens);
+
+    let mut cache = m.model().new_cache();
+    assert_close(&m.model().forward(&tokens, &mut cache).unwrap(), &expected, "one chunk");
+
+    let mut cache = m.model().new_cache();
+    let first = m.model().forward(&tokens[..4], &mut cache).unwrap();
+    let second = m.model().forward(&tokens[4..], &mut cache).unwrap();
+    assert_close(&Tensor::cat(&[first, second], 0).unwrap(), &expected, "two chunks");
+
+    let prefix = m.prefill(&tokens[..3]).unwrap();
+    let continuations = vec![tokens[3..].to_vec(), tokens[3..5].to_vec(), vec![tokens[3]]];
+    let batch = m.model().forward_batch(&continuations, prefix.cache()).unwrap();
+    for (c, logits) in continuations.iter().zip(&batch) {
+        assert_close(logits, &expected[3..3 + c.len()], "batched continuation");
+    }
+}
+
+#[test]
+fn qwen2_with_biases_and_output_head_matches_naive_forward() {
+    check_model("qwen2", true, false, 7);
+}
+
+#[test]
+fn llama_with_tied_embeddings_matches_naive_forward() {
+    check_model("llama", false, true, 11);
+}
