@@ -49,6 +49,7 @@ fn main() -> Result<(), candor_calib::CalibError> {
         baseline.as_secs_f64() * 1e3
     );
     let cases = [
+        (CalibratorKind::None, InputKind::Logits, &logits, 5),
         (CalibratorKind::Ts, InputKind::Logits, &logits, 5),
         (
             CalibratorKind::Ts,

@@ -343,7 +343,7 @@ pub fn fit(
             n_classes: scores.n_classes(),
             epsilon,
             class_counts,
-            nll_before: mean_nll(&view.probabilities(scores)?, labels)?,
+            nll_before: view.uncalibrated_nll(scores, labels),
             nll_after: 0.0,
         },
         params,
@@ -478,6 +478,27 @@ impl InputView {
         }
     }
 
+    /// [`mean_nll`] of [`Self::probabilities`], computed row-parallel without building the
+    /// matrix: `ln Σ e^z − z_y` on logits, `−ln(p_y / Σ p)` on probabilities, each capped at
+    /// `−ln f64::MIN_POSITIVE` like the floor of [`mean_nll`].
+    fn uncalibrated_nll(&self, scores: &ScoreMatrix, labels: &[usize]) -> f64 {
+        let k = scores.n_classes();
+        let values = scores.values();
+        let cap = -f64::MIN_POSITIVE.ln();
+        let partial = map_row_chunks(scores.n_rows(), |rows| {
+            rows.map(|i| {
+                let row = &values[i * k..(i + 1) * k];
+                let nll = match self.input_kind {
+                    InputKind::Logits => logsumexp(row) - row[labels[i]],
+                    InputKind::Probabilities => -(row[labels[i]] / row.iter().sum::<f64>()).ln(),
+                };
+                nll.min(cap)
+            })
+            .sum::<f64>()
+        });
+        partial.iter().sum::<f64>() / scores.n_rows() as f64
+    }
+
     /// One-vs-rest log-odds `ln p_k − ln(1 − p_k)` of every class.
     fn log_odds(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
         match self.input_kind {
@@ -596,6 +617,29 @@ mod tests {
         let mut row = vec![800.0, 0.0];
         logit_log_odds_in_place(&mut row);
         assert_eq!(row, vec![800.0, -800.0]);
+    }
+
+    #[test]
+    fn uncalibrated_nll_equals_mean_nll_of_the_probabilities() {
+        let logits = ScoreMatrix::from_rows(&[vec![1.0, -2.0, 0.5], vec![0.0, 3.0, -1.0]]).unwrap();
+        let probabilities =
+            ScoreMatrix::from_rows(&[vec![0.2, 0.0, 0.8], vec![0.5, 0.25, 0.25]]).unwrap();
+        for (input_kind, scores, labels) in [
+            (InputKind::Logits, &logits, [2, 0]),
+            (InputKind::Probabilities, &probabilities, [0, 1]),
+            (InputKind::Probabilities, &probabilities, [1, 1]),
+        ] {
+            let view = InputView {
+                input_kind,
+                epsilon: DEFAULT_EPSILON,
+            };
+            let direct = view.uncalibrated_nll(scores, &labels);
+            let through_matrix = mean_nll(&view.probabilities(scores).unwrap(), &labels).unwrap();
+            assert!(
+                (direct - through_matrix).abs() < 1e-12,
+                "{direct} vs {through_matrix}"
+            );
+        }
     }
 
     #[test]

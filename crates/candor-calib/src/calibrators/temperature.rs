@@ -22,8 +22,11 @@ pub const MAX_TEMPERATURE: f64 = 100.0;
 const BETA_MIN: f64 = 1.0 / MAX_TEMPERATURE;
 const BETA_MAX: f64 = 1.0 / MIN_TEMPERATURE;
 const MAX_ITERATIONS: usize = 100;
-/// Relative change of β below which the iteration stops.
+/// Relative bracket width below which the iteration stops.
 const RELATIVE_STEP_TOLERANCE: f64 = 1e-12;
+/// A Newton step smaller than this (relative to β) is taken as the last one: convergence is
+/// quadratic, so the error after it is of order this squared (≈ 1e-14 relative).
+const FINAL_NEWTON_STEP: f64 = 1e-7;
 
 /// A fitted temperature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,10 +65,9 @@ pub(super) fn nll_derivatives(z: &ScoreMatrix, labels: &[usize], beta: f64) -> N
     let values = z.values();
     let sums = map_row_chunks(z.n_rows(), |rows| {
         let mut acc = NllDerivatives::default();
-        let mut weights = vec![0.0; k];
         for i in rows {
             let row = &values[i * k..(i + 1) * k];
-            let row_derivatives = row_nll_derivatives(row, labels[i], beta, &mut weights);
+            let row_derivatives = row_nll_derivatives(row, labels[i], beta);
             acc.nll += row_derivatives.nll;
             acc.slope += row_derivatives.slope;
             acc.curvature += row_derivatives.curvature;
@@ -87,37 +89,30 @@ pub(super) fn nll_derivatives(z: &ScoreMatrix, labels: &[usize], beta: f64) -> N
     }
 }
 
-/// One row's terms; logits are shifted by the row maximum `m` (`d = z − m ≤ 0`), and the variance
-/// is computed around the mean, skipping zero weights so that huge logits cannot make `0 · ∞`.
-fn row_nll_derivatives(
-    row: &[f64],
-    label: usize,
-    beta: f64,
-    weights: &mut [f64],
-) -> NllDerivatives {
+/// Below this, a shifted logit `d = z − m` is clamped: its weight `e^{βd}` is 0 either way, and
+/// the clamp keeps `d²` finite so that `0 · d²` cannot become NaN for logits near ±f64::MAX.
+const SHIFT_FLOOR: f64 = -1e150;
+
+/// One row's terms in a single pass: with logits shifted by the row maximum (`d = z − m ≤ 0`)
+/// and weights `w = e^{βd}`, `E[d] = Σwd/Σw` and `Var = Σwd²/Σw − E[d]²`. The element `d = 0`
+/// carries weight 1, at least `1/K` of the mass, so the subtraction loses at most a factor `K`
+/// of relative precision.
+fn row_nll_derivatives(row: &[f64], label: usize, beta: f64) -> NllDerivatives {
     let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut total = 0.0;
-    let mut mean = 0.0;
-    for (w, &z) in weights.iter_mut().zip(row) {
-        *w = (beta * (z - max)).exp();
-        total += *w;
-        if *w > 0.0 {
-            mean += *w * (z - max);
-        }
+    let (mut total, mut first, mut second) = (0.0, 0.0, 0.0);
+    for &z in row {
+        let d = (z - max).max(SHIFT_FLOOR);
+        let w = (beta * d).exp();
+        total += w;
+        first += w * d;
+        second += w * d * d;
     }
-    mean /= total;
-    let variance = weights
-        .iter()
-        .zip(row)
-        .filter(|(w, _)| **w > 0.0)
-        .map(|(w, &z)| w * (z - max - mean).powi(2))
-        .sum::<f64>()
-        / total;
+    let mean = first / total;
     let gold = row[label] - max;
     NllDerivatives {
         nll: total.ln() - beta * gold,
         slope: mean - gold,
-        curvature: variance,
+        curvature: (second / total - mean * mean).max(0.0),
     }
 }
 
@@ -125,9 +120,10 @@ fn row_nll_derivatives(
 ///
 /// Starts at β = 1 with the bracket `[β_min, β_max]`; every evaluation moves one end of the
 /// bracket to β by the sign of the slope. A Newton step is taken when it stays inside the bracket
-/// and is less than half the step before it (the `rtsafe` rule of Numerical Recipes); otherwise
-/// the next point is the unchecked bound in the downhill direction, if any (so separable data
-/// reach the bound in a few passes), or else the geometric midpoint of the bracket.
+/// and is less than half the step before it (the `rtsafe` rule of Numerical Recipes). Otherwise,
+/// heading up towards an unchecked bound, the next point is that bound (so separable data reach
+/// it in a few passes); heading down, the first time, a Newton step in `ln β`, then the bound;
+/// inside a checked bracket, its geometric midpoint.
 pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
     let (mut lo, mut hi) = (BETA_MIN, BETA_MAX);
     let (mut lo_checked, mut hi_checked) = (false, false);
@@ -135,6 +131,7 @@ pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
     let mut last_step = hi - lo;
     let mut iterations = 0;
     let mut at_bound = false;
+    let mut log_step_taken = false;
     while iterations < MAX_ITERATIONS {
         iterations += 1;
         let d = nll_derivatives(z, labels, beta);
@@ -157,6 +154,13 @@ pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
                 newton
             } else if d.slope < 0.0 && !hi_checked {
                 BETA_MAX
+            } else if d.slope > 0.0 && !lo_checked && !log_step_taken {
+                // Newton in u = ln β: NLL_uu = β²·NLL'' + β·NLL' > 0 since NLL' > 0 here. It
+                // cannot overshoot below zero the way the plain step does when the optimum
+                // temperature is above 1.
+                log_step_taken = true;
+                let step = -beta * d.slope / (beta * beta * d.curvature + beta * d.slope);
+                (beta * step.exp()).max(BETA_MIN)
             } else if d.slope > 0.0 && !lo_checked {
                 BETA_MIN
             } else {
@@ -164,9 +168,8 @@ pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
             };
         last_step = next - beta;
         beta = next;
-        if last_step.abs() <= RELATIVE_STEP_TOLERANCE * beta
-            || hi - lo <= RELATIVE_STEP_TOLERANCE * lo
-        {
+        let newton_converged = next == newton && last_step.abs() <= FINAL_NEWTON_STEP * beta;
+        if newton_converged || hi - lo <= RELATIVE_STEP_TOLERANCE * lo {
             break;
         }
     }
@@ -243,6 +246,22 @@ mod tests {
             assert!(
                 (fitted.temperature - t_true).abs() < 0.35 * t_true,
                 "T {} vs {t_true}",
+                fitted.temperature
+            );
+        }
+    }
+
+    #[test]
+    fn fitted_beta_is_a_stationary_point() {
+        for (t_true, seed) in [(0.3, 5), (1.0, 6), (8.0, 7)] {
+            let (z, labels) = sample(3000, 10, t_true, seed);
+            let fitted = fit(&z, &labels);
+            let beta = 1.0 / fitted.temperature;
+            let d = nll_derivatives(&z, &labels, beta);
+            // The remaining Newton correction is negligible relative to β.
+            assert!(
+                (d.slope / d.curvature).abs() <= 1e-10 * beta,
+                "T {}: {d:?}",
                 fitted.temperature
             );
         }
