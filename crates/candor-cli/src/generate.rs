@@ -37,13 +37,21 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let prompt = args.model.prompt_text(&model, &args.prompt)?;
     let prefix = model.prefill_text(&prompt)?;
     if let Some(labels) = &args.constrained_labels {
-        ensure!(labels.iter().all(|l| !l.is_empty()), "--constrained-labels contains an empty label");
+        ensure!(
+            labels.iter().all(|l| !l.is_empty()),
+            "--constrained-labels contains an empty label"
+        );
         let options = ConstrainedOptions {
             max_fraction_digits: args.max_fraction_digits,
         };
         let out = model.generate_constrained(&prefix, labels, &options)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&json!({ "model": model.source(), "prompt": prompt, "constrained": out }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({ "model": model.source(), "prompt": prompt, "constrained": out })
+                )?
+            );
             return Ok(());
         }
         println!("{}", out.text);
@@ -57,7 +65,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     let out = model.generate(&prefix, args.max_tokens)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "model": model.source(), "prompt": prompt, "generation": out }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "model": model.source(), "prompt": prompt, "generation": out })
+            )?
+        );
         return Ok(());
     }
     println!("{}", out.text);

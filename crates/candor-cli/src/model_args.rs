@@ -44,7 +44,8 @@ impl ModelArgs {
             offline: self.offline,
             ..LoadOptions::default()
         };
-        LanguageModel::load(&spec, &options).with_context(|| format!("loading model {}", self.model))
+        LanguageModel::load(&spec, &options)
+            .with_context(|| format!("loading model {}", self.model))
     }
 
     /// The prompt text as the model will see it: chat-wrapped with `--chat`, verbatim otherwise.

@@ -45,7 +45,10 @@ fn normalize(log_probs: &[f64]) -> Vec<f64> {
 
 /// Run `candor score`.
 pub fn run(args: &ScoreArgs) -> Result<()> {
-    ensure!(args.labels.iter().all(|l| !l.is_empty()), "--labels contains an empty label");
+    ensure!(
+        args.labels.iter().all(|l| !l.is_empty()),
+        "--labels contains an empty label"
+    );
     let model = args.model.load()?;
     let prompt = args.model.prompt_text(&model, &args.prompt)?;
     let prefix = model.prefill_text(&prompt)?;
@@ -62,7 +65,10 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("model: {}  (prompt: {} tokens)", report.model, report.prompt_tokens);
+    println!(
+        "model: {}  (prompt: {} tokens)",
+        report.model, report.prompt_tokens
+    );
     println!(
         "{:<24} {:>8} {:>12} {:>10} {:>14} {:>7}",
         "label", "tokens", "log p", "p", "first log p", "share"

@@ -184,7 +184,11 @@ impl GgufMetadata<'_> {
 impl ModelConfig {
     /// Read the hyperparameters from GGUF metadata. `has_output_weight` tells whether the file
     /// holds a separate `output.weight` (otherwise the embedding is tied).
-    pub(crate) fn from_gguf(meta: &GgufMetadata<'_>, has_output_weight: bool, vocab_len: usize) -> Result<Self> {
+    pub(crate) fn from_gguf(
+        meta: &GgufMetadata<'_>,
+        has_output_weight: bool,
+        vocab_len: usize,
+    ) -> Result<Self> {
         let arch_name = meta.string("general.architecture")?;
         let architecture = Architecture::from_name(arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
@@ -197,7 +201,9 @@ impl ModelConfig {
             Some(d) => d,
             None => hidden_size / num_heads.max(1),
         };
-        let vocab_size = meta.optional_usize(&key("vocab_size"))?.unwrap_or(vocab_len);
+        let vocab_size = meta
+            .optional_usize(&key("vocab_size"))?
+            .unwrap_or(vocab_len);
         let config = Self {
             architecture,
             hidden_size,
@@ -207,7 +213,9 @@ impl ModelConfig {
             num_kv_heads,
             head_dim,
             vocab_size,
-            rope_theta: meta.optional_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
+            rope_theta: meta
+                .optional_f64(&key("rope.freq_base"))?
+                .unwrap_or(10_000.0),
             rope_scaling: None,
             rms_norm_eps: meta
                 .optional_f64(&key("attention.layer_norm_rms_epsilon"))?
@@ -230,7 +238,9 @@ impl ModelConfig {
                 factor: s.factor,
                 low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
                 high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
+                original_max_position_embeddings: s
+                    .original_max_position_embeddings
+                    .unwrap_or(8192),
             }),
             Some(s) => {
                 return Err(InferError::invalid_model(
@@ -308,7 +318,11 @@ impl ModelConfig {
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(InferError::invalid_model(source_name, name, "a positive integer"));
+                return Err(InferError::invalid_model(
+                    source_name,
+                    name,
+                    "a positive integer",
+                ));
             }
         }
         if self.num_heads % self.num_kv_heads != 0 {
@@ -319,7 +333,11 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return Err(InferError::invalid_model(source_name, "head_dim", "an even number (rope)"));
+            return Err(InferError::invalid_model(
+                source_name,
+                "head_dim",
+                "an even number (rope)",
+            ));
         }
         Ok(())
     }
@@ -379,7 +397,10 @@ mod tests {
     #[test]
     fn unknown_architecture_lists_supported() {
         let err = Architecture::from_name("gemma3").unwrap_err().to_string();
-        assert!(err.contains("gemma3") && err.contains("llama") && err.contains("qwen2"), "{err}");
+        assert!(
+            err.contains("gemma3") && err.contains("llama") && err.contains("qwen2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -387,7 +408,9 @@ mod tests {
         let json = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":8,
             "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":3,
             "vocab_size":10,"rms_norm_eps":1e-5,"max_position_embeddings":16}"#;
-        let err = ModelConfig::from_hf_config(json, "cfg").unwrap_err().to_string();
+        let err = ModelConfig::from_hf_config(json, "cfg")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("num_kv_heads"), "{err}");
     }
 }

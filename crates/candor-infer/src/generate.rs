@@ -48,7 +48,9 @@ pub struct ConstrainedOptions {
 
 impl Default for ConstrainedOptions {
     fn default() -> Self {
-        Self { max_fraction_digits: 3 }
+        Self {
+            max_fraction_digits: 3,
+        }
     }
 }
 
@@ -155,10 +157,14 @@ impl LanguageModel {
         options: &ConstrainedOptions,
     ) -> Result<ConstrainedGeneration> {
         if labels.is_empty() {
-            return Err(InferError::InvalidInput("constrained generation needs at least one label".into()));
+            return Err(InferError::InvalidInput(
+                "constrained generation needs at least one label".into(),
+            ));
         }
         if options.max_fraction_digits == 0 {
-            return Err(InferError::InvalidInput("max_fraction_digits must be at least 1".into()));
+            return Err(InferError::InvalidInput(
+                "max_fraction_digits must be at least 1".into(),
+            ));
         }
         let pieces = skeleton_pieces(labels)?;
         let mut text = pieces[0].clone();
@@ -166,7 +172,8 @@ impl LanguageModel {
         let mut numbers = Vec::with_capacity(labels.len());
         for (label, next_piece) in labels.iter().zip(&pieces[1..]) {
             let next_ids = self.encode(next_piece)?;
-            let (number, after_number) = self.generate_number(&state, label, next_ids[0], options)?;
+            let (number, after_number) =
+                self.generate_number(&state, label, next_ids[0], options)?;
             text.push_str(&number.text);
             text.push_str(next_piece);
             state = self.extend(&after_number, &next_ids)?;
@@ -191,7 +198,9 @@ impl LanguageModel {
             let log_probs = state.next_log_probs()?;
             let mut allowed: Vec<(u32, &str)> = number_tokens
                 .iter()
-                .filter(|(_, t)| is_number_prefix(&format!("{text}{t}"), options.max_fraction_digits))
+                .filter(|(_, t)| {
+                    is_number_prefix(&format!("{text}{t}"), options.max_fraction_digits)
+                })
                 .map(|(id, t)| (*id, t.as_str()))
                 .collect();
             let can_end = is_complete_number(&text, options.max_fraction_digits);
@@ -206,9 +215,13 @@ impl LanguageModel {
                     "the vocabulary has no digit tokens to write a number with".into(),
                 ));
             }
-            let allowed_lp: Vec<f64> = allowed.iter().map(|(id, _)| log_probs[*id as usize]).collect();
+            let allowed_lp: Vec<f64> = allowed
+                .iter()
+                .map(|(id, _)| log_probs[*id as usize])
+                .collect();
             let best = argmax(&allowed_lp);
-            let renormalised = log_softmax_values(&allowed_lp.iter().map(|&v| v as f32).collect::<Vec<_>>());
+            let renormalised =
+                log_softmax_values(&allowed_lp.iter().map(|&v| v as f32).collect::<Vec<_>>());
             masked_log_prob += renormalised[best];
             let (id, piece) = allowed[best];
             if can_end && best == allowed.len() - 1 {
@@ -219,9 +232,9 @@ impl LanguageModel {
             token_ids.push(id);
             state = self.extend(&state, &[id])?;
         }
-        let value = text
-            .parse::<f64>()
-            .map_err(|e| InferError::InvalidInput(format!("generated number `{text}` does not parse: {e}")))?;
+        let value = text.parse::<f64>().map_err(|e| {
+            InferError::InvalidInput(format!("generated number `{text}` does not parse: {e}"))
+        })?;
         let number = GeneratedNumber {
             label: label.to_string(),
             text,
@@ -238,7 +251,8 @@ impl LanguageModel {
 fn skeleton_pieces(labels: &[String]) -> Result<Vec<String>> {
     let mut pieces = Vec::with_capacity(labels.len() + 1);
     for (i, label) in labels.iter().enumerate() {
-        let key = serde_json::to_string(label).map_err(|e| InferError::InvalidInput(e.to_string()))?;
+        let key =
+            serde_json::to_string(label).map_err(|e| InferError::InvalidInput(e.to_string()))?;
         pieces.push(format!("{}{key}: ", if i == 0 { "{" } else { ", " }));
     }
     pieces.push("}".to_string());
@@ -254,7 +268,9 @@ mod tests {
         for ok in ["", "0", "1", "0.", "0.5", "0.123", "1.", "1.0", "1.000"] {
             assert!(is_number_prefix(ok, 3), "{ok}");
         }
-        for bad in ["2", "00", "01", "0.1234", "1.5", "1.0001", ".5", "0..", "0.a", "10"] {
+        for bad in [
+            "2", "00", "01", "0.1234", "1.5", "1.0001", ".5", "0..", "0.a", "10",
+        ] {
             assert!(!is_number_prefix(bad, 3), "{bad}");
         }
     }
@@ -272,7 +288,10 @@ mod tests {
     #[test]
     fn skeleton_escapes_labels() {
         let labels = vec!["a".to_string(), "say \"hi\"".to_string()];
-        assert_eq!(skeleton_pieces(&labels).unwrap(), ["{\"a\": ", ", \"say \\\"hi\\\"\": ", "}"]);
+        assert_eq!(
+            skeleton_pieces(&labels).unwrap(),
+            ["{\"a\": ", ", \"say \\\"hi\\\"\": ", "}"]
+        );
     }
 
     #[test]

@@ -11,7 +11,12 @@ use crate::loader::LoadOptions;
 /// Whether the environment asks for offline mode (`HF_HUB_OFFLINE` set to `1`, `true`, `yes` or `on`).
 fn offline_from_env() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -91,7 +96,9 @@ pub(crate) fn resolve(repo: &str, file: Option<&str>, options: &LoadOptions) -> 
     match files.get("model.safetensors") {
         Ok(_) => {}
         Err(single_err) => {
-            let index = files.get("model.safetensors.index.json").map_err(|_| single_err)?;
+            let index = files
+                .get("model.safetensors.index.json")
+                .map_err(|_| single_err)?;
             for shard in shard_names(&index, repo)? {
                 files.get(&shard)?;
             }
@@ -103,12 +110,16 @@ pub(crate) fn resolve(repo: &str, file: Option<&str>, options: &LoadOptions) -> 
 fn shard_names(index: &Path, repo: &str) -> Result<Vec<String>> {
     let name = "model.safetensors.index.json";
     let text = std::fs::read_to_string(index).map_err(|e| InferError::io(index, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| hub_error(repo, name, e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| hub_error(repo, name, e.to_string()))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| hub_error(repo, name, "missing weight_map object"))?;
-    let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+    let mut shards: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
     shards.sort();
     shards.dedup();
     Ok(shards)
@@ -126,8 +137,13 @@ mod tests {
             hub_cache_dir: Some(dir.path().to_path_buf()),
             ..LoadOptions::default()
         };
-        let err = resolve("owner/model", Some("m.gguf"), &options).unwrap_err().to_string();
-        assert!(err.contains("owner/model/m.gguf") && err.contains("offline"), "{err}");
+        let err = resolve("owner/model", Some("m.gguf"), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("owner/model/m.gguf") && err.contains("offline"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -144,6 +160,9 @@ mod tests {
             hub_cache_dir: Some(dir.path().to_path_buf()),
             ..LoadOptions::default()
         };
-        assert_eq!(resolve("owner/model", Some("m.gguf"), &options).unwrap(), snapshot.join("m.gguf"));
+        assert_eq!(
+            resolve("owner/model", Some("m.gguf"), &options).unwrap(),
+            snapshot.join("m.gguf")
+        );
     }
 }

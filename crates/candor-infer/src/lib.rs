@@ -40,7 +40,9 @@ mod tokenizer;
 
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, SUPPORTED_ARCHITECTURES};
 pub use error::{InferError, Result};
-pub use generate::{ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, StopReason};
+pub use generate::{
+    ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, StopReason,
+};
 pub use loader::{export_dense, LanguageModel, LoadOptions};
 pub use model::{KvCache, Model};
 pub use score::{LabelScore, LabelScores, Prefix};
@@ -59,7 +61,9 @@ pub fn set_thread_count(threads: usize) {
 /// busy-waiting workers collapse decode speed.
 pub fn ensure_thread_count() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         set_thread_count(cores);
     }
 }

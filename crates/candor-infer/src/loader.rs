@@ -62,7 +62,12 @@ impl LanguageModel {
     }
 
     /// Assemble from parts (used by the loaders and by tests building tiny models).
-    pub fn from_parts(model: Model, tokenizer: Tokenizer, chat_template: ChatTemplate, source: String) -> Self {
+    pub fn from_parts(
+        model: Model,
+        tokenizer: Tokenizer,
+        chat_template: ChatTemplate,
+        source: String,
+    ) -> Self {
         Self {
             model,
             tokenizer,
@@ -93,7 +98,11 @@ impl LanguageModel {
     }
 
     /// Render `messages` with the model's chat template.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         self.chat_template.render(messages, add_generation_prompt)
     }
 
@@ -112,8 +121,13 @@ impl LanguageModel {
     pub(crate) fn number_tokens(&self) -> &[(u32, String)] {
         self.number_tokens.get_or_init(|| {
             let vocab = self.tokenizer.inner().get_vocab(true);
-            let special: std::collections::HashSet<u32> =
-                self.tokenizer.inner().get_added_tokens_decoder().keys().copied().collect();
+            let special: std::collections::HashSet<u32> = self
+                .tokenizer
+                .inner()
+                .get_added_tokens_decoder()
+                .keys()
+                .copied()
+                .collect();
             let mut tokens: Vec<(u32, String)> = vocab
                 .into_iter()
                 .filter(|(text, id)| {
@@ -178,7 +192,10 @@ fn gguf_name(hf_name: &str) -> Option<String> {
 }
 
 fn expected_tensor_names(config: &ModelConfig) -> Vec<String> {
-    let mut names = vec![TensorNames::EMBED.to_string(), TensorNames::NORM.to_string()];
+    let mut names = vec![
+        TensorNames::EMBED.to_string(),
+        TensorNames::NORM.to_string(),
+    ];
     if !config.tie_word_embeddings {
         names.push(TensorNames::LM_HEAD.to_string());
     }
@@ -220,7 +237,11 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
     Architecture::from_name(meta.string("general.architecture")?)?;
     let tokenizer = Tokenizer::from_gguf(&meta)?;
     let vocab_len = meta.string_array("tokenizer.ggml.tokens")?.len();
-    let config = ModelConfig::from_gguf(&meta, content.tensor_infos.contains_key("output.weight"), vocab_len)?;
+    let config = ModelConfig::from_gguf(
+        &meta,
+        content.tensor_infos.contains_key("output.weight"),
+        vocab_len,
+    )?;
     let names = expected_tensor_names(&config);
     let elements: u64 = names
         .iter()
@@ -231,17 +252,27 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
     check_dense_size(elements, options, &source_name)?;
     let mut tensors = HashMap::new();
     for name in names {
-        let Some(gguf) = gguf_name(&name) else { continue };
+        let Some(gguf) = gguf_name(&name) else {
+            continue;
+        };
         if !content.tensor_infos.contains_key(&gguf) {
-            return Err(InferError::invalid_model(&source_name, &gguf, "a tensor (missing)"));
+            return Err(InferError::invalid_model(
+                &source_name,
+                &gguf,
+                "a tensor (missing)",
+            ));
         }
         let dense = content
             .tensor(&mut file, &gguf, &Device::Cpu)
             .and_then(|q| q.dequantize(&Device::Cpu))
             .map_err(invalid)?;
         let dense = match (config.architecture, name.as_str()) {
-            (Architecture::Llama, n) if n.ends_with("q_proj.weight") => unpermute_rope_rows(&dense, config.num_heads)?,
-            (Architecture::Llama, n) if n.ends_with("k_proj.weight") => unpermute_rope_rows(&dense, config.num_kv_heads)?,
+            (Architecture::Llama, n) if n.ends_with("q_proj.weight") => {
+                unpermute_rope_rows(&dense, config.num_heads)?
+            }
+            (Architecture::Llama, n) if n.ends_with("k_proj.weight") => {
+                unpermute_rope_rows(&dense, config.num_kv_heads)?
+            }
             _ => dense,
         };
         tensors.insert(name, dense);
@@ -257,7 +288,10 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         false => None,
     };
     let model = Model::from_tensors(config, tensors, rope_factors, device, &source_name)?;
-    let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i)).unwrap_or_default();
+    let token_text = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.id_to_token(i))
+            .unwrap_or_default()
+    };
     let chat_template = match meta.optional_string("tokenizer.chat_template") {
         Some(source) => ChatTemplate::new(
             source,
@@ -266,7 +300,12 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         )?,
         None => ChatTemplate::plain(),
     };
-    Ok(LanguageModel::from_parts(model, tokenizer, chat_template, source_name))
+    Ok(LanguageModel::from_parts(
+        model,
+        tokenizer,
+        chat_template,
+        source_name,
+    ))
 }
 
 /// `"text"` or `{"content": "text", ...}` in tokenizer_config.json.
@@ -304,7 +343,8 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
 fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<LanguageModel> {
     let source_name = dir.display().to_string();
     let config_path = dir.join("config.json");
-    let config_text = std::fs::read_to_string(&config_path).map_err(|e| InferError::io(&config_path, e))?;
+    let config_text =
+        std::fs::read_to_string(&config_path).map_err(|e| InferError::io(&config_path, e))?;
     let config = ModelConfig::from_hf_config(&config_text, &config_path.display().to_string())?;
     let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| InferError::io(dir, e))?
@@ -313,9 +353,17 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
         .collect();
     shards.sort();
     if shards.is_empty() {
-        return Err(InferError::invalid_model(&source_name, "*.safetensors", "at least one weights file"));
+        return Err(InferError::invalid_model(
+            &source_name,
+            "*.safetensors",
+            "at least one weights file",
+        ));
     }
-    let shard_bytes: u64 = shards.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    let shard_bytes: u64 = shards
+        .iter()
+        .filter_map(|p| p.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     // f16/bf16 files double in size as f32; f32 files stay the same: bound by the worst case.
     check_dense_size(shard_bytes / 2, options, &source_name)?;
     let mut tensors = HashMap::new();
@@ -335,9 +383,16 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
     let tokenizer_json = Tokenizer::from_file(&dir.join("tokenizer.json"), None, Vec::new())?;
     let id_of = |t: &Option<String>| t.as_deref().and_then(|t| tokenizer_json.token_to_id(t));
     let mut eos_ids: Vec<u32> = id_of(&eos_token).into_iter().collect();
-    if let Some(ids) = generation_config.as_ref().and_then(|g| g.get("eos_token_id")) {
+    if let Some(ids) = generation_config
+        .as_ref()
+        .and_then(|g| g.get("eos_token_id"))
+    {
         let extra: Vec<u32> = match ids {
-            serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
             v => v.as_u64().map(|v| v as u32).into_iter().collect(),
         };
         for id in extra {
@@ -348,11 +403,20 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
     }
     let tokenizer = Tokenizer::new(tokenizer_json.inner().clone(), id_of(&bos_token), eos_ids);
     let chat_template = match template_string(field("chat_template")) {
-        Some(source) => ChatTemplate::new(source, bos_token.unwrap_or_default(), eos_token.unwrap_or_default())?,
+        Some(source) => ChatTemplate::new(
+            source,
+            bos_token.unwrap_or_default(),
+            eos_token.unwrap_or_default(),
+        )?,
         None => ChatTemplate::plain(),
     };
     let model = Model::from_tensors(config, tensors, None, device, &source_name)?;
-    Ok(LanguageModel::from_parts(model, tokenizer, chat_template, source_name))
+    Ok(LanguageModel::from_parts(
+        model,
+        tokenizer,
+        chat_template,
+        source_name,
+    ))
 }
 
 /// Write `model` as a Hugging Face directory: `model.safetensors` (f32), `config.json`,
@@ -361,8 +425,13 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
 pub fn export_dense(model: &LanguageModel, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| InferError::io(dir, e))?;
     let config = model.model().config();
-    let from_config = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, None)
-        .map_err(InferError::InvalidInput)?;
+    let from_config = rope_inverse_frequencies(
+        config.head_dim,
+        config.rope_theta,
+        config.rope_scaling,
+        None,
+    )
+    .map_err(InferError::InvalidInput)?;
     if model.model().inv_freq() != from_config.as_slice() {
         return Err(InferError::InvalidInput(
             "export of per-frequency rope factors (GGUF rope_freqs.weight) is not supported".into(),
@@ -378,7 +447,8 @@ pub fn export_dense(model: &LanguageModel, dir: &Path) -> Result<()> {
     candle_core::safetensors::save(&tensors, &weights)?;
     let write = |name: &str, value: &serde_json::Value| -> Result<()> {
         let path = dir.join(name);
-        let text = serde_json::to_string_pretty(value).map_err(|e| InferError::InvalidInput(e.to_string()))?;
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| InferError::InvalidInput(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| InferError::io(path, e))
     };
     write("config.json", &config.to_hf_config_json())?;
@@ -393,7 +463,10 @@ pub fn export_dense(model: &LanguageModel, dir: &Path) -> Result<()> {
         tokenizer_config["chat_template"] = serde_json::Value::String(source.to_string());
     }
     write("tokenizer_config.json", &tokenizer_config)?;
-    write("generation_config.json", &serde_json::json!({ "eos_token_id": tok.eos_token_ids() }))
+    write(
+        "generation_config.json",
+        &serde_json::json!({ "eos_token_id": tok.eos_token_ids() }),
+    )
 }
 
 #[cfg(test)]
@@ -402,10 +475,22 @@ mod tests {
 
     #[test]
     fn maps_hf_names_to_gguf() {
-        assert_eq!(gguf_name("model.embed_tokens.weight").unwrap(), "token_embd.weight");
-        assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.bias").unwrap(), "blk.12.attn_k.bias");
-        assert_eq!(gguf_name("model.layers.0.mlp.down_proj.weight").unwrap(), "blk.0.ffn_down.weight");
-        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight").unwrap(), "blk.3.ffn_norm.weight");
+        assert_eq!(
+            gguf_name("model.embed_tokens.weight").unwrap(),
+            "token_embd.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.12.self_attn.k_proj.bias").unwrap(),
+            "blk.12.attn_k.bias"
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.mlp.down_proj.weight").unwrap(),
+            "blk.0.ffn_down.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.3.post_attention_layernorm.weight").unwrap(),
+            "blk.3.ffn_norm.weight"
+        );
         assert!(gguf_name("model.layers.0.unknown.weight").is_none());
     }
 

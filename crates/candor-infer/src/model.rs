@@ -117,21 +117,31 @@ impl Model {
         source_name: &str,
     ) -> Result<Self> {
         let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors
-                .remove(name)
-                .ok_or_else(|| InferError::invalid_model(source_name, name, "a tensor (missing)"))?;
+            let t = tensors.remove(name).ok_or_else(|| {
+                InferError::invalid_model(source_name, name, "a tensor (missing)")
+            })?;
             check_shape(&t, name, shape, source_name)?;
             Ok(t.to_dtype(DType::F32)?.to_device(device)?)
         };
         let c = &config;
-        let (h, q_dim, kv_dim) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let (h, q_dim, kv_dim) = (
+            c.hidden_size,
+            c.num_heads * c.head_dim,
+            c.num_kv_heads * c.head_dim,
+        );
         let embed = take(TensorNames::EMBED, &[c.vocab_size, h])?;
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-                let weight = take(&TensorNames::layer(i, &format!("{name}.weight")), &[out, inp])?;
+                let weight = take(
+                    &TensorNames::layer(i, &format!("{name}.weight")),
+                    &[out, inp],
+                )?;
                 let bias = match bias {
-                    true => Some(take(&TensorNames::layer(i, &format!("{name}.bias")), &[out])?),
+                    true => Some(take(
+                        &TensorNames::layer(i, &format!("{name}.bias")),
+                        &[out],
+                    )?),
                     false => None,
                 };
                 Ok(Linear { weight, bias })
@@ -150,7 +160,10 @@ impl Model {
                 k,
                 v,
                 o,
-                ffn_norm: take(&TensorNames::layer(i, "post_attention_layernorm.weight"), &[h])?,
+                ffn_norm: take(
+                    &TensorNames::layer(i, "post_attention_layernorm.weight"),
+                    &[h],
+                )?,
                 gate,
                 up,
                 down,
@@ -161,8 +174,15 @@ impl Model {
             true => embed.clone(),
             false => take(TensorNames::LM_HEAD, &[c.vocab_size, h])?,
         };
-        let inv_freq = rope_inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling, rope_freq_factors.as_deref())
-            .map_err(|expected| InferError::invalid_model(source_name, "rope_freqs.weight", expected))?;
+        let inv_freq = rope_inverse_frequencies(
+            c.head_dim,
+            c.rope_theta,
+            c.rope_scaling,
+            rope_freq_factors.as_deref(),
+        )
+        .map_err(|expected| {
+            InferError::invalid_model(source_name, "rope_freqs.weight", expected)
+        })?;
         Ok(Self {
             config,
             device: device.clone(),
@@ -194,7 +214,9 @@ impl Model {
     /// (row `i` is the distribution of the token that follows `tokens[i]`).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         if tokens.is_empty() {
-            return Err(InferError::InvalidInput("forward called with no tokens".into()));
+            return Err(InferError::InvalidInput(
+                "forward called with no tokens".into(),
+            ));
         }
         if cache.batch != 1 {
             return Err(InferError::InvalidInput(format!(
@@ -211,7 +233,11 @@ impl Model {
     ///
     /// Shorter continuations are right-padded; causal attention means padding never affects
     /// the positions that are returned.
-    pub fn forward_batch(&self, continuations: &[Vec<u32>], cache: &KvCache) -> Result<Vec<Tensor>> {
+    pub fn forward_batch(
+        &self,
+        continuations: &[Vec<u32>],
+        cache: &KvCache,
+    ) -> Result<Vec<Tensor>> {
         if continuations.is_empty() {
             return Ok(Vec::new());
         }
@@ -223,7 +249,9 @@ impl Model {
         }
         let max_len = continuations.iter().map(Vec::len).max().unwrap_or(0);
         if let Some(i) = continuations.iter().position(Vec::is_empty) {
-            return Err(InferError::InvalidInput(format!("continuation {i} of the batch has no tokens")));
+            return Err(InferError::InvalidInput(format!(
+                "continuation {i} of the batch has no tokens"
+            )));
         }
         let pad = continuations[0][0];
         let mut ids = Vec::with_capacity(continuations.len() * max_len);
@@ -387,13 +415,22 @@ impl Model {
                 ("mlp.down_proj", &b.down),
             ];
             for (name, linear) in linears {
-                out.push((TensorNames::layer(i, &format!("{name}.weight")), linear.weight.clone()));
+                out.push((
+                    TensorNames::layer(i, &format!("{name}.weight")),
+                    linear.weight.clone(),
+                ));
                 if let Some(bias) = &linear.bias {
                     out.push((TensorNames::layer(i, &format!("{name}.bias")), bias.clone()));
                 }
             }
-            out.push((TensorNames::layer(i, "input_layernorm.weight"), b.attn_norm.clone()));
-            out.push((TensorNames::layer(i, "post_attention_layernorm.weight"), b.ffn_norm.clone()));
+            out.push((
+                TensorNames::layer(i, "input_layernorm.weight"),
+                b.attn_norm.clone(),
+            ));
+            out.push((
+                TensorNames::layer(i, "post_attention_layernorm.weight"),
+                b.ffn_norm.clone(),
+            ));
         }
         out
     }
@@ -432,7 +469,15 @@ pub(crate) fn causal_mask(len: usize, offset: usize, device: &Device) -> Result<
     }
     let total = offset + len;
     let values: Vec<f32> = (0..len)
-        .flat_map(|i| (0..total).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Ok(Some(Tensor::from_vec(values, (len, total), device)?))
 }
@@ -445,10 +490,15 @@ pub(crate) fn rope_inverse_frequencies(
     factors: Option<&[f64]>,
 ) -> std::result::Result<Vec<f64>, String> {
     let half = head_dim / 2;
-    let base: Vec<f64> = (0..half).map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64)).collect();
+    let base: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+        .collect();
     if let Some(factors) = factors {
         if factors.len() != half {
-            return Err(format!("{half} factors (head_dim / 2), found {}", factors.len()));
+            return Err(format!(
+                "{half} factors (head_dim / 2), found {}",
+                factors.len()
+            ));
         }
         return Ok(base.iter().zip(factors).map(|(f, k)| f / k).collect());
     }
@@ -467,7 +517,8 @@ pub(crate) fn rope_inverse_frequencies(
             } else if wavelen > low_wavelen {
                 f / s.factor
             } else {
-                let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                let smooth =
+                    (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
                 (1.0 - smooth) * f / s.factor + smooth * f
             }
         })
@@ -479,8 +530,7 @@ pub(crate) fn rope_inverse_frequencies(
 pub(crate) fn unpermute_rope_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     let head_dim = rows / heads;
-    Ok(w
-        .reshape((heads, head_dim / 2, 2, cols))?
+    Ok(w.reshape((heads, head_dim / 2, 2, cols))?
         .transpose(1, 2)?
         .reshape((rows, cols))?)
 }
@@ -511,7 +561,10 @@ mod tests {
         // as interleaved pairs [a0 b0 a1 b1].
         let gguf = Tensor::new(&[[10f32], [20.], [11.], [21.]], &Device::Cpu).unwrap();
         let hf = unpermute_rope_rows(&gguf, 1).unwrap();
-        assert_eq!(hf.to_vec2::<f32>().unwrap(), vec![vec![10.], vec![11.], vec![20.], vec![21.]]);
+        assert_eq!(
+            hf.to_vec2::<f32>().unwrap(),
+            vec![vec![10.], vec![11.], vec![20.], vec![21.]]
+        );
     }
 
     #[test]

@@ -76,7 +76,9 @@ pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
 }
 
 pub(crate) fn log_softmax_values(values: &[f32]) -> Vec<f64> {
-    let max = values.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let max = values
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
     let sum: f64 = values.iter().map(|&v| (v as f64 - max).exp()).sum();
     let log_z = max + sum.ln();
     values.iter().map(|&v| v as f64 - log_z).collect()
@@ -88,7 +90,11 @@ impl LanguageModel {
         let empty = Prefix {
             cache: self.model().new_cache(),
             tokens: Vec::new(),
-            next_logits: Tensor::zeros(self.model().config().vocab_size, candle_core::DType::F32, self.model().device())?,
+            next_logits: Tensor::zeros(
+                self.model().config().vocab_size,
+                candle_core::DType::F32,
+                self.model().device(),
+            )?,
         };
         self.extend(&empty, tokens)
     }
@@ -120,24 +126,32 @@ impl LanguageModel {
     /// on top of the prefix's cache; see the module docs for the tokenization convention.
     pub fn score_labels(&self, prefix: &Prefix, labels: &[String]) -> Result<LabelScores> {
         if prefix.tokens.is_empty() {
-            return Err(InferError::InvalidInput("score_labels needs a non-empty prompt".into()));
+            return Err(InferError::InvalidInput(
+                "score_labels needs a non-empty prompt".into(),
+            ));
         }
         if labels.is_empty() {
-            return Err(InferError::InvalidInput("score_labels needs at least one label".into()));
+            return Err(InferError::InvalidInput(
+                "score_labels needs at least one label".into(),
+            ));
         }
         let label_tokens = labels
             .iter()
             .map(|label| {
                 let ids = self.encode(label)?;
                 match ids.is_empty() {
-                    true => Err(InferError::InvalidInput(format!("label `{label}` has no tokens"))),
+                    true => Err(InferError::InvalidInput(format!(
+                        "label `{label}` has no tokens"
+                    ))),
                     false => Ok(ids),
                 }
             })
             .collect::<Result<Vec<_>>>()?;
         let first_log_probs = prefix.next_log_probs()?;
         // Tokens after the first are predicted from the label's own earlier tokens.
-        let multi: Vec<usize> = (0..labels.len()).filter(|&i| label_tokens[i].len() > 1).collect();
+        let multi: Vec<usize> = (0..labels.len())
+            .filter(|&i| label_tokens[i].len() > 1)
+            .collect();
         let continuations: Vec<Vec<u32>> = multi
             .iter()
             .map(|&i| label_tokens[i][..label_tokens[i].len() - 1].to_vec())
@@ -163,7 +177,10 @@ impl LanguageModel {
         let mut firsts: Vec<u32> = label_tokens.iter().map(|ids| ids[0]).collect();
         firsts.sort_unstable();
         firsts.dedup();
-        let inside: f64 = firsts.iter().map(|&id| first_log_probs[id as usize].exp()).sum();
+        let inside: f64 = firsts
+            .iter()
+            .map(|&id| first_log_probs[id as usize].exp())
+            .sum();
         Ok(LabelScores {
             labels: scores,
             first_token_mass_outside: (1.0 - inside).max(0.0),

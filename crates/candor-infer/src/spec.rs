@@ -128,8 +128,12 @@ impl DeviceSpec {
         };
         match self {
             Self::Cpu => Ok(candle_core::Device::Cpu),
-            Self::Cuda(n) => candle_core::Device::new_cuda(n).map_err(|e| unavailable(format!("cuda:{n}"), e)),
-            Self::Metal => candle_core::Device::new_metal(0).map_err(|e| unavailable("metal".into(), e)),
+            Self::Cuda(n) => {
+                candle_core::Device::new_cuda(n).map_err(|e| unavailable(format!("cuda:{n}"), e))
+            }
+            Self::Metal => {
+                candle_core::Device::new_metal(0).map_err(|e| unavailable("metal".into(), e))
+            }
         }
     }
 }
@@ -141,7 +145,9 @@ mod tests {
     #[test]
     fn parses_hub_specs() {
         assert_eq!(
-            "hf:HuggingFaceTB/SmolLM2-135M-Instruct".parse::<ModelSpec>().unwrap(),
+            "hf:HuggingFaceTB/SmolLM2-135M-Instruct"
+                .parse::<ModelSpec>()
+                .unwrap(),
             ModelSpec::Hub {
                 repo: "HuggingFaceTB/SmolLM2-135M-Instruct".into(),
                 file: None
@@ -156,7 +162,10 @@ mod tests {
         );
         for bad in ["hf:", "hf:a", "hf:a/", "hf:/b", "hf:a/b/c", "hf:a/b:"] {
             assert!(
-                matches!(bad.parse::<ModelSpec>(), Err(InferError::InvalidSpec { .. })),
+                matches!(
+                    bad.parse::<ModelSpec>(),
+                    Err(InferError::InvalidSpec { .. })
+                ),
                 "{bad}"
             );
         }

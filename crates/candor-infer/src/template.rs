@@ -48,7 +48,11 @@ pub struct ChatTemplate {
 
 impl ChatTemplate {
     /// A template from Jinja source. It is compiled once here so syntax errors surface early.
-    pub fn new(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Result<Self> {
+    pub fn new(
+        source: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self> {
         let template = Self {
             source: Some(source.into()),
             bos_token: bos_token.into(),
@@ -99,7 +103,8 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         if let Some(source) = &self.source {
-            env.add_template_owned("chat", source.clone()).map_err(template_error)?;
+            env.add_template_owned("chat", source.clone())
+                .map_err(template_error)?;
         }
         Ok(env)
     }
@@ -130,7 +135,17 @@ fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error>
 }
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
     "December",
 ];
 
@@ -173,7 +188,10 @@ fn format_utc(unix_seconds: u64, format: &str) -> std::result::Result<String, mi
             other => {
                 return Err(minijinja::Error::new(
                     ErrorKind::InvalidOperation,
-                    format!("strftime_now: unsupported directive %{}", other.map(String::from).unwrap_or_default()),
+                    format!(
+                        "strftime_now: unsupported directive %{}",
+                        other.map(String::from).unwrap_or_default()
+                    ),
                 ))
             }
         }
@@ -209,7 +227,10 @@ mod tests {
         let with_system = t
             .render(&[ChatMessage::system("S"), ChatMessage::user("Hi")], false)
             .unwrap();
-        assert_eq!(with_system, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+        assert_eq!(
+            with_system,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
     }
 
     #[test]
@@ -218,7 +239,10 @@ mod tests {
                    [{{ m.content.strip() | upper }}]{{ m | tojson }}{% endfor %}{{ eos_token }}";
         let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
         let text = t
-            .render(&[ChatMessage::system("x"), ChatMessage::user("  a b ")], false)
+            .render(
+                &[ChatMessage::system("x"), ChatMessage::user("  a b ")],
+                false,
+            )
             .unwrap();
         assert_eq!(text, r#"<s>[A B]{"role":"user","content":"  a b "}</s>"#);
     }
@@ -241,13 +265,21 @@ mod tests {
     #[test]
     fn formats_dates_like_strftime() {
         // 2024-02-29 13:05:09 UTC = 1709211909.
-        assert_eq!(format_utc(1_709_211_909, "%d %b %Y %H:%M:%S %%").unwrap(), "29 Feb 2024 13:05:09 %");
-        assert_eq!(format_utc(0, "%Y-%m-%d %B %y").unwrap(), "1970-01-01 January 70");
+        assert_eq!(
+            format_utc(1_709_211_909, "%d %b %Y %H:%M:%S %%").unwrap(),
+            "29 Feb 2024 13:05:09 %"
+        );
+        assert_eq!(
+            format_utc(0, "%Y-%m-%d %B %y").unwrap(),
+            "1970-01-01 January 70"
+        );
     }
 
     #[test]
     fn plain_fallback() {
-        let text = ChatTemplate::plain().render(&[ChatMessage::user("Hi")], true).unwrap();
+        let text = ChatTemplate::plain()
+            .render(&[ChatMessage::user("Hi")], true)
+            .unwrap();
         assert_eq!(text, "user: Hi\nassistant:");
     }
 }

@@ -20,7 +20,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+};
 
 use crate::config::GgufMetadata;
 use crate::error::{InferError, Result};
@@ -71,7 +73,11 @@ fn tokenizer_error(e: impl std::fmt::Display) -> InferError {
 
 impl Tokenizer {
     /// Wrap a tokenizers-crate tokenizer with the model's BOS and end-of-generation ids.
-    pub fn new(inner: tokenizers::Tokenizer, bos_token_id: Option<u32>, eos_token_ids: Vec<u32>) -> Self {
+    pub fn new(
+        inner: tokenizers::Tokenizer,
+        bos_token_id: Option<u32>,
+        eos_token_ids: Vec<u32>,
+    ) -> Self {
         Self {
             inner,
             bos_token_id,
@@ -80,7 +86,11 @@ impl Tokenizer {
     }
 
     /// Load a Hugging Face `tokenizer.json`.
-    pub fn from_file(path: &Path, bos_token_id: Option<u32>, eos_token_ids: Vec<u32>) -> Result<Self> {
+    pub fn from_file(
+        path: &Path,
+        bos_token_id: Option<u32>,
+        eos_token_ids: Vec<u32>,
+    ) -> Result<Self> {
         if !path.exists() {
             return Err(InferError::io(
                 path,
@@ -104,7 +114,11 @@ impl Tokenizer {
             return Err(InferError::invalid_model(
                 &meta.source_name,
                 "tokenizer.ggml.token_type",
-                format!("{} entries (one per token), found {}", tokens.len(), token_types.len()),
+                format!(
+                    "{} entries (one per token), found {}",
+                    tokens.len(),
+                    token_types.len()
+                ),
             ));
         }
         let mut inner = match model {
@@ -120,17 +134,21 @@ impl Tokenizer {
             .iter()
             .zip(&token_types)
             .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(token, &t)| AddedToken::from(token.to_string(), t == TOKEN_TYPE_CONTROL).normalized(false))
+            .map(|(token, &t)| {
+                AddedToken::from(token.to_string(), t == TOKEN_TYPE_CONTROL).normalized(false)
+            })
             .collect();
         inner.add_special_tokens(added).map_err(tokenizer_error)?;
-        let id = |key: &str| -> Result<Option<u32>> {
-            Ok(meta.optional_usize(key)?.map(|v| v as u32))
-        };
+        let id =
+            |key: &str| -> Result<Option<u32>> { Ok(meta.optional_usize(key)?.map(|v| v as u32)) };
         let bos = id("tokenizer.ggml.bos_token_id")?;
-        let mut eos: Vec<u32> = [id("tokenizer.ggml.eos_token_id")?, id("tokenizer.ggml.eot_token_id")?]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut eos: Vec<u32> = [
+            id("tokenizer.ggml.eos_token_id")?,
+            id("tokenizer.ggml.eot_token_id")?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         eos.dedup();
         Ok(Self::new(inner, bos, eos))
     }
@@ -192,24 +210,38 @@ fn integer_array(meta: &GgufMetadata<'_>, key: &str) -> Result<Vec<i64>> {
             Value::U32(x) => Ok(*x as i64),
             Value::I8(x) => Ok(*x as i64),
             Value::U8(x) => Ok(*x as i64),
-            _ => Err(InferError::invalid_model(&meta.source_name, format!("{key}[{i}]"), "an integer")),
+            _ => Err(InferError::invalid_model(
+                &meta.source_name,
+                format!("{key}[{i}]"),
+                "an integer",
+            )),
         })
         .collect()
 }
 
 fn vocab_from(tokens: &[&str]) -> Vocab {
-    tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect()
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect()
 }
 
 fn split(pattern: &str) -> Result<PreTokenizerWrapper> {
-    let split = Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
-        .map_err(tokenizer_error)?;
+    let split = Split::new(
+        SplitPattern::Regex(pattern.to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(tokenizer_error)?;
     Ok(split.into())
 }
 
 /// The pre-tokenizer (and normalizer) that `tokenizer.ggml.pre` names, as Hugging Face's
 /// tokenizer.json for that model family defines it.
-pub(crate) fn pre_tokenizer_for(pre: &str) -> Result<(PreTokenizerWrapper, Option<NormalizerWrapper>)> {
+pub(crate) fn pre_tokenizer_for(
+    pre: &str,
+) -> Result<(PreTokenizerWrapper, Option<NormalizerWrapper>)> {
     let byte_level_without_regex = || PreTokenizerWrapper::from(ByteLevel::new(false, true, false));
     let pre_tokenizer: PreTokenizerWrapper = match pre {
         "smollm" => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(),
@@ -242,11 +274,17 @@ fn byte_level_bpe(meta: &GgufMetadata<'_>, tokens: &[&str]) -> Result<tokenizers
             m.split_once(' ')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .ok_or_else(|| {
-                    InferError::invalid_model(&meta.source_name, format!("tokenizer.ggml.merges[{i}]"), "two tokens separated by a space")
+                    InferError::invalid_model(
+                        &meta.source_name,
+                        format!("tokenizer.ggml.merges[{i}]"),
+                        "two tokens separated by a space",
+                    )
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    let pre = meta.optional_string("tokenizer.ggml.pre").unwrap_or("default");
+    let pre = meta
+        .optional_string("tokenizer.ggml.pre")
+        .unwrap_or("default");
     let (pre_tokenizer, normalizer) = pre_tokenizer_for(pre)?;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab_from(tokens), merges)
@@ -255,7 +293,9 @@ fn byte_level_bpe(meta: &GgufMetadata<'_>, tokens: &[&str]) -> Result<tokenizers
         .map_err(tokenizer_error)?;
     let mut tokenizer = tokenizers::Tokenizer::new(bpe);
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
-    tokenizer.with_normalizer(normalizer).map_err(tokenizer_error)?;
+    tokenizer
+        .with_normalizer(normalizer)
+        .map_err(tokenizer_error)?;
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(tokenizer)
 }
@@ -271,7 +311,11 @@ fn sentencepiece_bpe(meta: &GgufMetadata<'_>, tokens: &[&str]) -> Result<tokeniz
         .map(|(i, v)| match v {
             Value::F32(x) => Ok(*x as f64),
             Value::F64(x) => Ok(*x),
-            _ => Err(InferError::invalid_model(&meta.source_name, format!("tokenizer.ggml.scores[{i}]"), "a float")),
+            _ => Err(InferError::invalid_model(
+                &meta.source_name,
+                format!("tokenizer.ggml.scores[{i}]"),
+                "a float",
+            )),
         })
         .collect::<Result<_>>()?;
     let vocab = vocab_from(tokens);
@@ -280,7 +324,10 @@ fn sentencepiece_bpe(meta: &GgufMetadata<'_>, tokens: &[&str]) -> Result<tokeniz
         for (split_at, _) in piece.char_indices().skip(1) {
             let (left, right) = piece.split_at(split_at);
             if let (Some(&l), Some(&r)) = (vocab.get(left), vocab.get(right)) {
-                let score = scores.get(merged_id as usize).copied().unwrap_or(f64::NEG_INFINITY);
+                let score = scores
+                    .get(merged_id as usize)
+                    .copied()
+                    .unwrap_or(f64::NEG_INFINITY);
                 merges.push((score, l, r, left.to_string(), right.to_string()));
             }
         }
@@ -292,20 +339,31 @@ fn sentencepiece_bpe(meta: &GgufMetadata<'_>, tokens: &[&str]) -> Result<tokeniz
         .optional_usize("tokenizer.ggml.unknown_token_id")?
         .and_then(|i| tokens.get(i))
         .map(|t| t.to_string());
-    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
     if let Some(unk) = unk {
         builder = builder.unk_token(unk);
     }
     let bpe = builder.build().map_err(tokenizer_error)?;
     let mut tokenizer = tokenizers::Tokenizer::new(bpe);
-    let add_space_prefix = meta.optional_bool("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+    let add_space_prefix = meta
+        .optional_bool("tokenizer.ggml.add_space_prefix")
+        .unwrap_or(true);
     let replace_spaces: NormalizerWrapper = Replace::new(" ", "▁").map_err(tokenizer_error)?.into();
     let normalizer: NormalizerWrapper = if add_space_prefix {
-        tokenizers::normalizers::Sequence::new(vec![Prepend::new("▁".to_string()).into(), replace_spaces]).into()
+        tokenizers::normalizers::Sequence::new(vec![
+            Prepend::new("▁".to_string()).into(),
+            replace_spaces,
+        ])
+        .into()
     } else {
         replace_spaces
     };
-    tokenizer.with_normalizer(Some(normalizer)).map_err(tokenizer_error)?;
+    tokenizer
+        .with_normalizer(Some(normalizer))
+        .map_err(tokenizer_error)?;
     let mut decoders: Vec<DecoderWrapper> = vec![
         Replace::new("▁", " ").map_err(tokenizer_error)?.into(),
         ByteFallback::new().into(),
@@ -335,7 +393,10 @@ mod tests {
 
     #[test]
     fn smollm_splits_digits_without_prefix_space() {
-        assert_eq!(pieces("smollm", "Hello world 12345"), ["Hello", "Ġworld", "Ġ", "1", "2", "3", "4", "5"]);
+        assert_eq!(
+            pieces("smollm", "Hello world 12345"),
+            ["Hello", "Ġworld", "Ġ", "1", "2", "3", "4", "5"]
+        );
     }
 
     #[test]
@@ -359,12 +420,18 @@ mod tests {
         tokens.extend(pieces.iter().map(|p| p.to_string()));
         types.extend([1; 10]);
         // Longer pieces score higher, so every merge of the chain applies.
-        let scores: Vec<Value> = tokens.iter().map(|t| Value::F32(t.chars().count() as f32)).collect();
+        let scores: Vec<Value> = tokens
+            .iter()
+            .map(|t| Value::F32(t.chars().count() as f32))
+            .collect();
         let strings = tokens.into_iter().map(Value::String).collect();
         [
             ("tokenizer.ggml.model", Value::String("llama".into())),
             ("tokenizer.ggml.tokens", Value::Array(strings)),
-            ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(types.into_iter().map(Value::I32).collect()),
+            ),
             ("tokenizer.ggml.scores", Value::Array(scores)),
             ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
             ("tokenizer.ggml.bos_token_id", Value::U32(1)),
@@ -387,14 +454,23 @@ mod tests {
         assert_eq!(tok.encode("hello").unwrap(), [id("▁hello")]);
         // é is not in the vocabulary: its two UTF-8 bytes become byte tokens.
         assert_eq!(tok.encode("hé").unwrap(), [id("▁h"), 3 + 0xC3, 3 + 0xA9]);
-        assert_eq!(tok.decode(&tok.encode("hé hello").unwrap()).unwrap(), "hé hello");
+        assert_eq!(
+            tok.decode(&tok.encode("hé hello").unwrap()).unwrap(),
+            "hé hello"
+        );
         assert_eq!(tok.encode("<s>").unwrap(), [1]);
-        assert_eq!((tok.bos_token_id(), tok.eos_token_ids()), (Some(1), &[2u32][..]));
+        assert_eq!(
+            (tok.bos_token_id(), tok.eos_token_ids()),
+            (Some(1), &[2u32][..])
+        );
     }
 
     #[test]
     fn unknown_pre_tokenizer_lists_supported() {
         let err = pre_tokenizer_for("falcon").unwrap_err().to_string();
-        assert!(err.contains("falcon") && err.contains("smollm") && err.contains("qwen2"), "{err}");
+        assert!(
+            err.contains("falcon") && err.contains("smollm") && err.contains("qwen2"),
+            "{err}"
+        );
     }
 }

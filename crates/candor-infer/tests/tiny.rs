@@ -28,12 +28,17 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     }
 
     fn matrix(&mut self, rows: usize, cols: usize) -> Vec<Vec<f64>> {
-        (0..rows).map(|_| (0..cols).map(|_| self.next()).collect()).collect()
+        (0..rows)
+            .map(|_| (0..cols).map(|_| self.next()).collect())
+            .collect()
     }
 
     fn vector(&mut self, n: usize, centre: f64) -> Vec<f64> {
@@ -96,7 +101,12 @@ fn tensor2(m: &[Vec<f64>]) -> Tensor {
 }
 
 fn tensor1(v: &[f64]) -> Tensor {
-    Tensor::from_vec(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), v.len(), &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        v.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+        v.len(),
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// Write the model as config.json + model.safetensors + a word-level tokenizer.json.
@@ -111,10 +121,22 @@ fn save(dir: &Path, w: &Weights, model_type: &str) {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         t.insert(p("input_layernorm.weight"), tensor1(&l.attn_norm));
         t.insert(p("post_attention_layernorm.weight"), tensor1(&l.ffn_norm));
-        for (name, m) in [("self_attn.q_proj", &l.q), ("self_attn.k_proj", &l.k), ("self_attn.v_proj", &l.v), ("self_attn.o_proj", &l.o), ("mlp.gate_proj", &l.gate), ("mlp.up_proj", &l.up), ("mlp.down_proj", &l.down)] {
+        for (name, m) in [
+            ("self_attn.q_proj", &l.q),
+            ("self_attn.k_proj", &l.k),
+            ("self_attn.v_proj", &l.v),
+            ("self_attn.o_proj", &l.o),
+            ("mlp.gate_proj", &l.gate),
+            ("mlp.up_proj", &l.up),
+            ("mlp.down_proj", &l.down),
+        ] {
             t.insert(p(&format!("{name}.weight")), tensor2(m));
         }
-        for (name, b) in [("self_attn.q_proj", &l.q_bias), ("self_attn.k_proj", &l.k_bias), ("self_attn.v_proj", &l.v_bias)] {
+        for (name, b) in [
+            ("self_attn.q_proj", &l.q_bias),
+            ("self_attn.k_proj", &l.k_bias),
+            ("self_attn.v_proj", &l.v_bias),
+        ] {
             if let Some(b) = b {
                 t.insert(p(&format!("{name}.bias")), tensor1(b));
             }
@@ -135,14 +157,18 @@ fn save(dir: &Path, w: &Weights, model_type: &str) {
         .build()
         .unwrap();
     let mut tokenizer = tokenizers::Tokenizer::new(model);
-    tokenizer.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::WhitespaceSplit));
+    tokenizer.with_pre_tokenizer(Some(
+        tokenizers::pre_tokenizers::whitespace::WhitespaceSplit,
+    ));
     tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
 }
 
 fn matvec(m: &[Vec<f64>], x: &[f64], bias: Option<&Vec<f64>>) -> Vec<f64> {
     m.iter()
         .enumerate()
-        .map(|(i, row)| row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>() + bias.map_or(0.0, |b| b[i]))
+        .map(|(i, row)| {
+            row.iter().zip(x).map(|(a, b)| a * b).sum::<f64>() + bias.map_or(0.0, |b| b[i])
+        })
         .collect()
 }
 
@@ -185,7 +211,13 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
                 let qh = &q[head * HEAD_DIM..(head + 1) * HEAD_DIM];
                 let scores: Vec<f64> = keys[li]
                     .iter()
-                    .map(|k| qh.iter().zip(&k[kv * HEAD_DIM..]).map(|(a, b)| a * b).sum::<f64>() / (HEAD_DIM as f64).sqrt())
+                    .map(|k| {
+                        qh.iter()
+                            .zip(&k[kv * HEAD_DIM..])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (HEAD_DIM as f64).sqrt()
+                    })
                     .collect();
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -201,7 +233,11 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
             let h = rms_norm(&x, &l.ffn_norm);
             let gate = matvec(&l.gate, &h, None);
             let up = matvec(&l.up, &h, None);
-            let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let act: Vec<f64> = gate
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let down = matvec(&l.down, &act, None);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
@@ -216,7 +252,10 @@ fn assert_close(actual: &Tensor, expected: &[Vec<f64>], what: &str) {
     assert_eq!(rows.len(), expected.len(), "{what}");
     for (i, (a, e)) in rows.iter().zip(expected).enumerate() {
         for (j, (x, y)) in a.iter().zip(e).enumerate() {
-            assert!((*x as f64 - y).abs() < TOLERANCE, "{what} [{i}][{j}]: {x} vs {y}");
+            assert!(
+                (*x as f64 - y).abs() < TOLERANCE,
+                "{what} [{i}][{j}]: {x} vs {y}"
+            );
         }
     }
 }
@@ -225,22 +264,37 @@ fn check_model(model_type: &str, biases: bool, tied: bool, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let weights = random_weights(seed, biases, tied);
     save(dir.path(), &weights, model_type);
-    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let m = LanguageModel::load(
+        &ModelSpec::Directory(dir.path().to_path_buf()),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(m.encode("t3 t1 t4").unwrap(), [3, 1, 4]);
     let tokens = [3u32, 1, 4, 1, 5, 9, 2, 6, 5, 35];
     let expected = naive_forward(&weights, &tokens);
 
     let mut cache = m.model().new_cache();
-    assert_close(&m.model().forward(&tokens, &mut cache).unwrap(), &expected, "one chunk");
+    assert_close(
+        &m.model().forward(&tokens, &mut cache).unwrap(),
+        &expected,
+        "one chunk",
+    );
 
     let mut cache = m.model().new_cache();
     let first = m.model().forward(&tokens[..4], &mut cache).unwrap();
     let second = m.model().forward(&tokens[4..], &mut cache).unwrap();
-    assert_close(&Tensor::cat(&[first, second], 0).unwrap(), &expected, "two chunks");
+    assert_close(
+        &Tensor::cat(&[first, second], 0).unwrap(),
+        &expected,
+        "two chunks",
+    );
 
     let prefix = m.prefill(&tokens[..3]).unwrap();
     let continuations = vec![tokens[3..].to_vec(), tokens[3..5].to_vec(), vec![tokens[3]]];
-    let batch = m.model().forward_batch(&continuations, prefix.cache()).unwrap();
+    let batch = m
+        .model()
+        .forward_batch(&continuations, prefix.cache())
+        .unwrap();
     for (c, logits) in continuations.iter().zip(&batch) {
         assert_close(logits, &expected[3..3 + c.len()], "batched continuation");
     }
