@@ -224,6 +224,7 @@ impl Model {
                 cache.batch
             )));
         }
+        self.check_token_ids(tokens)?;
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         Ok(self.run(&ids, cache)?.squeeze(0)?)
     }
@@ -253,6 +254,9 @@ impl Model {
                 "continuation {i} of the batch has no tokens"
             )));
         }
+        for c in continuations {
+            self.check_token_ids(c)?;
+        }
         let pad = continuations[0][0];
         let mut ids = Vec::with_capacity(continuations.len() * max_len);
         for c in continuations {
@@ -267,6 +271,17 @@ impl Model {
             .enumerate()
             .map(|(b, c)| Ok(logits.get(b)?.narrow(0, 0, c.len())?))
             .collect()
+    }
+
+    /// An error naming the first id that has no embedding row.
+    pub(crate) fn check_token_ids(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(t) => Err(InferError::InvalidInput(format!(
+                "token id {t} is outside the model's vocabulary of {vocab}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Embedding-to-logits pass over ids `[B, S]`; a batch-1 cache is broadcast to `B`.

@@ -139,6 +139,7 @@ impl LanguageModel {
             .iter()
             .map(|label| {
                 let ids = self.encode(label)?;
+                self.model().check_token_ids(&ids)?;
                 match ids.is_empty() {
                     true => Err(InferError::InvalidInput(format!(
                         "label `{label}` has no tokens"

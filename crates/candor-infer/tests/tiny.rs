@@ -309,3 +309,22 @@ fn qwen2_with_biases_and_output_head_matches_naive_forward() {
 fn llama_with_tied_embeddings_matches_naive_forward() {
     check_model("llama", false, true, 11);
 }
+
+#[test]
+fn token_ids_outside_the_vocabulary_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &random_weights(3, false, true), "llama");
+    let m = LanguageModel::load(
+        &ModelSpec::Directory(dir.path().to_path_buf()),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let err = m.prefill(&[1, VOCAB as u32]).unwrap_err().to_string();
+    assert!(err.contains(&format!("token id {VOCAB}")), "{err}");
+    let prefix = m.prefill(&[1, 2]).unwrap();
+    let err = m
+        .model()
+        .forward_batch(&[vec![1], vec![99]], prefix.cache())
+        .unwrap_err();
+    assert!(err.to_string().contains("99"), "{err}");
+}
