@@ -307,8 +307,17 @@ fn constrained_generation_always_writes_a_valid_dict() {
     };
     let cases = constrained_cases();
     assert_eq!(cases.len(), 50);
+    // The chat header (default system message + user turn opening) is shared: prefill it once.
+    let header = m.encode(&m.chat_prompt("").unwrap()).unwrap();
+    let header = &header[..header.len()
+        - m.encode("<|im_end|>\n<|im_start|>assistant\n")
+            .unwrap()
+            .len()];
+    let shared = m.prefill(header).unwrap();
     for (prompt, labels) in cases {
-        let prefix = m.prefill_text(&m.chat_prompt(&prompt).unwrap()).unwrap();
+        let ids = m.encode(&m.chat_prompt(&prompt).unwrap()).unwrap();
+        assert_eq!(&ids[..header.len()], header);
+        let prefix = m.extend(&shared, &ids[header.len()..]).unwrap();
         let out = m.generate_constrained(&prefix, &labels, &options).unwrap();
         let parsed: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{}: {e}", out.text));
