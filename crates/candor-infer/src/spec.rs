@@ -188,6 +188,13 @@ mod tests {
         ));
     }
 
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_device_error() {
+        let err = DeviceSpec::Cuda(0).open().unwrap_err().to_string();
+        assert!(err.contains("cuda:0") && err.contains("cargo feature"), "{err}");
+    }
+
     #[test]
     fn parses_devices() {
         assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
