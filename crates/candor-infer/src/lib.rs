@@ -10,6 +10,7 @@
 //!   .chat_template() -> &ChatTemplate     (render(&[ChatMessage], add_generation_prompt))
 //!   .chat_prompt(user) -> Result<String>  .render_chat(..)  .encode(text) -> Result<Vec<u32>>
 //!   .model() -> &Model                    (forward(&[u32], &mut KvCache) -> [seq, vocab] logits,
+//!                                          forward_last(&[u32], &mut KvCache) -> [vocab] logits,
 //!                                          forward_batch(&[Vec<u32>], &KvCache) -> Vec<[len_i, vocab]>,
 //!                                          new_cache(), config())
 //!   .prefill(&[u32]) / .prefill_text(&str) -> Result<Prefix>      (Prefix: Clone; cache + next logits)

@@ -213,6 +213,20 @@ impl Model {
     /// and return the logits of every position of the chunk, shape `[tokens.len(), vocab]`
     /// (row `i` is the distribution of the token that follows `tokens[i]`).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.check_single_sequence(tokens, cache)?;
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        Ok(self.run(&ids, cache, LogitRows::All)?.squeeze(0)?)
+    }
+
+    /// Like [`Model::forward`] but returns only the last position's logits, `[vocab]`,
+    /// skipping the output projection of the other positions (the cheaper way to prefill).
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.check_single_sequence(tokens, cache)?;
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        Ok(self.run(&ids, cache, LogitRows::Last)?.flatten_all()?)
+    }
+
+    fn check_single_sequence(&self, tokens: &[u32], cache: &KvCache) -> Result<()> {
         if tokens.is_empty() {
             return Err(InferError::InvalidInput(
                 "forward called with no tokens".into(),
@@ -224,9 +238,7 @@ impl Model {
                 cache.batch
             )));
         }
-        self.check_token_ids(tokens)?;
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        Ok(self.run(&ids, cache)?.squeeze(0)?)
+        self.check_token_ids(tokens)
     }
 
     /// Run several continuations on top of one shared single-sequence cache (which is not
@@ -265,7 +277,7 @@ impl Model {
         }
         let ids = Tensor::from_vec(ids, (continuations.len(), max_len), &self.device)?;
         let mut batch_cache = cache.clone();
-        let logits = self.run(&ids, &mut batch_cache)?;
+        let logits = self.run(&ids, &mut batch_cache, LogitRows::All)?;
         continuations
             .iter()
             .enumerate()
@@ -285,7 +297,8 @@ impl Model {
     }
 
     /// Embedding-to-logits pass over ids `[B, S]`; a batch-1 cache is broadcast to `B`.
-    fn run(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    /// Returns `[B, S, vocab]`, or `[B, 1, vocab]` with [`LogitRows::Last`].
+    fn run(&self, ids: &Tensor, cache: &mut KvCache, rows: LogitRows) -> Result<Tensor> {
         let (batch, seq_len) = ids.dims2()?;
         let offset = cache.len;
         if offset + seq_len > self.config.context_length {
@@ -317,9 +330,17 @@ impl Model {
         }
         cache.len = offset + seq_len;
         cache.batch = batch;
+        let (x, kept) = match rows {
+            LogitRows::All => (x, seq_len),
+            LogitRows::Last => {
+                let x = x.reshape((batch, seq_len, self.config.hidden_size))?;
+                let last = x.narrow(1, seq_len - 1, 1)?;
+                (last.reshape((batch, self.config.hidden_size))?, 1)
+            }
+        };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
         let logits = x.matmul(&self.lm_head.t()?)?;
-        Ok(logits.reshape((batch, seq_len, self.config.vocab_size))?)
+        Ok(logits.reshape((batch, kept, self.config.vocab_size))?)
     }
 
     fn block_forward(
@@ -454,6 +475,13 @@ impl Model {
     pub(crate) fn inv_freq(&self) -> &[f64] {
         &self.inv_freq
     }
+}
+
+/// Which positions of a chunk get logits.
+#[derive(Debug, Clone, Copy)]
+enum LogitRows {
+    All,
+    Last,
 }
 
 struct AttentionInput<'a> {

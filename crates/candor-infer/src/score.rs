@@ -102,13 +102,13 @@ impl LanguageModel {
     /// Process `tokens` after `prefix` (as one chunk), leaving `prefix` untouched.
     pub fn extend(&self, prefix: &Prefix, tokens: &[u32]) -> Result<Prefix> {
         let mut cache = prefix.cache.clone();
-        let logits = self.model().forward(tokens, &mut cache)?;
+        let next_logits = self.model().forward_last(tokens, &mut cache)?;
         let mut all_tokens = prefix.tokens.clone();
         all_tokens.extend_from_slice(tokens);
         Ok(Prefix {
             cache,
             tokens: all_tokens,
-            next_logits: logits.get(tokens.len() - 1)?,
+            next_logits,
         })
     }
 

@@ -192,7 +192,10 @@ mod tests {
     #[test]
     fn cuda_without_the_feature_is_a_device_error() {
         let err = DeviceSpec::Cuda(0).open().unwrap_err().to_string();
-        assert!(err.contains("cuda:0") && err.contains("cargo feature"), "{err}");
+        assert!(
+            err.contains("cuda:0") && err.contains("cargo feature"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -289,6 +289,15 @@ fn check_model(model_type: &str, biases: bool, tied: bool, seed: u64) {
         "two chunks",
     );
 
+    let mut cache = m.model().new_cache();
+    let last = m.model().forward_last(&tokens, &mut cache).unwrap();
+    assert_close(
+        &last.unsqueeze(0).unwrap(),
+        &expected[tokens.len() - 1..],
+        "last position only",
+    );
+    assert_eq!(cache.len(), tokens.len());
+
     let prefix = m.prefill(&tokens[..3]).unwrap();
     let continuations = vec![tokens[3..].to_vec(), tokens[3..5].to_vec(), vec![tokens[3]]];
     let batch = m
