@@ -5,6 +5,7 @@ mod eval;
 mod export;
 mod generate;
 mod model_args;
+mod run;
 mod score;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,11 @@ enum Command {
     Score(score::ScoreArgs),
     /// Greedy generation, or a constrained probability dict over labels (local model).
     Generate(generate::GenerateArgs),
+    /// Run a local model over a dataset: verbalized distributions and label log-probs per example
+    /// into a resumable run directory (manifest.json + predictions.jsonl).
+    Run(run::RunArgs),
+    /// Join the directories of a `run --shard I/N` run into one run directory, in dataset order.
+    Merge(run::MergeArgs),
     /// Write a model's dequantized f32 weights as a safetensors directory (development).
     #[command(hide = true)]
     ExportDense(export::ExportArgs),
@@ -42,6 +48,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Merge(args) => run::run_merge(args),
         Command::ExportDense(args) => export::run(args),
     };
     match result {

@@ -1,0 +1,226 @@
+//! The run manifest (`manifest.json`): everything that determines a run's records — model and
+//! weights hash, chat template, prompt templates with their hashes, dataset and label set, sampling,
+//! signals and generation settings, Candor's version — plus the shard selection and when the run
+//! started. Two manifests are compared field by field on their JSON form; `created_unix_s` is
+//! ignored (and, when merging shards, the `selection`).
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+use super::model_info::WeightsInfo;
+use super::shard::Shard;
+
+/// File name of the manifest inside a run directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Fields that may differ between the manifest of a run and a re-run of the same command.
+pub const VOLATILE_FIELDS: &[&str] = &["created_unix_s"];
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Version of the candor binary that wrote it.
+    pub candor_version: String,
+    /// Seconds since the Unix epoch when the run directory was created (not compared).
+    pub created_unix_s: u64,
+    /// The model.
+    pub model: ModelManifest,
+    /// The dataset.
+    pub dataset: DatasetManifest,
+    /// The prompt templates, for the signals that use them.
+    pub prompts: PromptsManifest,
+    /// Settings of the run.
+    pub settings: Settings,
+    /// Which examples this run directory holds.
+    pub selection: Selection,
+}
+
+/// The model and its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    /// `--model` as given.
+    pub spec: String,
+    /// The local file or directory it was loaded from.
+    pub source: String,
+    /// Architecture name (e.g. `llama`).
+    pub architecture: String,
+    /// Context window in tokens.
+    pub context_length: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Weights hash and storage types.
+    pub weights: WeightsInfo,
+    /// Type the forward pass computes in (weights are dequantized to it at load).
+    pub compute_dtype: String,
+    /// `--device`.
+    pub device: String,
+    /// The chat template's Jinja source (`null`: the plain fallback).
+    pub chat_template: Option<String>,
+    /// Hex sha256 of the chat template source (`null`: the plain fallback).
+    pub chat_template_sha256: Option<String>,
+}
+
+/// The dataset split and sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetManifest {
+    /// `--dataset` as given.
+    pub spec: String,
+    /// Preset name or file stem.
+    pub name: String,
+    /// Split.
+    pub split: String,
+    /// The file the rows were read from.
+    pub file: String,
+    /// Hex sha256 of that file.
+    pub file_sha256: String,
+    /// Rows in the split before sampling.
+    pub rows_in_split: usize,
+    /// `--limit`.
+    pub limit: Option<usize>,
+    /// `--seed` of the sample.
+    pub seed: u64,
+    /// Examples after sampling (all shards together).
+    pub examples: usize,
+    /// Label names, in the order of every per-label array of the records.
+    pub labels: Vec<String>,
+    /// Label descriptions (`null` where a label has none).
+    pub label_descriptions: Vec<Option<String>>,
+    /// The task sentence given to `{task}`.
+    pub task: String,
+}
+
+/// The prompt templates in use (`null` for a signal that is off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptsManifest {
+    /// The verbalized elicitation template.
+    pub verbalized: Option<PromptManifest>,
+    /// The label-scoring template.
+    pub label: Option<PromptManifest>,
+}
+
+/// One prompt template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptManifest {
+    /// `builtin:<name>` or the file it was read from.
+    pub source: String,
+    /// Hex sha256 of `text`.
+    pub sha256: String,
+    /// The template text.
+    pub text: String,
+    /// Tokens of the rendered chat before the example text that are computed once and reused
+    /// (0: every example is prefilled from scratch).
+    pub shared_prefix_tokens: usize,
+}
+
+/// Settings that shape the records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Signals collected, in canonical order (`verbalized`, `logits`).
+    pub signals: Vec<String>,
+    /// `free` or `constrained` (`null` without the verbalized signal).
+    pub verbalized_mode: Option<String>,
+    /// Most tokens of free verbalized generation.
+    pub max_tokens: usize,
+    /// Most fraction digits of constrained numbers.
+    pub max_fraction_digits: usize,
+    /// Most prompt tokens; longer example texts are truncated to fit.
+    pub max_prompt_tokens: usize,
+    /// Token budget of an example text after the templates' own tokens.
+    pub text_token_budget: usize,
+    /// Sum tolerance of the verbalized parser (`ok` vs `renormalized`).
+    pub parse_tolerance: f64,
+}
+
+/// The examples a run directory holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// `--shard I/N` (`null`: every example).
+    pub shard: Option<Shard>,
+    /// Examples this directory holds when complete.
+    pub examples: usize,
+    /// How many of them had their text truncated.
+    pub truncated: usize,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a Candor run manifest", path.display()))
+    }
+
+    /// Writes `dir/manifest.json` through a temporary file and a rename (never half-written).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(MANIFEST_FILE);
+        let temporary = dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        std::fs::write(&temporary, text)
+            .with_context(|| format!("writing {}", temporary.display()))?;
+        std::fs::rename(&temporary, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// JSON paths (`a.b.c`, array items as `a.0`) whose values differ between `left` and `right`,
+/// skipping the top-level fields in `ignore`.
+pub fn differing_fields(left: &Manifest, right: &Manifest, ignore: &[&str]) -> Result<Vec<String>> {
+    let mut left = serde_json::to_value(left)?;
+    let mut right = serde_json::to_value(right)?;
+    for field in ignore {
+        for value in [&mut left, &mut right] {
+            if let Value::Object(map) = value {
+                map.remove(*field);
+            }
+        }
+    }
+    let mut differences = Vec::new();
+    collect_differences("", &left, &right, &mut differences);
+    Ok(differences)
+}
+
+fn collect_differences(path: &str, left: &Value, right: &Value, out: &mut Vec<String>) {
+    let join = |key: &str| match path {
+        "" => key.to_string(),
+        _ => format!("{path}.{key}"),
+    };
+    match (left, right) {
+        (Value::Object(l), Value::Object(r)) => {
+            let mut keys: Vec<&String> = l.keys().chain(r.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let null = Value::Null;
+                let (a, b) = (l.get(key).unwrap_or(&null), r.get(key).unwrap_or(&null));
+                collect_differences(&join(key), a, b, out);
+            }
+        }
+        (Value::Array(l), Value::Array(r)) if l.len() == r.len() => {
+            for (index, (a, b)) in l.iter().zip(r).enumerate() {
+                collect_differences(&join(&index.to_string()), a, b, out);
+            }
+        }
+        _ if left != right => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+/// Refuses `existing` when it differs from `wanted` beyond [`VOLATILE_FIELDS`].
+pub fn check_same_run(dir: &Path, existing: &Manifest, wanted: &Manifest) -> Result<()> {
+    let differences = differing_fields(existing, wanted, VOLATILE_FIELDS)?;
+    if !differences.is_empty() {
+        bail!(
+            "{} holds a different run: its manifest differs in {}; use another --out directory \
+             (or delete this one to start over)",
+            dir.display(),
+            differences.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,464 @@
+//! End-to-end tests of `candor run` and `candor merge` with the real default model
+//! (SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-default-model.sh`; the model tests skip
+//! with a message when it is absent) on tests/fixtures/run: twelve short emotion texts under a fake
+//! `--data-dir`, and bad datasets under `bad/`.
+//!
+//! Checked: the manifest and every record field against independent derivations (sha256 of the
+//! model file and templates, softmax of the label log-probs, outside mass from first-token
+//! probabilities), resuming after SIGKILL and after a torn last line, byte-identical records across
+//! runs (timing aside), refusal of a different manifest, bad datasets failing before any directory
+//! exists, and shard + merge reproducing the unsharded run. Model runs are serialised: two candle
+//! processes on a small machine oversubscribe its cores.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+const LABELS: [&str; 6] = ["anger", "fear", "joy", "love", "sadness", "surprise"];
+const GOLD: [&str; 12] = [
+    "anger", "fear", "joy", "love", "sadness", "surprise", "anger", "fear", "joy", "love",
+    "sadness", "surprise",
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run")
+}
+
+fn model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Holds the model lock; `None` (with a message) when the model has not been fetched.
+fn model_lock() -> Option<MutexGuard<'static, ()>> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    if !model_path().exists() {
+        eprintln!(
+            "SKIP: {} is absent; run scripts/fetch-default-model.sh",
+            model_path().display()
+        );
+        return None;
+    }
+    Some(LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+}
+
+/// `candor run` arguments for the fixture dataset into `out`, plus `extra`.
+fn run_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--model",
+        model_path().to_str().unwrap(),
+        "--dataset",
+        "emotion",
+        "--data-dir",
+        fixtures().join("data").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-tokens",
+        "2",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn candor(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("run candor")
+}
+
+fn succeed(args: &[String]) {
+    let output = candor(args);
+    assert!(
+        output.status.success(),
+        "candor {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn fail(args: &[String]) -> String {
+    let output = candor(args);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "candor {args:?} should fail: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn manifest(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The record lines with `elapsed_ms` removed, as text (byte comparison of everything else).
+fn timeless_lines(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap();
+    text.lines()
+        .map(|line| {
+            let start = line.find(",\"elapsed_ms\":").expect("elapsed_ms field");
+            let end = start + line[start + 1..].find(['}', ',']).unwrap() + 1;
+            format!("{}{}", &line[..start], &line[end..])
+        })
+        .collect()
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The uninterrupted reference run (both signals, free verbalized), made once per test binary
+/// run under Cargo's temporary directory for integration tests.
+fn reference() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("candor-run-reference");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        succeed(&run_args(&dir, &[]));
+        dir
+    })
+}
+
+fn close(a: f64, b: f64, tolerance: f64) -> bool {
+    (a - b).abs() <= tolerance
+}
+
+#[test]
+fn a_run_writes_a_manifest_and_sane_records() {
+    let Some(_lock) = model_lock() else { return };
+    let dir = reference();
+    let manifest = manifest(dir);
+    let model_bytes = std::fs::read(model_path()).unwrap();
+    assert_eq!(
+        manifest["model"]["weights"]["sha256"],
+        hex_sha256(&model_bytes)
+    );
+    assert_eq!(manifest["model"]["architecture"], "llama");
+    assert_eq!(manifest["model"]["weights"]["gguf_file_type"], 3, "Q4_1");
+    assert_eq!(manifest["dataset"]["labels"], serde_json::json!(LABELS));
+    assert_eq!(manifest["dataset"]["examples"], 12);
+    assert_eq!(
+        manifest["settings"]["signals"],
+        serde_json::json!(["verbalized", "logits"])
+    );
+    assert_eq!(manifest["settings"]["verbalized_mode"], "free");
+    assert_eq!(manifest["selection"]["examples"], 12);
+    assert_eq!(manifest["selection"]["truncated"], 0);
+    for prompt in ["verbalized", "label"] {
+        let text = manifest["prompts"][prompt]["text"].as_str().unwrap();
+        assert_eq!(
+            manifest["prompts"][prompt]["sha256"],
+            hex_sha256(text.as_bytes())
+        );
+        assert!(
+            manifest["prompts"][prompt]["shared_prefix_tokens"]
+                .as_u64()
+                .unwrap()
+                > 50
+        );
+    }
+    let records = records(dir);
+    assert_eq!(records.len(), 12);
+    let valid_statuses = ["ok", "renormalized", "partial", "unparseable"];
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record["index"], index);
+        assert_eq!(record["id"], format!("test-{index}"));
+        assert_eq!(record["gold"], GOLD[index]);
+        assert_eq!(
+            LABELS[record["gold_index"].as_u64().unwrap() as usize],
+            GOLD[index]
+        );
+        assert_eq!(record["truncated"], false);
+        let verbalized = &record["verbalized"];
+        assert_eq!(verbalized["mode"], "free");
+        assert_eq!(verbalized["prefix_reused"], true);
+        assert!(verbalized["generated_tokens"].as_u64().unwrap() <= 2);
+        let status = verbalized["parsed"]["status"].as_str().unwrap();
+        assert!(valid_statuses.contains(&status), "{status}");
+        if let Some(probabilities) = verbalized["parsed"]["probabilities"].as_array() {
+            let sum: f64 = probabilities.iter().map(|p| p.as_f64().unwrap()).sum();
+            assert!(close(sum, 1.0, 1e-9) && probabilities.len() == 6);
+        }
+        let logits = &record["logits"];
+        assert_eq!(logits["prefix_reused"], true);
+        let shared = manifest["prompts"]["label"]["shared_prefix_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(logits["prompt_tokens"].as_u64().unwrap() > shared);
+        let values = |field: &str| -> Vec<f64> {
+            logits[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        };
+        let (log_probs, firsts, probabilities) = (
+            values("log_probs"),
+            values("first_token_log_probs"),
+            values("probabilities"),
+        );
+        // softmax(log_probs), computed here.
+        let total: f64 = log_probs.iter().map(|lp| lp.exp()).sum();
+        for (p, lp) in probabilities.iter().zip(&log_probs) {
+            assert!(close(*p, lp.exp() / total, 1e-12));
+        }
+        assert!(close(probabilities.iter().sum(), 1.0, 1e-12));
+        let counts = logits["token_counts"].as_array().unwrap();
+        for ((lp, first), count) in log_probs.iter().zip(&firsts).zip(counts) {
+            // A label's probability is at most its first token's, equal for one-token labels.
+            assert!(*lp <= first + 1e-12 && *lp < 0.0);
+            if count == 1 {
+                assert_eq!(lp, first);
+            }
+        }
+        // The six labels start with six different tokens: the mass inside is their sum.
+        let inside: f64 = firsts.iter().map(|lp| lp.exp()).sum();
+        let outside = logits["outside_mass"].as_f64().unwrap();
+        assert!(close(1.0 - outside, inside, 1e-6), "{outside} vs {inside}");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_uninterrupted_records() {
+    let Some(_lock) = model_lock() else { return };
+    let expected = timeless_lines(reference());
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("run");
+    let predictions = out.join("predictions.jsonl");
+    for kill_at in [2, 5] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_candor"))
+            .args(run_args(&out, &[]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let lines = std::fs::read_to_string(&predictions).map_or(0, |t| t.lines().count());
+            if lines >= kill_at {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before the kill"
+            );
+            assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let lines = timeless_lines(&out);
+        assert!(lines.len() >= kill_at && lines.len() < 12);
+    }
+    // A torn last line, as a kill in the middle of a write would leave.
+    let mut bytes = std::fs::read(&predictions).unwrap();
+    let complete = bytes.len();
+    bytes.extend_from_slice(br#"{"index":7,"id":"te"#);
+    std::fs::write(&predictions, &bytes).unwrap();
+    assert!(complete > 0);
+    succeed(&run_args(&out, &[]));
+    assert_eq!(timeless_lines(&out), expected);
+}
+
+#[test]
+fn runs_are_deterministic_apart_from_timing() {
+    let Some(_lock) = model_lock() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let extra = [
+        "--verbalized",
+        "constrained",
+        "--max-fraction-digits",
+        "1",
+        "--limit",
+        "2",
+        "--seed",
+        "5",
+    ];
+    let (first, second) = (temp.path().join("a"), temp.path().join("b"));
+    succeed(&run_args(&first, &extra));
+    succeed(&run_args(&second, &extra));
+    let lines = timeless_lines(&first);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines, timeless_lines(&second));
+    for record in records(&first) {
+        let verbalized = &record["verbalized"];
+        assert_eq!(verbalized["mode"], "constrained");
+        let numbers = verbalized["numbers"].as_array().unwrap();
+        let names: Vec<&str> = numbers
+            .iter()
+            .map(|n| n["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, LABELS);
+        for number in numbers {
+            let value = number["value"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&value));
+            assert!(number["log_prob"].as_f64().unwrap() <= 0.0);
+        }
+        // The forced dict always parses; its numbers are the raw values.
+        let raw: Vec<f64> = numbers
+            .iter()
+            .map(|n| n["value"].as_f64().unwrap())
+            .collect();
+        let parsed = &verbalized["parsed"];
+        if raw.iter().sum::<f64>() > 0.0 {
+            let read: Vec<f64> = parsed["raw_values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(read, raw);
+        }
+    }
+}
+
+#[test]
+fn a_directory_with_a_different_manifest_is_refused() {
+    let Some(_lock) = model_lock() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let copy = temp.path().join("run");
+    std::fs::create_dir(&copy).unwrap();
+    for file in ["manifest.json", "predictions.jsonl"] {
+        std::fs::copy(reference().join(file), copy.join(file)).unwrap();
+    }
+    let before = std::fs::read(copy.join("predictions.jsonl")).unwrap();
+    let error = fail(&run_args(
+        &copy,
+        &[
+            "--max-fraction-digits",
+            "2",
+            "--signals",
+            "logits,verbalized",
+        ],
+    ));
+    assert!(error.contains("holds a different run"), "{error}");
+    assert!(
+        error.contains("differs in settings.max_fraction_digits;"),
+        "{error}"
+    );
+    assert!(!error.contains("settings.signals"), "{error}");
+    assert_eq!(
+        std::fs::read(copy.join("predictions.jsonl")).unwrap(),
+        before
+    );
+    // The same command on the complete copy is accepted and adds nothing.
+    succeed(&run_args(&copy, &[]));
+    assert_eq!(
+        std::fs::read(copy.join("predictions.jsonl")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn bad_datasets_fail_before_a_run_directory_exists() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("run");
+    let bad = fixtures().join("bad");
+    let with_file = |file: &str| {
+        let mut args = run_args(&out, &[]);
+        let position = args.iter().position(|a| a == "emotion").unwrap();
+        args[position] = bad.join(file).to_str().unwrap().to_string();
+        args
+    };
+    let error = fail(&with_file("missing_text.jsonl"));
+    assert!(error.contains("missing_text.jsonl, line 2"), "{error}");
+    assert!(error.contains("text"), "{error}");
+    let error = fail(&with_file("empty.jsonl"));
+    assert!(error.contains("empty.jsonl: the file is empty"), "{error}");
+    let mut args = run_args(&out, &[]);
+    let position = args.iter().position(|a| a == "--data-dir").unwrap();
+    args[position + 1] = bad.join("label_dir").to_str().unwrap().to_string();
+    let error = fail(&args);
+    assert!(error.contains("emotion/test.jsonl, line 2"), "{error}");
+    assert!(
+        error.contains("label 'happiness' is not a label of emotion"),
+        "{error}"
+    );
+    let template = temp.path().join("prompt.txt");
+    std::fs::write(&template, "Classify {txt}").unwrap();
+    let error = fail(&run_args(
+        &out,
+        &["--label-prompt", template.to_str().unwrap()],
+    ));
+    assert!(error.contains("unknown placeholder {txt}"), "{error}");
+    assert!(!out.exists(), "no run directory after bad input");
+}
+
+#[test]
+fn shards_merge_into_the_unsharded_run() {
+    let Some(_lock) = model_lock() else { return };
+    let reference = reference();
+    let temp = tempfile::tempdir().unwrap();
+    let shard = |i: usize| temp.path().join(format!("run-shard-{i}"));
+    for i in 0..3 {
+        succeed(&run_args(&shard(i), &["--shard", &format!("{i}/3")]));
+        let indices: Vec<u64> = records(&shard(i))
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            indices,
+            (0..12).filter(|p| p % 3 == i as u64).collect::<Vec<_>>()
+        );
+    }
+    let merge = |out: &Path, dirs: &[PathBuf]| -> Vec<String> {
+        let mut args = vec![
+            "merge".to_string(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ];
+        args.extend(dirs.iter().map(|d| d.to_str().unwrap().to_string()));
+        args
+    };
+    let merged = temp.path().join("merged");
+    succeed(&merge(&merged, &[shard(2), shard(0), shard(1)]));
+    assert_eq!(timeless_lines(&merged), timeless_lines(reference));
+    let (mut ours, mut theirs) = (manifest(&merged), manifest(reference));
+    for manifest in [&mut ours, &mut theirs] {
+        manifest.as_object_mut().unwrap().remove("created_unix_s");
+    }
+    assert_eq!(ours, theirs, "the merged manifest is the unsharded run's");
+
+    let error = fail(&merge(
+        &temp.path().join("m2"),
+        &[shard(0), shard(1), shard(1), shard(2)],
+    ));
+    assert!(
+        error.contains("are both shard 1/3: overlapping shards"),
+        "{error}"
+    );
+    let error = fail(&merge(&temp.path().join("m3"), &[shard(0), shard(2)]));
+    assert!(error.contains("missing shards: 1/3"), "{error}");
+    let predictions = shard(1).join("predictions.jsonl");
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    let first_line = &text[..=text.find('\n').unwrap()];
+    std::fs::write(&predictions, first_line).unwrap();
+    let error = fail(&merge(
+        &temp.path().join("m4"),
+        &[shard(0), shard(1), shard(2)],
+    ));
+    assert!(error.contains("is incomplete: 1 of 4 records"), "{error}");
+    assert!(!temp.path().join("m2").exists() && !temp.path().join("m4").exists());
+}
