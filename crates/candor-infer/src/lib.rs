@@ -8,7 +8,7 @@
 //! LanguageModel::load(&ModelSpec, &LoadOptions) -> Result<LanguageModel>
 //!   .tokenizer() -> &Tokenizer            (encode / decode / bos_token_id / eos_token_ids)
 //!   .chat_template() -> &ChatTemplate     (render(&[ChatMessage], add_generation_prompt))
-//!   .chat_prompt(user) -> Result<String>  .render_chat(..)  .encode(text) -> Result<Vec<u32>>
+//!   .chat_prompt(user) -> Result<String>  .render_chat(..)  .encode(text) / .encode_prompt(text) (+BOS if the model adds one)
 //!   .model() -> &Model                    (forward(&[u32], &mut KvCache) -> [seq, vocab] logits,
 //!                                          forward_last(&[u32], &mut KvCache) -> [vocab] logits,
 //!                                          forward_batch(&[Vec<u32>], &KvCache) -> Vec<[len_i, vocab]>,

@@ -117,6 +117,12 @@ impl LanguageModel {
         self.tokenizer.encode(text)
     }
 
+    /// Tokens of a whole prompt: like [`LanguageModel::encode`], plus BOS in front when the
+    /// model adds one and the text does not start with it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode_prompt(text)
+    }
+
     /// Vocabulary tokens made only of digits and `.` with their text (for the number grammar).
     pub(crate) fn number_tokens(&self) -> &[(u32, String)] {
         self.number_tokens.get_or_init(|| {
@@ -401,7 +407,14 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
             }
         }
     }
-    let tokenizer = Tokenizer::new(tokenizer_json.inner().clone(), id_of(&bos_token), eos_ids);
+    // add_bos_token when tokenizer_config.json says so; otherwise whether the tokenizer's own
+    // post-processor adds BOS (as Llama 3's does).
+    let add_bos = match field("add_bos_token").and_then(|v| v.as_bool()) {
+        Some(add) => add,
+        None => adds_bos_itself(tokenizer_json.inner(), id_of(&bos_token)),
+    };
+    let tokenizer = Tokenizer::new(tokenizer_json.inner().clone(), id_of(&bos_token), eos_ids)
+        .with_add_bos(add_bos);
     let chat_template = match template_string(field("chat_template")) {
         Some(source) => ChatTemplate::new(
             source,
@@ -417,6 +430,14 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
         chat_template,
         source_name,
     ))
+}
+
+/// Whether encoding with the post-processor puts `bos` in front of the text.
+fn adds_bos_itself(tokenizer: &tokenizers::Tokenizer, bos: Option<u32>) -> bool {
+    let Some(bos) = bos else { return false };
+    tokenizer
+        .encode("a", true)
+        .is_ok_and(|e| e.get_ids().first() == Some(&bos))
 }
 
 /// Write `model` as a Hugging Face directory: `model.safetensors` (f32), `config.json`,
@@ -458,6 +479,7 @@ pub fn export_dense(model: &LanguageModel, dir: &Path) -> Result<()> {
     let mut tokenizer_config = serde_json::json!({
         "bos_token": text_of(tok.bos_token_id()),
         "eos_token": text_of(tok.eos_token_ids().first().copied()),
+        "add_bos_token": tok.add_bos(),
     });
     if let Some(source) = model.chat_template().source() {
         tokenizer_config["chat_template"] = serde_json::Value::String(source.to_string());

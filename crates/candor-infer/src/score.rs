@@ -117,9 +117,10 @@ impl LanguageModel {
         self.extend(prefix, &self.encode(text)?)
     }
 
-    /// Tokenize `text` and process it from an empty cache.
+    /// Tokenize `text` as a whole prompt ([`LanguageModel::encode_prompt`]: BOS added when
+    /// the model wants one) and process it from an empty cache.
     pub fn prefill_text(&self, text: &str) -> Result<Prefix> {
-        self.prefill(&self.encode(text)?)
+        self.prefill(&self.encode_prompt(text)?)
     }
 
     /// Score `labels` as continuations of `prefix`. All multi-token labels run as one batch

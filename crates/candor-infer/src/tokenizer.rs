@@ -55,6 +55,7 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     bos_token_id: Option<u32>,
     eos_token_ids: Vec<u32>,
+    add_bos: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -63,6 +64,7 @@ impl std::fmt::Debug for Tokenizer {
             .field("vocab_size", &self.inner.get_vocab_size(true))
             .field("bos_token_id", &self.bos_token_id)
             .field("eos_token_ids", &self.eos_token_ids)
+            .field("add_bos", &self.add_bos)
             .finish()
     }
 }
@@ -82,7 +84,20 @@ impl Tokenizer {
             inner,
             bos_token_id,
             eos_token_ids,
+            add_bos: false,
         }
+    }
+
+    /// Whether [`Tokenizer::encode_prompt`] starts a prompt with BOS (GGUF
+    /// `tokenizer.ggml.add_bos_token`, tokenizer_config.json `add_bos_token`).
+    pub fn with_add_bos(mut self, add_bos: bool) -> Self {
+        self.add_bos = add_bos;
+        self
+    }
+
+    /// Whether prompts start with BOS for this model.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
     }
 
     /// Load a Hugging Face `tokenizer.json`.
@@ -150,7 +165,11 @@ impl Tokenizer {
         .flatten()
         .collect();
         eos.dedup();
-        Ok(Self::new(inner, bos, eos))
+        // llama.cpp's defaults when the key is absent: SentencePiece models add BOS.
+        let add_bos = meta
+            .optional_bool("tokenizer.ggml.add_bos_token")
+            .unwrap_or(model == "llama");
+        Ok(Self::new(inner, bos, eos).with_add_bos(add_bos))
     }
 
     /// Token ids of `text`. Special tokens written in the text (e.g. `<|im_start|>`) are
@@ -158,6 +177,19 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.inner.encode(text, false).map_err(tokenizer_error)?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of a whole prompt: [`Tokenizer::encode`], with BOS in front when the model
+    /// adds one ([`Tokenizer::add_bos`]) and the text does not already start with it (chat
+    /// templates often write it themselves).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if let (true, Some(bos)) = (self.add_bos, self.bos_token_id) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 
     /// The text of `ids`, special tokens included.
@@ -462,6 +494,13 @@ mod tests {
         assert_eq!(
             (tok.bos_token_id(), tok.eos_token_ids()),
             (Some(1), &[2u32][..])
+        );
+        // SentencePiece models add BOS by default, once.
+        assert!(tok.add_bos());
+        assert_eq!(tok.encode_prompt("hello").unwrap(), [1, id("▁hello")]);
+        assert_eq!(
+            tok.encode_prompt("<s>hello").unwrap(),
+            tok.encode("<s>hello").unwrap()
         );
     }
 

@@ -60,6 +60,9 @@ fn special_tokens_are_whole_tokens_and_round_trip() {
     assert_eq!(tok.decode(&ids).unwrap(), text);
     assert_eq!(tok.eos_token_ids(), [2]);
     assert_eq!(tok.bos_token_id(), Some(1));
+    // tokenizer.ggml.add_bos_token = false: prompts get no BOS.
+    assert!(!tok.add_bos());
+    assert_eq!(tok.encode_prompt(text).unwrap(), ids);
 }
 
 #[test]
@@ -399,6 +402,7 @@ fn dense_export_round_trips() {
         dense.tokenizer().eos_token_ids(),
         m.tokenizer().eos_token_ids()
     );
+    assert_eq!(dense.tokenizer().add_bos(), m.tokenizer().add_bos());
     let generation = dense.generate(&dense.prefill(&ids).unwrap(), 24).unwrap();
     assert_eq!(generation.text, "The capital of France is Paris.");
     // Same f32 weights, same arithmetic: identical up to float noise (stated: 1e-5).
