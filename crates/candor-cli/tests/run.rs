@@ -462,3 +462,35 @@ fn shards_merge_into_the_unsharded_run() {
     assert!(error.contains("is incomplete: 1 of 4 records"), "{error}");
     assert!(!temp.path().join("m2").exists() && !temp.path().join("m4").exists());
 }
+
+#[test]
+fn long_texts_are_truncated_to_the_prompt_budget_and_counted() {
+    let Some(_lock) = model_lock() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("run");
+    let logits_only = ["--signals", "logits", "--limit", "6"];
+    let mut too_small = logits_only.to_vec();
+    too_small.extend(["--max-prompt-tokens", "1"]);
+    let error = fail(&run_args(&out, &too_small));
+    assert!(!out.exists(), "{error}");
+    let overhead: usize = error
+        .split("(the templates take ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("template size in: {error}"));
+    // Room for 5 text tokens after the 4 boundary tokens: every fixture text (8+ words) is cut.
+    let limit = (overhead + 4 + 5).to_string();
+    let mut small = logits_only.to_vec();
+    small.extend(["--max-prompt-tokens", &limit]);
+    succeed(&run_args(&out, &small));
+    let manifest = manifest(&out);
+    assert_eq!(manifest["settings"]["text_token_budget"], 5);
+    assert_eq!(manifest["selection"]["truncated"], 6);
+    for record in records(&out) {
+        assert_eq!(record["truncated"], true);
+        let prompt_tokens = record["logits"]["prompt_tokens"].as_u64().unwrap() as usize;
+        assert!(prompt_tokens <= overhead + 4 + 5, "{prompt_tokens}");
+        assert!(prompt_tokens > overhead, "{prompt_tokens}");
+    }
+}

@@ -224,3 +224,21 @@ pub fn check_same_run(dir: &Path, existing: &Manifest, wanted: &Manifest) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn differences_are_listed_by_path_and_ignored_fields_skipped() {
+        let left = json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "t": 5});
+        let right = json!({"a": 1, "b": {"c": [1, 3], "e": null}, "t": 6});
+        let mut out = Vec::new();
+        collect_differences("", &left, &right, &mut out);
+        assert_eq!(out, ["b.c.1", "b.d", "t"]);
+        let mut out = Vec::new();
+        collect_differences("", &json!({"c": [1]}), &json!({"c": [1, 2]}), &mut out);
+        assert_eq!(out, ["c"]);
+    }
+}

@@ -42,14 +42,28 @@ Text:
 /// The task sentence used when a dataset has none (plain files).
 pub const DEFAULT_TASK: &str = "Classify the text into one of the labels.";
 
-/// The placeholders a template may use.
-pub const PLACEHOLDERS: &[&str] = &["text", "labels", "label_descriptions", "task"];
+/// The placeholders a template may use, by name.
+const PLACEHOLDERS: &[(&str, Placeholder)] = &[
+    ("text", Placeholder::Text),
+    ("labels", Placeholder::Labels),
+    ("label_descriptions", Placeholder::LabelDescriptions),
+    ("task", Placeholder::Task),
+];
+
+/// What a placeholder stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholder {
+    Text,
+    Labels,
+    LabelDescriptions,
+    Task,
+}
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Literal(String),
-    Placeholder(&'static str),
+    Slot(Placeholder),
 }
 
 /// A parsed prompt template with its provenance.
@@ -86,7 +100,7 @@ impl PromptTemplate {
     /// Parses `text`; errors name `source`, the byte offset and the problem.
     pub fn parse(source: String, text: &str) -> Result<Self> {
         let pieces = parse_pieces(text).with_context(|| format!("prompt template {source}"))?;
-        if !pieces.contains(&Piece::Placeholder("text")) {
+        if !pieces.contains(&Piece::Slot(Placeholder::Text)) {
             bail!("prompt template {source}: it has no {{text}} placeholder for the example");
         }
         Ok(Self {
@@ -107,12 +121,12 @@ impl PromptTemplate {
         for piece in &self.pieces {
             match piece {
                 Piece::Literal(literal) => out.push_str(literal),
-                Piece::Placeholder("text") => out.push_str(text),
-                Piece::Placeholder("labels") => out.push_str(&values.labels),
-                Piece::Placeholder("label_descriptions") => {
+                Piece::Slot(Placeholder::Text) => out.push_str(text),
+                Piece::Slot(Placeholder::Labels) => out.push_str(&values.labels),
+                Piece::Slot(Placeholder::LabelDescriptions) => {
                     out.push_str(&values.label_descriptions)
                 }
-                Piece::Placeholder(_) => out.push_str(&values.task),
+                Piece::Slot(Placeholder::Task) => out.push_str(&values.task),
             }
         }
         out
@@ -185,12 +199,12 @@ fn parse_pieces(text: &str) -> Result<Vec<Piece>> {
                 bail!("unclosed '{{' at byte {at} (write '{{{{' for a literal brace)");
             };
             let name = &tail[1..end];
-            let Some(&known) = PLACEHOLDERS.iter().find(|&&p| p == name) else {
+            let Some(&(_, known)) = PLACEHOLDERS.iter().find(|(known, _)| *known == name) else {
                 bail!(
                     "unknown placeholder {{{name}}} at byte {at} (placeholders: {}; write '{{{{' for a literal brace)",
                     PLACEHOLDERS
                         .iter()
-                        .map(|p| format!("{{{p}}}"))
+                        .map(|(p, _)| format!("{{{p}}}"))
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
@@ -198,7 +212,7 @@ fn parse_pieces(text: &str) -> Result<Vec<Piece>> {
             if !literal.is_empty() {
                 pieces.push(Piece::Literal(std::mem::take(&mut literal)));
             }
-            pieces.push(Piece::Placeholder(known));
+            pieces.push(Piece::Slot(known));
             end + 1
         };
         rest = &tail[consumed..];
