@@ -172,8 +172,12 @@ impl LanguageModel {
         let mut numbers = Vec::with_capacity(labels.len());
         for (label, next_piece) in labels.iter().zip(&pieces[1..]) {
             let next_ids = self.encode(next_piece)?;
-            let (number, after_number) =
-                self.generate_number(&state, label, next_ids[0], options)?;
+            let Some(&end_token) = next_ids.first() else {
+                return Err(InferError::InvalidInput(format!(
+                    "skeleton piece `{next_piece}` has no tokens"
+                )));
+            };
+            let (number, after_number) = self.generate_number(&state, label, end_token, options)?;
             text.push_str(&number.text);
             text.push_str(next_piece);
             state = self.extend(&after_number, &next_ids)?;
