@@ -46,8 +46,8 @@ struct RankedRow {
     top_bin: u8,
     gold_bin: u8,
     correct: bool,
-    /// The next row (in confidence order) has a different confidence.
-    ends_group: bool,
+    /// Index of the row's tie group (rows of equal confidence), ascending with the rank.
+    group: u32,
 }
 
 /// Per-row quantities of a probability matrix and labels, ready for weighted evaluation.
@@ -67,9 +67,15 @@ pub(crate) struct PreparedMetrics<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct EvalWorkspace {
     ranked_counts: Vec<u32>,
+    /// Ranks with a non-zero weight, ascending.
+    weighted_ranks: Vec<u32>,
+    /// Per class and equal-width bin: the weight of the rows whose gold label is that class
+    /// and whose gold probability falls in that bin.
+    gold_weights: Vec<u64>,
     class_bins: Vec<f64>,
     sparse_sums: Vec<f64>,
-    f1_counts: Vec<[f64; 3]>,
+    /// Per class: `[true positives, predicted, gold]` weights.
+    f1_counts: Vec<[u64; 3]>,
     harmonic: Harmonic,
     pub(crate) smooth: SmoothEceWorkspace,
 }
@@ -91,8 +97,9 @@ impl<'a> PreparedMetrics<'a> {
             by_row[a as usize].confidence.total_cmp(&by_row[b as usize].confidence).then(a.cmp(&b))
         });
         let mut ranked: Vec<RankedRow> = rank_to_row.iter().map(|&r| by_row[r as usize]).collect();
-        for r in 0..n {
-            ranked[r].ends_group = ranked.get(r + 1).is_none_or(|next| next.confidence != ranked[r].confidence);
+        for r in 1..n {
+            let tied = ranked[r].confidence == ranked[r - 1].confidence;
+            ranked[r].group = ranked[r - 1].group + u32::from(!tied);
         }
         let sparse = rank_to_row
             .iter()
@@ -175,9 +182,9 @@ impl<'a> PreparedMetrics<'a> {
         workspace: &mut EvalWorkspace,
     ) -> MetricValues {
         let mut ranked_counts = std::mem::take(&mut workspace.ranked_counts);
-        ranked_counts.clear();
-        ranked_counts.extend(self.rank_to_row.iter().map(|&row| counts[row as usize]));
-        let sums = self.ranked_pass(&ranked_counts, workspace);
+        let mut weighted_ranks = std::mem::take(&mut workspace.weighted_ranks);
+        rank_counts(&self.rank_to_row, counts, &mut ranked_counts, &mut weighted_ranks);
+        let sums = self.ranked_pass(&ranked_counts, &weighted_ranks, workspace);
         let total = sums.total as f64;
         let (ece, mce, rmsce) = top_label_bins(&sums.bins, total);
         let values = MetricValues {
@@ -190,51 +197,66 @@ impl<'a> PreparedMetrics<'a> {
             classwise_ece: self.classwise_ece(&ranked_counts, column_sums, total, workspace),
             mce,
             rmsce,
-            smooth_ece: self.smooth.smooth_ece(&ranked_counts, &mut workspace.smooth).value,
+            smooth_ece: self.smooth.smooth_ece(&ranked_counts, &weighted_ranks, &mut workspace.smooth).value,
             auroc: sums.auroc(),
             aurc: sums.aurc.value(sums.total - sums.correct, total),
         };
         workspace.ranked_counts = ranked_counts;
+        workspace.weighted_ranks = weighted_ranks;
         values
     }
 
-    /// One sequential pass over the rows in confidence order (weights `counts` by rank):
-    /// totals, top-label bins, F1 counts, the gold terms of classwise ECE, and per tie group
-    /// the equal-mass bins, AUROC pair counts and AURC sums.
-    fn ranked_pass(&self, counts: &[u32], workspace: &mut EvalWorkspace) -> PassSums {
+    /// One sequential pass over the rows of non-zero weight in confidence order (`counts` by
+    /// rank, `weighted_ranks` the ranks with a non-zero count): totals, top-label bins, F1
+    /// counts, the gold weights of classwise ECE, and per tie group the equal-mass bins, AUROC
+    /// pair counts and AURC sums.
+    ///
+    /// Rows and tie groups of weight 0 are skipped: they would only add zeros (and a group's
+    /// equal-mass bin depends only on the weight before it), so the sums are exactly those of a
+    /// pass over all rows. Top-label bins are visited in ascending order, so the current bin's
+    /// sums are kept in registers and stored when the bin changes.
+    fn ranked_pass(&self, counts: &[u32], weighted_ranks: &[u32], workspace: &mut EvalWorkspace) -> PassSums {
         let k = self.n_classes();
         workspace.f1_counts.clear();
-        workspace.f1_counts.resize(k, [0.0; 3]);
-        workspace.class_bins.clear();
-        workspace.class_bins.resize(k * EQUAL_WIDTH_BINS, 0.0);
+        workspace.f1_counts.resize(k, [0; 3]);
+        workspace.gold_weights.clear();
+        workspace.gold_weights.resize(k * EQUAL_WIDTH_BINS, 0);
         let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
         workspace.harmonic.ensure(total);
         let mut sums = PassSums::new(total);
-        let (mut group_weight, mut group_correct) = (0u64, 0u64);
-        // Branch-free on the weight: rows of weight 0 add zeros (cheaper than mispredictions).
-        for (row, &count) in self.ranked.iter().zip(counts) {
-            let w = f64::from(count);
+        let (mut bin, mut bin_sums) = (0, [0.0; 2]);
+        let mut group = Group { index: u32::MAX, confidence: 0.0, weight: 0, correct: 0 };
+        for &rank in weighted_ranks {
+            let row = &self.ranked[rank as usize];
+            let count = u64::from(counts[rank as usize]);
+            let w = count as f64;
             let correct = u64::from(row.correct);
-            let correct_f = correct as f64;
-            sums.correct += u64::from(count) * correct;
+            sums.correct += count * correct;
             sums.nll += w * row.nll;
             sums.brier += w * row.brier;
-            let bin = &mut sums.bins[usize::from(row.top_bin)];
-            bin[0] += w;
-            bin[1] += w * (row.confidence - correct_f);
-            let f1 = &mut workspace.f1_counts;
-            f1[row.predicted as usize][0] += w * correct_f;
-            f1[row.predicted as usize][1] += w;
-            f1[row.label as usize][2] += w;
-            let gold_bin = row.label as usize * EQUAL_WIDTH_BINS + usize::from(row.gold_bin);
-            workspace.class_bins[gold_bin] -= w;
-            group_weight += u64::from(count);
-            group_correct += u64::from(count) * correct;
-            if row.ends_group {
-                let group = Group { confidence: row.confidence, weight: group_weight, correct: group_correct };
-                sums.add_group(&group, &workspace.harmonic);
-                (group_weight, group_correct) = (0, 0);
+            if usize::from(row.top_bin) != bin {
+                sums.bins[bin] = bin_sums;
+                (bin, bin_sums) = (usize::from(row.top_bin), [0.0; 2]);
             }
+            bin_sums[0] += w;
+            bin_sums[1] += w * (row.confidence - correct as f64);
+            let f1 = &mut workspace.f1_counts;
+            f1[row.predicted as usize][0] += count * correct;
+            f1[row.predicted as usize][1] += count;
+            f1[row.label as usize][2] += count;
+            workspace.gold_weights[row.label as usize * EQUAL_WIDTH_BINS + usize::from(row.gold_bin)] += count;
+            if row.group != group.index {
+                if group.weight > 0 {
+                    sums.add_group(&group, &workspace.harmonic);
+                }
+                group = Group { index: row.group, confidence: row.confidence, weight: 0, correct: 0 };
+            }
+            group.weight += count;
+            group.correct += count * correct;
+        }
+        sums.bins[bin] = bin_sums;
+        if group.weight > 0 {
+            sums.add_group(&group, &workspace.harmonic);
         }
         sums
     }
@@ -251,6 +273,8 @@ impl<'a> PreparedMetrics<'a> {
         let k = self.n_classes();
         workspace.sparse_sums.clear();
         workspace.sparse_sums.resize(k, 0.0);
+        workspace.class_bins.clear();
+        workspace.class_bins.extend(workspace.gold_weights.iter().map(|&w| 0.0 - w as f64));
         for entry in &self.sparse {
             let mass = f64::from(ranked_counts[entry.rank as usize]) * entry.probability;
             let class = entry.class as usize;
@@ -279,8 +303,23 @@ fn ranked_row(row: &[f64], gold: usize) -> RankedRow {
         top_bin: equal_width_bin(confidence, EQUAL_WIDTH_BINS) as u8,
         gold_bin: equal_width_bin(p_gold, EQUAL_WIDTH_BINS) as u8,
         correct: predicted == gold,
-        ends_group: false,
+        group: 0,
     }
+}
+
+/// Gathers the weights of the rows in rank order into `ranked_counts` and lists the ranks with
+/// a non-zero weight in `weighted_ranks` (branch-free: about 1/e of a resample's rows are 0).
+fn rank_counts(rank_to_row: &[u32], counts: &[u32], ranked_counts: &mut Vec<u32>, weighted_ranks: &mut Vec<u32>) {
+    ranked_counts.clear();
+    ranked_counts.extend(rank_to_row.iter().map(|&row| counts[row as usize]));
+    weighted_ranks.clear();
+    weighted_ranks.resize(ranked_counts.len(), 0);
+    let mut len = 0;
+    for (rank, &count) in ranked_counts.iter().enumerate() {
+        weighted_ranks[len] = rank as u32;
+        len += usize::from(count != 0);
+    }
+    weighted_ranks.truncate(len);
 }
 
 /// The probabilities of a row outside equal-width bin 0.
@@ -450,12 +489,12 @@ fn top_label_bins(bins: &[[f64; 2]; EQUAL_WIDTH_BINS], total: f64) -> (f64, f64,
 }
 
 /// Macro-F1 from per-class `[true positives, predicted, gold]`, over classes that occur.
-fn macro_f1(per_class: &[[f64; 3]]) -> f64 {
+fn macro_f1(per_class: &[[u64; 3]]) -> f64 {
     let (sum, present) = per_class
         .iter()
-        .filter(|[_, predicted, gold]| predicted + gold > 0.0)
+        .filter(|[_, predicted, gold]| predicted + gold > 0)
         .fold((0.0, 0usize), |(sum, n), [tp, predicted, gold]| {
-            (sum + 2.0 * tp / (predicted + gold), n + 1)
+            (sum + 2.0 * *tp as f64 / (predicted + gold) as f64, n + 1)
         });
     sum / present as f64
 }
@@ -512,6 +551,8 @@ impl PassSums {
 
 #[derive(Debug, Clone, Copy)]
 struct Group {
+    /// The tie group's index (see [`RankedRow::group`]).
+    index: u32,
     confidence: f64,
     weight: u64,
     correct: u64,

@@ -51,7 +51,7 @@ pub struct SmoothEce {
 pub fn smooth_ece(scores: &[f64], outcomes: &[bool]) -> Result<SmoothEce> {
     let data = SmoothEceData::checked(scores, outcomes)?;
     let counts = vec![1; scores.len()];
-    Ok(data.smooth_ece(&counts, &mut SmoothEceWorkspace::default()))
+    Ok(data.smooth_ece(&counts, &all_rows(scores.len()), &mut SmoothEceWorkspace::default()))
 }
 
 /// smECE_σ of scores in `[0, 1]` against binary outcomes at a fixed bandwidth σ in `(0, 1]`.
@@ -66,7 +66,12 @@ pub fn smooth_ece_at_bandwidth(scores: &[f64], outcomes: &[bool], bandwidth: f64
     let counts = vec![1; scores.len()];
     let mut workspace = SmoothEceWorkspace::default();
     workspace.spectra.clear();
-    Ok(data.at_bandwidth(bandwidth, &counts, &mut workspace))
+    Ok(data.at_bandwidth(bandwidth, &counts, &all_rows(scores.len()), &mut workspace))
+}
+
+/// The indices `0..n`, as the list of rows of non-zero weight when every weight is 1.
+fn all_rows(n: usize) -> Vec<u32> {
+    (0..n).map(|i| i as u32).collect()
 }
 
 /// Scores and residuals of the rows (ascending scores are fastest), ready for weighted
@@ -87,6 +92,8 @@ pub(crate) struct SmoothEceWorkspace {
     /// smECE_σ of the current weighting, by σ.
     values: Vec<(f64, f64)>,
     buffer: Vec<Complex<f64>>,
+    /// FFT scratch space.
+    scratch: Vec<Complex<f64>>,
 }
 
 impl Default for SmoothEceWorkspace {
@@ -97,6 +104,7 @@ impl Default for SmoothEceWorkspace {
             spectra: Vec::new(),
             values: Vec::new(),
             buffer: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -141,12 +149,18 @@ impl SmoothEceData {
         Ok(Self::new(scores, &outcomes))
     }
 
-    /// smECE with the automatic bandwidth for row weights `counts` (not all zero).
-    pub(crate) fn smooth_ece(&self, counts: &[u32], workspace: &mut SmoothEceWorkspace) -> SmoothEce {
+    /// smECE with the automatic bandwidth for row weights `counts` (not all zero);
+    /// `weighted_rows` lists the rows whose weight is non-zero, ascending.
+    pub(crate) fn smooth_ece(
+        &self,
+        counts: &[u32],
+        weighted_rows: &[u32],
+        workspace: &mut SmoothEceWorkspace,
+    ) -> SmoothEce {
         workspace.spectra.clear();
         workspace.values.clear();
         let too_narrow = |sigma: f64, workspace: &mut SmoothEceWorkspace| {
-            sigma < SMOOTH_ECE_MIN_BANDWIDTH || sigma < self.memoised(sigma, counts, workspace)
+            sigma < SMOOTH_ECE_MIN_BANDWIDTH || sigma < self.memoised(sigma, counts, weighted_rows, workspace)
         };
         let bandwidth = if too_narrow(1.0, workspace) {
             1.0
@@ -163,26 +177,32 @@ impl SmoothEceData {
             failing
         };
         SmoothEce {
-            value: self.memoised(bandwidth, counts, workspace),
+            value: self.memoised(bandwidth, counts, weighted_rows, workspace),
             bandwidth,
         }
     }
 
-    fn memoised(&self, sigma: f64, counts: &[u32], workspace: &mut SmoothEceWorkspace) -> f64 {
+    fn memoised(&self, sigma: f64, counts: &[u32], weighted_rows: &[u32], workspace: &mut SmoothEceWorkspace) -> f64 {
         if let Some(&(_, value)) = workspace.values.iter().find(|(s, _)| *s == sigma) {
             return value;
         }
-        let value = self.at_bandwidth(sigma, counts, workspace);
+        let value = self.at_bandwidth(sigma, counts, weighted_rows, workspace);
         workspace.values.push((sigma, value));
         value
     }
 
-    /// smECE_σ for row weights `counts`.
-    fn at_bandwidth(&self, sigma: f64, counts: &[u32], workspace: &mut SmoothEceWorkspace) -> f64 {
+    /// smECE_σ for row weights `counts` (non-zero at `weighted_rows`).
+    fn at_bandwidth(
+        &self,
+        sigma: f64,
+        counts: &[u32],
+        weighted_rows: &[u32],
+        workspace: &mut SmoothEceWorkspace,
+    ) -> f64 {
         let grid = grid_points(sigma);
         let fft_len = fft_len(grid);
         if !workspace.spectra.iter().any(|(g, _)| *g == grid) {
-            let spectrum = self.grid_spectrum(grid, fft_len, counts, workspace);
+            let spectrum = self.grid_spectrum(grid, fft_len, counts, weighted_rows, workspace);
             workspace.spectra.push((grid, spectrum));
         }
         let kernel = workspace.kernel_spectrum(sigma, grid, fft_len);
@@ -190,7 +210,9 @@ impl SmoothEceData {
         let mut buffer = std::mem::take(&mut workspace.buffer);
         buffer.clear();
         buffer.extend(data.iter().zip(&kernel).map(|(a, k)| a * k));
-        workspace.planner.plan_fft_inverse(fft_len).process(&mut buffer);
+        let inverse = workspace.planner.plan_fft_inverse(fft_len);
+        workspace.scratch.resize(inverse.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
+        inverse.process_with_scratch(&mut buffer, &mut workspace.scratch);
         // Grid node s of the smoothed signal sits at circular index s + M − 1.
         let smoothed = &buffer[grid - 1..2 * grid - 1];
         let value = interpolated_ratio(smoothed, evaluation_points(sigma));
@@ -200,12 +222,14 @@ impl SmoothEceData {
     }
 
     /// FFT of the reflected grid masses, residuals in the real part and unit masses in the
-    /// imaginary part; index `p` holds extended grid coordinate `p − (M − 1)`.
+    /// imaginary part; index `p` holds extended grid coordinate `p − (M − 1)`. Only the rows in
+    /// `weighted_rows` are visited (the others would add zeros).
     fn grid_spectrum(
         &self,
         grid: usize,
         fft_len: usize,
         counts: &[u32],
+        weighted_rows: &[u32],
         workspace: &mut SmoothEceWorkspace,
     ) -> Vec<Complex<f64>> {
         let mut masses = vec![Complex::new(0.0, 0.0); grid];
@@ -214,7 +238,9 @@ impl SmoothEceData {
         // Accumulate the current cell's two endpoint masses in registers and flush when the cell
         // changes: correct in any order, and fast for the metric engine's ascending scores.
         let (mut current, mut lower, mut upper) = (0, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
-        for ((&score, &residual), &w) in self.scores.iter().zip(&self.residuals).zip(counts) {
+        for &row in weighted_rows {
+            let row = row as usize;
+            let (score, residual, w) = (self.scores[row], self.residuals[row], counts[row]);
             let position = score * scale;
             let cell = (position as usize).min(last_cell);
             if cell != current {
@@ -243,7 +269,9 @@ impl SmoothEceData {
                 *slot += masses[(2 * edge as isize - x) as usize];
             }
         }
-        workspace.planner.plan_fft_forward(fft_len).process(&mut extended);
+        let forward = workspace.planner.plan_fft_forward(fft_len);
+        workspace.scratch.resize(forward.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
+        forward.process_with_scratch(&mut extended, &mut workspace.scratch);
         extended
     }
 }
