@@ -494,3 +494,79 @@ fn long_texts_are_truncated_to_the_prompt_budget_and_counted() {
         assert!(prompt_tokens > overhead, "{prompt_tokens}");
     }
 }
+
+/// The built-in label prompt of `manifest` filled for `text`, rendered here independently.
+fn label_prompt_for(manifest: &Value, text: &str) -> String {
+    let dataset = &manifest["dataset"];
+    let labels: Vec<&str> = LABELS.to_vec();
+    let lines: Vec<String> = labels
+        .iter()
+        .zip(dataset["label_descriptions"].as_array().unwrap())
+        .map(|(name, description)| format!("- {name}: {}", description.as_str().unwrap()))
+        .collect();
+    manifest["prompts"]["label"]["text"]
+        .as_str()
+        .unwrap()
+        .replace("{task}", dataset["task"].as_str().unwrap())
+        .replace("{label_descriptions}", &lines.join("\n"))
+        .replace("{labels}", &labels.join(", "))
+        .replace("{text}", text)
+}
+
+#[test]
+fn prefix_reuse_matches_scoring_from_scratch_and_falls_back_at_a_merged_boundary() {
+    let Some(_lock) = model_lock() else { return };
+    let reference = reference();
+    let first = &records(reference)[0];
+    let prompt = label_prompt_for(
+        &manifest(reference),
+        "i am so angry that they cancelled my flight again",
+    );
+    let output = candor(&[
+        "score".into(),
+        "--model".into(),
+        model_path().to_str().unwrap().into(),
+        "--chat".into(),
+        "--json".into(),
+        "--labels".into(),
+        LABELS.join(","),
+        "--prompt".into(),
+        prompt,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let scratch: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(first["logits"]["prompt_tokens"], scratch["prompt_tokens"]);
+    for (reused, fresh) in first["logits"]["log_probs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(scratch["labels"].as_array().unwrap())
+    {
+        let (a, b) = (
+            reused.as_f64().unwrap(),
+            fresh["log_prob"].as_f64().unwrap(),
+        );
+        assert!(close(a, b, 1e-3), "reused prefix {a} vs from scratch {b}");
+    }
+    // "Text: {text}": the space before the text merges with its first word, so the shared prefix's
+    // tokens are not a prefix of the example's and every example is prefilled whole.
+    let temp = tempfile::tempdir().unwrap();
+    let template = temp.path().join("label.txt");
+    std::fs::write(&template, "{task} Labels: {labels}. Text: {text}").unwrap();
+    let out = temp.path().join("run");
+    let extra = ["--signals", "logits", "--limit", "2", "--label-prompt"];
+    let mut args = run_args(&out, &extra);
+    args.push(template.to_str().unwrap().into());
+    succeed(&args);
+    assert_eq!(
+        manifest(&out)["prompts"]["label"]["source"],
+        template.to_str().unwrap()
+    );
+    for record in records(&out) {
+        assert_eq!(record["logits"]["prefix_reused"], false);
+    }
+}
