@@ -1,7 +1,8 @@
 //! Speed of the metric engine and the bootstrap on a synthetic, seeded problem of
 //! N = 100 000 rows × K = 60 classes: `compute_all`, the weighted bootstrap of all metrics with
 //! B = 1000, a naive baseline (materialise each resample and call `compute_all`; B = 10, to be
-//! scaled ×100 for the ratio), and fitting temperature scaling on the logits.
+//! scaled ×100 for the ratio), fitting temperature scaling on the logits, and the issue's
+//! end-to-end case: fit temperature scaling, apply it, and bootstrap all metrics with B = 1000.
 //!
 //! Run with `cargo bench -p candor-calib --bench calib` on an otherwise idle machine.
 
@@ -79,6 +80,15 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("naive_materialised_bootstrap_b10", |b| {
         b.iter(|| naive_bootstrap(black_box(&probs), black_box(&labels), NAIVE_RESAMPLES))
+    });
+    group.bench_function("fit_ts_apply_bootstrap_all_metrics_b1000", |b| {
+        b.iter(|| {
+            let calibrator =
+                fit(CalibratorKind::Ts, InputKind::Logits, black_box(&logits), &labels, &FitOptions::default())
+                    .expect("valid");
+            let calibrated = calibrator.apply(&logits).expect("same shape as the fit");
+            bootstrap_metrics(&calibrated, &labels, &options).expect("valid")
+        })
     });
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("fit_ts_logits", |b| {

@@ -259,7 +259,7 @@ fn resample_all(prepared: &[&PreparedMetrics<'_>], options: &BootstrapOptions) -
     let blocks: Vec<usize> = (0..options.resamples).step_by(BLOCK).collect();
     blocks
         .into_par_iter()
-        .map_init(EvalWorkspace::default, |workspace, start| {
+        .map_init(BlockWorkspace::default, |workspace, start| {
             let end = (start + BLOCK).min(options.resamples);
             evaluate_block(prepared, n, options.seed, start..end, workspace)
         })
@@ -267,18 +267,33 @@ fn resample_all(prepared: &[&PreparedMetrics<'_>], options: &BootstrapOptions) -
         .collect()
 }
 
+/// Buffers of one thread, reused from block to block.
+#[derive(Debug, Default)]
+struct BlockWorkspace {
+    /// The counts of each resample of the block, in row order.
+    counts: Vec<Vec<u32>>,
+    /// The same counts transposed: `counts_by_row[i·width + r]`.
+    counts_by_row: Vec<u32>,
+    evaluation: EvalWorkspace,
+}
+
 fn evaluate_block(
     prepared: &[&PreparedMetrics<'_>],
     n: usize,
     seed: u64,
     resamples: std::ops::Range<usize>,
-    workspace: &mut EvalWorkspace,
+    workspace: &mut BlockWorkspace,
 ) -> Vec<Vec<MetricValues>> {
     let width = resamples.len();
-    let counts: Vec<Vec<u32>> = resamples.map(|b| resample_counts(n, seed, b as u64)).collect();
-    let mut counts_by_row = vec![0u32; n * width];
+    let BlockWorkspace { counts, counts_by_row, evaluation } = workspace;
+    counts.resize_with(width, || vec![0; n]);
+    for (resample_counts, b) in counts.iter_mut().zip(resamples) {
+        fill_resample_counts(resample_counts, seed, b as u64);
+    }
+    let counts = &counts[..width];
+    counts_by_row.resize(n * width, 0);
     for (i, slot) in counts_by_row.chunks_exact_mut(width).enumerate() {
-        for (s, resample) in slot.iter_mut().zip(&counts) {
+        for (s, resample) in slot.iter_mut().zip(counts) {
             *s = resample[i];
         }
     }
@@ -286,7 +301,7 @@ fn evaluate_block(
         .iter()
         .map(|p| {
             let mut sums = vec![0.0; width * p.n_classes()];
-            p.add_column_sums(&counts_by_row, width, &mut sums);
+            p.add_column_sums(&counts_by_row[..n * width], width, &mut sums);
             sums
         })
         .collect();
@@ -299,7 +314,7 @@ fn evaluate_block(
                 .zip(&column_sums)
                 .map(|(p, sums)| {
                     let k = p.n_classes();
-                    p.evaluate(resample, &sums[r * k..(r + 1) * k], workspace)
+                    p.evaluate(resample, &sums[r * k..(r + 1) * k], evaluation)
                 })
                 .collect()
         })

@@ -229,7 +229,7 @@ impl<'a> PreparedMetrics<'a> {
         for &rank in weighted_ranks {
             let row = &self.ranked[rank as usize];
             let count = u64::from(counts[rank as usize]);
-            let w = count as f64;
+            let w = f64::from(counts[rank as usize]);
             let correct = u64::from(row.correct);
             sums.correct += count * correct;
             sums.nll += w * row.nll;
@@ -239,7 +239,7 @@ impl<'a> PreparedMetrics<'a> {
                 (bin, bin_sums) = (usize::from(row.top_bin), [0.0; 2]);
             }
             bin_sums[0] += w;
-            bin_sums[1] += w * (row.confidence - correct as f64);
+            bin_sums[1] += w * (row.confidence - f64::from(u8::from(row.correct)));
             let f1 = &mut workspace.f1_counts;
             f1[row.predicted as usize][0] += count * correct;
             f1[row.predicted as usize][1] += count;
@@ -367,7 +367,7 @@ impl EqualMassWalk {
             self.next_cut = Self::cut(self.bin + 1, self.total);
         }
         debug_assert_eq!(self.bin, equal_mass_bin(self.before, self.total, EQUAL_MASS_BINS));
-        self.gap_sums[self.bin] += group.weight as f64 * group.confidence - group.correct as f64;
+        self.gap_sums[self.bin] += to_f64(group.weight) * group.confidence - to_f64(group.correct);
         self.before += group.weight;
     }
 
@@ -398,8 +398,8 @@ impl AurcSums {
         let k0 = total - before - m;
         let delta_h = harmonic.range(k0, m);
         self.delta_h += delta_h;
-        self.errors_through_times_delta_h += (errors_before + errors) as f64 * delta_h;
-        self.within_group += errors as f64 * harmonic.reciprocal(m) * (m as f64 - k0 as f64 * delta_h);
+        self.errors_through_times_delta_h += to_f64(errors_before + errors) * delta_h;
+        self.within_group += to_f64(errors) * harmonic.reciprocal(m) * (to_f64(m) - to_f64(k0) * delta_h);
     }
 
     fn value(&self, total_errors: u64, total: f64) -> f64 {
@@ -463,6 +463,15 @@ impl Harmonic {
     /// accurate to about `1e-15` absolute, far below what the metrics resolve.
     fn range(&self, k0: u64, m: u64) -> f64 {
         self.number(k0 + m) - self.number(k0)
+    }
+}
+
+/// `x as f64` (the same value), through the signed conversion, which is a single instruction
+/// on every x86-64 while the unsigned one is not.
+fn to_f64(x: u64) -> f64 {
+    match i64::try_from(x) {
+        Ok(signed) => signed as f64,
+        Err(_) => x as f64,
     }
 }
 
@@ -534,7 +543,7 @@ impl PassSums {
         self.aurc.add(group, before, self.wrong_before, self.total, harmonic);
         self.equal_mass.add(group);
         let wrong = group.weight - group.correct;
-        self.won_pairs += group.correct as f64 * (self.wrong_before as f64 + 0.5 * wrong as f64);
+        self.won_pairs += to_f64(group.correct) * (to_f64(self.wrong_before) + 0.5 * to_f64(wrong));
         self.wrong_before += wrong;
     }
 

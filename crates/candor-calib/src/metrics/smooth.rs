@@ -242,13 +242,14 @@ impl SmoothEceData {
             let row = row as usize;
             let (score, residual, w) = (self.scores[row], self.residuals[row], counts[row]);
             let position = score * scale;
-            let cell = (position as usize).min(last_cell);
+            // Through u32 (positions are below the grid size): a cheaper conversion than usize.
+            let cell = (position as u32 as usize).min(last_cell);
             if cell != current {
                 masses[current] += lower;
                 masses[current + 1] += upper;
                 (current, lower, upper) = (cell, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
             }
-            let frac = position - cell as f64;
+            let frac = position - f64::from(cell as u32);
             let mass = Complex::new(residual, 1.0) * f64::from(w);
             lower += mass * (1.0 - frac);
             upper += mass * frac;
