@@ -538,6 +538,7 @@ impl PassSums {
     }
 
     /// Adds the next tie group (ascending confidence).
+    #[inline]
     fn add_group(&mut self, group: &Group, harmonic: &Harmonic) {
         let before = self.equal_mass.before;
         self.aurc.add(group, before, self.wrong_before, self.total, harmonic);

@@ -66,7 +66,8 @@ pub fn smooth_ece_at_bandwidth(scores: &[f64], outcomes: &[bool], bandwidth: f64
     let counts = vec![1; scores.len()];
     let mut workspace = SmoothEceWorkspace::default();
     workspace.spectra.clear();
-    Ok(data.at_bandwidth(bandwidth, &counts, &all_rows(scores.len()), &mut workspace))
+    data.load_weights(&counts, &all_rows(scores.len()), &mut workspace);
+    Ok(data.at_bandwidth(bandwidth, &mut workspace))
 }
 
 /// The indices `0..n`, as the list of rows of non-zero weight when every weight is 1.
@@ -91,6 +92,9 @@ pub(crate) struct SmoothEceWorkspace {
     spectra: Vec<(usize, Vec<Complex<f64>>)>,
     /// smECE_σ of the current weighting, by σ.
     values: Vec<(f64, f64)>,
+    /// `(score, weight·(residual, 1))` of the rows of non-zero weight of the current weighting,
+    /// in row order.
+    weighted: Vec<(f64, Complex<f64>)>,
     buffer: Vec<Complex<f64>>,
     /// FFT scratch space.
     scratch: Vec<Complex<f64>>,
@@ -103,6 +107,7 @@ impl Default for SmoothEceWorkspace {
             kernels: HashMap::new(),
             spectra: Vec::new(),
             values: Vec::new(),
+            weighted: Vec::new(),
             buffer: Vec::new(),
             scratch: Vec::new(),
         }
@@ -159,8 +164,9 @@ impl SmoothEceData {
     ) -> SmoothEce {
         workspace.spectra.clear();
         workspace.values.clear();
+        self.load_weights(counts, weighted_rows, workspace);
         let too_narrow = |sigma: f64, workspace: &mut SmoothEceWorkspace| {
-            sigma < SMOOTH_ECE_MIN_BANDWIDTH || sigma < self.memoised(sigma, counts, weighted_rows, workspace)
+            sigma < SMOOTH_ECE_MIN_BANDWIDTH || sigma < self.memoised(sigma, workspace)
         };
         let bandwidth = if too_narrow(1.0, workspace) {
             1.0
@@ -177,32 +183,36 @@ impl SmoothEceData {
             failing
         };
         SmoothEce {
-            value: self.memoised(bandwidth, counts, weighted_rows, workspace),
+            value: self.memoised(bandwidth, workspace),
             bandwidth,
         }
     }
 
-    fn memoised(&self, sigma: f64, counts: &[u32], weighted_rows: &[u32], workspace: &mut SmoothEceWorkspace) -> f64 {
+    /// Gathers the scores and weighted masses of the rows of non-zero weight, once per
+    /// weighting (every grid size of the bandwidth search spreads them).
+    fn load_weights(&self, counts: &[u32], weighted_rows: &[u32], workspace: &mut SmoothEceWorkspace) {
+        workspace.weighted.clear();
+        workspace.weighted.extend(weighted_rows.iter().map(|&row| {
+            let row = row as usize;
+            (self.scores[row], Complex::new(self.residuals[row], 1.0) * f64::from(counts[row]))
+        }));
+    }
+
+    fn memoised(&self, sigma: f64, workspace: &mut SmoothEceWorkspace) -> f64 {
         if let Some(&(_, value)) = workspace.values.iter().find(|(s, _)| *s == sigma) {
             return value;
         }
-        let value = self.at_bandwidth(sigma, counts, weighted_rows, workspace);
+        let value = self.at_bandwidth(sigma, workspace);
         workspace.values.push((sigma, value));
         value
     }
 
-    /// smECE_σ for row weights `counts` (non-zero at `weighted_rows`).
-    fn at_bandwidth(
-        &self,
-        sigma: f64,
-        counts: &[u32],
-        weighted_rows: &[u32],
-        workspace: &mut SmoothEceWorkspace,
-    ) -> f64 {
+    /// smECE_σ for the weighting loaded by [`Self::load_weights`].
+    fn at_bandwidth(&self, sigma: f64, workspace: &mut SmoothEceWorkspace) -> f64 {
         let grid = grid_points(sigma);
         let fft_len = fft_len(grid);
         if !workspace.spectra.iter().any(|(g, _)| *g == grid) {
-            let spectrum = self.grid_spectrum(grid, fft_len, counts, weighted_rows, workspace);
+            let spectrum = grid_spectrum(grid, fft_len, workspace);
             workspace.spectra.push((grid, spectrum));
         }
         let kernel = workspace.kernel_spectrum(sigma, grid, fft_len);
@@ -221,60 +231,51 @@ impl SmoothEceData {
         value
     }
 
-    /// FFT of the reflected grid masses, residuals in the real part and unit masses in the
-    /// imaginary part; index `p` holds extended grid coordinate `p − (M − 1)`. Only the rows in
-    /// `weighted_rows` are visited (the others would add zeros).
-    fn grid_spectrum(
-        &self,
-        grid: usize,
-        fft_len: usize,
-        counts: &[u32],
-        weighted_rows: &[u32],
-        workspace: &mut SmoothEceWorkspace,
-    ) -> Vec<Complex<f64>> {
-        let mut masses = vec![Complex::new(0.0, 0.0); grid];
-        let last_cell = grid - 2;
-        let scale = (grid - 1) as f64;
-        // Accumulate the current cell's two endpoint masses in registers and flush when the cell
-        // changes: correct in any order, and fast for the metric engine's ascending scores.
-        let (mut current, mut lower, mut upper) = (0, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
-        for &row in weighted_rows {
-            let row = row as usize;
-            let (score, residual, w) = (self.scores[row], self.residuals[row], counts[row]);
-            let position = score * scale;
-            // Through u32 (positions are below the grid size): a cheaper conversion than usize.
-            let cell = (position as u32 as usize).min(last_cell);
-            if cell != current {
-                masses[current] += lower;
-                masses[current + 1] += upper;
-                (current, lower, upper) = (cell, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
-            }
-            let frac = position - f64::from(cell as u32);
-            let mass = Complex::new(residual, 1.0) * f64::from(w);
-            lower += mass * (1.0 - frac);
-            upper += mass * frac;
+}
+
+/// FFT of the reflected grid masses of the loaded weighting, residuals in the real part and
+/// unit masses in the imaginary part; index `p` holds extended grid coordinate `p − (M − 1)`.
+/// Only the rows of non-zero weight are visited (the others would add zeros).
+fn grid_spectrum(grid: usize, fft_len: usize, workspace: &mut SmoothEceWorkspace) -> Vec<Complex<f64>> {
+    let mut masses = vec![Complex::new(0.0, 0.0); grid];
+    let last_cell = grid - 2;
+    let scale = (grid - 1) as f64;
+    // Accumulate the current cell's two endpoint masses in registers and flush when the cell
+    // changes: correct in any order, and fast for the metric engine's ascending scores.
+    let (mut current, mut lower, mut upper) = (0, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
+    for &(score, mass) in &workspace.weighted {
+        let position = score * scale;
+        // Through u32 (positions are below the grid size): a cheaper conversion than usize.
+        let cell = (position as u32 as usize).min(last_cell);
+        if cell != current {
+            masses[current] += lower;
+            masses[current + 1] += upper;
+            (current, lower, upper) = (cell, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
         }
-        masses[current] += lower;
-        masses[current + 1] += upper;
-        let edge = grid - 1;
-        let mut extended = vec![Complex::new(0.0, 0.0); fft_len];
-        for (p, slot) in extended.iter_mut().take(3 * edge + 1).enumerate() {
-            let x = p as isize - edge as isize;
-            if (0..=edge as isize).contains(&x) {
-                *slot += masses[x as usize];
-            }
-            if x <= 0 {
-                *slot += masses[(-x) as usize];
-            }
-            if x >= edge as isize {
-                *slot += masses[(2 * edge as isize - x) as usize];
-            }
-        }
-        let forward = workspace.planner.plan_fft_forward(fft_len);
-        workspace.scratch.resize(forward.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
-        forward.process_with_scratch(&mut extended, &mut workspace.scratch);
-        extended
+        let frac = position - f64::from(cell as u32);
+        lower += mass * (1.0 - frac);
+        upper += mass * frac;
     }
+    masses[current] += lower;
+    masses[current + 1] += upper;
+    let edge = grid - 1;
+    let mut extended = vec![Complex::new(0.0, 0.0); fft_len];
+    for (p, slot) in extended.iter_mut().take(3 * edge + 1).enumerate() {
+        let x = p as isize - edge as isize;
+        if (0..=edge as isize).contains(&x) {
+            *slot += masses[x as usize];
+        }
+        if x <= 0 {
+            *slot += masses[(-x) as usize];
+        }
+        if x >= edge as isize {
+            *slot += masses[(2 * edge as isize - x) as usize];
+        }
+    }
+    let forward = workspace.planner.plan_fft_forward(fft_len);
+    workspace.scratch.resize(forward.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
+    forward.process_with_scratch(&mut extended, &mut workspace.scratch);
+    extended
 }
 
 impl SmoothEceWorkspace {
