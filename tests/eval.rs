@@ -15,8 +15,12 @@ fn candor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_candor")).args(args).output().expect("the candor binary runs")
 }
 
+/// Runs `candor eval --json` on `input` (or, when `input` is empty, on what `extra` names).
 fn eval_json(input: &Path, extra: &[&str]) -> Value {
-    let mut args = vec!["eval", "--input", input.to_str().unwrap(), "--json"];
+    let mut args = vec!["eval", "--json"];
+    if !input.as_os_str().is_empty() {
+        args.extend(["--input", input.to_str().unwrap()]);
+    }
     args.extend_from_slice(extra);
     let output = candor(&args);
     assert!(
@@ -218,4 +222,50 @@ fn unusable_options_are_refused() {
     let missing = candor(&["eval", "--input", "/nonexistent/file.jsonl"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/file.jsonl"));
+}
+
+/// `--run DIR --signal S` reads a real `candor run` of the default model: the logit signal's
+/// `none` probabilities are softmax of the recorded label log-probs, and the verbalized signal is
+/// re-parsed from the recorded text with the run's labels.
+#[test]
+fn a_run_directory_is_read_signal_by_signal() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(model.exists(), "{} is missing: run scripts/fetch-default-model.sh", model.display());
+    let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/candor-cli/data/demo_emotion.jsonl");
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = out.path().join("run");
+    let run = candor(&[
+        "run", "--model", model.to_str().unwrap(), "--dataset", dataset.to_str().unwrap(),
+        "--limit", "6", "--verbalized", "constrained", "--max-fraction-digits", "2", "--quiet",
+        "--out", run_dir.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "candor run failed: {}", String::from_utf8_lossy(&run.stderr));
+    let records: Vec<Value> = std::fs::read_to_string(run_dir.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 6);
+
+    let run_arg = run_dir.to_str().unwrap();
+    let flags = ["--run", run_arg, "--calib-fraction", "0", "--bootstrap", "0"];
+    let logits = eval_json(Path::new(""), &[&flags[..], &["--signal", "logits"]].concat());
+    let expected_nll = records
+        .iter()
+        .map(|r| {
+            let log_probs: Vec<f64> =
+                r["logits"]["log_probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let max = log_probs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + log_probs.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+            lse - log_probs[r["gold_index"].as_u64().unwrap() as usize]
+        })
+        .sum::<f64>()
+        / 6.0;
+    assert!((metric(result(&logits, "none"), "nll") - expected_nll).abs() < 1e-9);
+    assert_eq!(logits["labels"], serde_json::json!(["anger", "fear", "joy", "love", "sadness", "surprise"]));
+
+    let verbalized = eval_json(Path::new(""), &[&flags[..], &["--signal", "verbalized"]].concat());
+    let parsed: usize = verbalized["parse"].as_object().unwrap().values().map(|v| v.as_u64().unwrap() as usize).sum();
+    assert_eq!(parsed, 6, "every record is counted under one parse status");
+    assert_eq!(verbalized["parse"].get("unparseable"), None, "constrained answers always parse");
 }

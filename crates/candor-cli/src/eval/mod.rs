@@ -5,8 +5,10 @@
 //! test part. Every calibrator that applies to the input kind is fitted on the calibration part
 //! and evaluated on the test part next to the uncalibrated input (`none`), with percentile
 //! bootstrap CIs for every metric and a paired bootstrap of each calibrator's difference from
-//! `none`. With `--calib-fraction 0` only `none` is evaluated, on all rows.
+//! `none`. With `--calib-fraction 0` only `none` is evaluated, on all rows. `--run DIR --signal
+//! verbalized|logits` reads one signal of a `candor run` directory instead of a file.
 
+mod from_run;
 mod input;
 mod prepare;
 mod render;
@@ -24,10 +26,16 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// JSONL file: one `{"label": L, "probs"|"logits"|"text": ...}` object per line.
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+    input: Option<PathBuf>,
+    /// A `candor run` directory to read instead of `--input` (labels from its manifest).
+    #[arg(long, requires = "signal")]
+    run: Option<PathBuf>,
+    /// Which signal of `--run` to evaluate.
+    #[arg(long, value_enum, requires = "run")]
+    signal: Option<from_run::Signal>,
     /// The label set, in order (default: the sorted labels seen in the file).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "run")]
     labels: Option<Vec<String>>,
     /// Fraction of each class used to fit calibrators, in [0, 1); 0 evaluates the input as is.
     #[arg(long, default_value_t = 0.5)]
@@ -103,8 +111,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 }
 
 fn evaluate(args: &EvalArgs) -> Result<EvalReport> {
-    let file = InputFile::read(&args.input)?;
-    let labels = file.label_set(args.labels.as_deref())?;
+    let (file, labels) = match (&args.input, &args.run, args.signal) {
+        (Some(input), _, _) => {
+            let file = InputFile::read(input)?;
+            let labels = file.label_set(args.labels.as_deref())?;
+            (file, labels)
+        }
+        (None, Some(run), Some(signal)) => from_run::read_run(run, signal)?,
+        _ => bail!("give --input FILE, or --run DIR with --signal"),
+    };
     let data = prepare(&file, &labels, args.unparseable)?;
     let bootstrap = BootstrapOptions { resamples: args.bootstrap, seed: args.seed, level: args.level };
     let split = stratified_split(&data.gold, labels.len(), args.calib_fraction, args.seed)

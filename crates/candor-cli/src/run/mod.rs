@@ -9,10 +9,10 @@
 //! byte-identical records on the same machine except for `elapsed_ms`.
 
 mod evaluate;
-mod manifest;
+pub mod manifest;
 mod merge;
 mod model_info;
-mod predictions;
+pub mod predictions;
 mod prompts;
 mod shard;
 
