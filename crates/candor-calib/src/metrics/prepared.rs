@@ -183,8 +183,9 @@ impl<'a> PreparedMetrics<'a> {
     ) -> MetricValues {
         let mut ranked_counts = std::mem::take(&mut workspace.ranked_counts);
         let mut weighted_ranks = std::mem::take(&mut workspace.weighted_ranks);
-        rank_counts(&self.rank_to_row, counts, &mut ranked_counts, &mut weighted_ranks);
-        let sums = self.ranked_pass(&ranked_counts, &weighted_ranks, workspace);
+        let weighted = rank_counts(&self.rank_to_row, counts, &mut ranked_counts, &mut weighted_ranks);
+        let weighted_ranks_in_use = &weighted_ranks[..weighted];
+        let sums = self.ranked_pass(&ranked_counts, weighted_ranks_in_use, workspace);
         let total = sums.total as f64;
         let (ece, mce, rmsce) = top_label_bins(&sums.bins, total);
         let values = MetricValues {
@@ -197,7 +198,7 @@ impl<'a> PreparedMetrics<'a> {
             classwise_ece: self.classwise_ece(&ranked_counts, column_sums, total, workspace),
             mce,
             rmsce,
-            smooth_ece: self.smooth.smooth_ece(&ranked_counts, &weighted_ranks, &mut workspace.smooth).value,
+            smooth_ece: self.smooth.smooth_ece(&ranked_counts, weighted_ranks_in_use, &mut workspace.smooth).value,
             auroc: sums.auroc(),
             aurc: sums.aurc.value(sums.total - sums.correct, total),
         };
@@ -308,18 +309,24 @@ fn ranked_row(row: &[f64], gold: usize) -> RankedRow {
 }
 
 /// Gathers the weights of the rows in rank order into `ranked_counts` and lists the ranks with
-/// a non-zero weight in `weighted_ranks` (branch-free: about 1/e of a resample's rows are 0).
-fn rank_counts(rank_to_row: &[u32], counts: &[u32], ranked_counts: &mut Vec<u32>, weighted_ranks: &mut Vec<u32>) {
+/// a non-zero weight at the start of `weighted_ranks` (branch-free: about 1/e of a resample's
+/// rows are 0); returns how many there are. `weighted_ranks` keeps one slot per row between
+/// calls, so it is not cleared.
+fn rank_counts(
+    rank_to_row: &[u32],
+    counts: &[u32],
+    ranked_counts: &mut Vec<u32>,
+    weighted_ranks: &mut Vec<u32>,
+) -> usize {
     ranked_counts.clear();
     ranked_counts.extend(rank_to_row.iter().map(|&row| counts[row as usize]));
-    weighted_ranks.clear();
     weighted_ranks.resize(ranked_counts.len(), 0);
     let mut len = 0;
     for (rank, &count) in ranked_counts.iter().enumerate() {
         weighted_ranks[len] = rank as u32;
         len += usize::from(count != 0);
     }
-    weighted_ranks.truncate(len);
+    len
 }
 
 /// The probabilities of a row outside equal-width bin 0.
@@ -538,7 +545,7 @@ impl PassSums {
     }
 
     /// Adds the next tie group (ascending confidence).
-    #[inline]
+    #[inline(always)]
     fn add_group(&mut self, group: &Group, harmonic: &Harmonic) {
         let before = self.equal_mass.before;
         self.aurc.add(group, before, self.wrong_before, self.total, harmonic);
