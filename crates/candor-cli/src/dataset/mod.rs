@@ -22,6 +22,7 @@ mod sample;
 pub mod truncate;
 
 pub use info::{run_info, InfoArgs};
+pub(crate) use readers::json_kind;
 
 use anyhow::{bail, Result};
 use presets::{find_preset, Preset};

@@ -186,7 +186,8 @@ fn read_jsonl(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
     Ok(rows)
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// How a JSON value is named in error messages ("a string", "an object", ...).
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

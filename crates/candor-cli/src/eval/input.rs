@@ -2,6 +2,7 @@
 //! of `probs` (label → probability), `logits` (label → logit) or `text` (raw model output to be
 //! parsed as a verbalized distribution). Every problem is reported with the file and line.
 
+use crate::dataset::json_kind;
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -164,7 +165,7 @@ fn scores_of(object: &Map<String, Value>) -> Result<RowScores> {
         ["logits"] => Ok(RowScores::Logits(number_map(object, "logits")?)),
         ["text"] => match &object["text"] {
             Value::String(s) => Ok(RowScores::Text(s.clone())),
-            other => bail!("field `text` must be a string, found {}", kind_name(other)),
+            other => bail!("field `text` must be a string, found {}", json_kind(other)),
         },
         [] => bail!("missing scores: expected one of the fields `probs`, `logits` or `text`"),
         several => bail!("fields {several:?} given together; expected exactly one of `probs`, `logits` or `text`"),
@@ -176,14 +177,14 @@ fn label_of(object: &Map<String, Value>) -> Result<String> {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         Some(Value::String(_)) => bail!("field `label` is empty"),
         Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(other) => bail!("field `label` must be a string, found {}", kind_name(other)),
+        Some(other) => bail!("field `label` must be a string, found {}", json_kind(other)),
         None => bail!("missing field `label` (the gold label)"),
     }
 }
 
 fn number_map(object: &Map<String, Value>, field: &str) -> Result<Vec<(String, f64)>> {
     let Value::Object(map) = &object[field] else {
-        bail!("field `{field}` must be an object mapping label to number, found {}", kind_name(&object[field]));
+        bail!("field `{field}` must be an object mapping label to number, found {}", json_kind(&object[field]));
     };
     if map.is_empty() {
         bail!("field `{field}` is empty");
@@ -191,18 +192,7 @@ fn number_map(object: &Map<String, Value>, field: &str) -> Result<Vec<(String, f
     map.iter()
         .map(|(label, value)| match value.as_f64() {
             Some(x) => Ok((label.clone(), x)),
-            None => bail!("{field}[{label:?}] must be a number, found {}", kind_name(value)),
+            None => bail!("{field}[{label:?}] must be a number, found {}", json_kind(value)),
         })
         .collect()
-}
-
-fn kind_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
