@@ -1,5 +1,6 @@
 //! The `candor` command line: calibration experiments on local language models.
 
+mod calibrate;
 mod dataset;
 mod eval;
 mod export;
