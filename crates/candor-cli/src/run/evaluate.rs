@@ -43,6 +43,7 @@ impl VerbalizedMode {
 pub struct ChatPrompt {
     template: PromptTemplate,
     values: PromptValues,
+    answer_prefix: String,
     head_text: String,
     head: Option<Prefix>,
 }
@@ -54,11 +55,14 @@ struct PreparedPrompt {
 }
 
 impl ChatPrompt {
-    /// Renders the part of the chat before the example text and prefills it once.
+    /// Renders the part of the chat before the example text and prefills it once. The prompt of
+    /// an example is the chat-rendered template followed by `answer_prefix`, the text the
+    /// assistant's answer is made to start with.
     pub fn new(
         model: &LanguageModel,
         template: PromptTemplate,
         values: PromptValues,
+        answer_prefix: &str,
     ) -> Result<Self> {
         let rendered = model.chat_prompt(&template.render(&values, TEXT_SENTINEL))?;
         let head_text = rendered
@@ -76,6 +80,7 @@ impl ChatPrompt {
         Ok(Self {
             template,
             values,
+            answer_prefix: answer_prefix.to_string(),
             head_text,
             head,
         })
@@ -84,6 +89,11 @@ impl ChatPrompt {
     /// The template.
     pub fn template(&self) -> &PromptTemplate {
         &self.template
+    }
+
+    /// The text the assistant's answer starts with (empty: none).
+    pub fn answer_prefix(&self) -> &str {
+        &self.answer_prefix
     }
 
     /// Tokens computed once and reused (0 when none).
@@ -97,7 +107,7 @@ impl ChatPrompt {
     }
 
     fn prepare(&self, model: &LanguageModel, text: &str) -> Result<PreparedPrompt> {
-        let full = model.chat_prompt(&self.template.render(&self.values, text))?;
+        let full = model.chat_prompt(&self.template.render(&self.values, text))? + &self.answer_prefix;
         let tokens = model.encode(&full)?;
         let reuses_head = self.head.as_ref().is_some_and(|head| {
             full.starts_with(&self.head_text)
@@ -135,12 +145,25 @@ pub struct VerbalizedSetup {
     pub parser: VerbalizedParser,
 }
 
+/// The continuation scored for each label after `answer_prefix`: the label itself, with a space
+/// in front when the prefix ends in a non-space character (`Label:` + ` joy`), as a writer would
+/// continue it.
+pub fn label_continuations(labels: &[String], answer_prefix: &str) -> Vec<String> {
+    let needs_space = answer_prefix.chars().last().is_some_and(|c| !c.is_whitespace());
+    labels
+        .iter()
+        .map(|label| if needs_space { format!(" {label}") } else { label.clone() })
+        .collect()
+}
+
 /// Computes the signals of one example.
 pub struct Evaluator<'a> {
     /// The model.
     pub model: &'a LanguageModel,
     /// Label names in manifest order.
     pub labels: Vec<String>,
+    /// The strings scored for the logit signal, one per label (see [`label_continuations`]).
+    pub label_continuations: Vec<String>,
     /// The verbalized signal, when collected.
     pub verbalized: Option<VerbalizedSetup>,
     /// The label prompt of the logit signal, when collected.
@@ -194,7 +217,7 @@ impl Evaluator<'_> {
             return Ok(None);
         };
         let (prefix, prefix_reused) = prompt.prefix(self.model, text)?;
-        let scores = self.model.score_labels(&prefix, &self.labels)?;
+        let scores = self.model.score_labels(&prefix, &self.label_continuations)?;
         let log_probs: Vec<f64> = scores.labels.iter().map(|s| s.log_prob).collect();
         Ok(Some(LogitsRecord {
             prompt_tokens: prefix.tokens().len(),
@@ -209,5 +232,18 @@ impl Evaluator<'_> {
             outside_mass: scores.first_token_mass_outside,
             log_probs,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_continuations;
+
+    #[test]
+    fn continuations_get_a_space_only_after_a_non_space_prefix() {
+        let labels = vec!["joy".to_string(), "sad ness".to_string()];
+        assert_eq!(label_continuations(&labels, "Label:"), [" joy", " sad ness"]);
+        assert_eq!(label_continuations(&labels, "Label: "), ["joy", "sad ness"]);
+        assert_eq!(label_continuations(&labels, ""), ["joy", "sad ness"]);
     }
 }

@@ -112,6 +112,10 @@ pub struct PromptManifest {
     /// Tokens of the rendered chat before the example text that are computed once and reused
     /// (0: every example is prefilled from scratch).
     pub shared_prefix_tokens: usize,
+    /// Text the assistant's answer is made to start with after the chat-rendered template
+    /// (empty: none; the label prompt's `--label-answer-prefix`).
+    #[serde(default)]
+    pub answer_prefix: String,
 }
 
 /// Settings that shape the records.

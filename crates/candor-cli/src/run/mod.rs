@@ -30,12 +30,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::dataset::truncate::fit_to_budget;
 use crate::dataset::{Dataset, DatasetArgs, Example};
 use crate::model_args::{ModelArgs, DEFAULT_MODEL};
-use evaluate::{ChatPrompt, Evaluator, VerbalizedMode, VerbalizedSetup};
+use evaluate::{label_continuations, ChatPrompt, Evaluator, VerbalizedMode, VerbalizedSetup};
 use manifest::{
     DatasetManifest, Manifest, ModelManifest, PromptManifest, PromptsManifest, Selection, Settings,
 };
 use predictions::{PredictionsWriter, Record, PREDICTIONS_FILE};
-use prompts::{PromptTemplate, PromptValues, LABEL_PROMPT, VERBALIZED_PROMPT};
+use prompts::{
+    PromptTemplate, PromptValues, DEFAULT_LABEL_ANSWER_PREFIX, LABEL_PROMPT, VERBALIZED_PROMPT,
+};
 use shard::Shard;
 
 /// Tokens kept free between an example text's budget and the prompt limit, for merges at the
@@ -109,6 +111,11 @@ pub struct RunArgs {
     /// Label prompt template file, same placeholders [default: the built-in label prompt].
     #[arg(long, value_name = "FILE")]
     label_prompt: Option<PathBuf>,
+    /// Text the assistant's answer is made to start with before the labels are scored (each
+    /// label gets a leading space after a prefix that ends in a non-space). Without it a small
+    /// model puts most of its first-token mass on preambles; "" scores at the answer's start.
+    #[arg(long, value_name = "TEXT", default_value = DEFAULT_LABEL_ANSWER_PREFIX)]
+    label_answer_prefix: String,
     /// Run only shard I of N: the examples whose position (after --limit sampling) is I mod N.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
@@ -181,14 +188,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let parser = VerbalizedParser::new(&labels)?;
     let model = args.model_args().load()?;
     let values = PromptValues::for_dataset(&dataset);
-    let chat_prompt = |template: PromptTemplate| ChatPrompt::new(&model, template, values.clone());
+    let chat_prompt = |template: PromptTemplate, answer_prefix: &str| {
+        ChatPrompt::new(&model, template, values.clone(), answer_prefix)
+    };
     let evaluator = Evaluator {
         model: &model,
+        label_continuations: label_continuations(&labels, &args.label_answer_prefix),
         labels: labels.clone(),
         verbalized: verbalized_template
             .map(|template| -> Result<VerbalizedSetup> {
                 Ok(VerbalizedSetup {
-                    prompt: chat_prompt(template)?,
+                    prompt: chat_prompt(template, "")?,
                     mode: args.verbalized,
                     max_tokens: args.max_tokens,
                     constrained: ConstrainedOptions {
@@ -198,7 +208,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 })
             })
             .transpose()?,
-        label_prompt: label_template.map(chat_prompt).transpose()?,
+        label_prompt: label_template
+            .map(|template| chat_prompt(template, &args.label_answer_prefix))
+            .transpose()?,
     };
     let limits = PromptLimits::new(args, &evaluator)?;
     let prepared = prepare_examples(&dataset, args.shard, &model, limits.text_budget)?;
@@ -274,8 +286,8 @@ fn generation_reserve(args: &RunArgs, evaluator: &Evaluator<'_>) -> Result<usize
     let model = evaluator.model;
     let mut reserve = 0;
     if evaluator.label_prompt.is_some() {
-        for label in &evaluator.labels {
-            reserve = reserve.max(model.encode(label)?.len());
+        for continuation in &evaluator.label_continuations {
+            reserve = reserve.max(model.encode(continuation)?.len());
         }
     }
     if let Some(setup) = &evaluator.verbalized {
@@ -375,6 +387,7 @@ fn build_manifest(
         sha256: prompt.template().sha256(),
         text: prompt.template().text.clone(),
         shared_prefix_tokens: prompt.shared_prefix_tokens(),
+        answer_prefix: prompt.answer_prefix().to_string(),
     };
     Ok(Manifest {
         candor_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -22,8 +22,8 @@ Labels:
 
 Read the text below. First identify the most likely label and weigh how confident you are in it. \
 Then give the probability of every label ({labels}) as a Python dictionary that maps each label \
-to its probability, the probabilities summing to 1, for example {{\"label\": 0.5, ...}}. Answer \
-with the dictionary and nothing else.
+to its probability, the probabilities summing to 1, in the form {{\"label\": probability, ...}}. \
+Answer with the dictionary and nothing else.
 
 Text:
 {text}";
@@ -38,6 +38,9 @@ Which label fits the text below best? Answer with the label only, exactly as wri
 
 Text:
 {text}";
+
+/// The default text the label prompt's answer starts with; the labels are scored after it.
+pub const DEFAULT_LABEL_ANSWER_PREFIX: &str = "Label:";
 
 /// The task sentence used when a dataset has none (plain files).
 pub const DEFAULT_TASK: &str = "Classify the text into one of the labels.";
