@@ -19,7 +19,8 @@ use candor_calib::calibrators::{fit, kinds_for, CalibratorKind, FitOptions, Inpu
 use candor_calib::split::stratified_split;
 use candor_calib::ScoreMatrix;
 use input::InputFile;
-use prepare::{prepare, PreparedInput, ScoreKind, UnparseablePolicy};
+use prepare::{prepare, PreparedInput, ScoreKind};
+pub use prepare::UnparseablePolicy;
 use std::path::PathBuf;
 
 /// Arguments of `candor eval`.

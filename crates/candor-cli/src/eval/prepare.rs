@@ -21,6 +21,16 @@ pub enum UnparseablePolicy {
     Uniform,
 }
 
+impl UnparseablePolicy {
+    /// The policy's name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exclude => "exclude",
+            Self::Uniform => "uniform",
+        }
+    }
+}
+
 /// Whether the matrix holds probabilities or logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScoreKind {

@@ -1,7 +1,6 @@
 //! Output of `candor eval`: one JSON document for scripts (metric names are those of
 //! `candor_calib::metrics::Metric`), or an aligned table for people.
 
-use super::prepare::UnparseablePolicy;
 use super::{CalibratorResult, EvalReport};
 use candor_calib::bootstrap::{MetricDifference, MetricEstimate};
 use candor_calib::metrics::Metric;
@@ -23,7 +22,7 @@ pub fn json(report: &EvalReport) -> Value {
         "epsilon": report.epsilon,
         "bootstrap": {"resamples": report.bootstrap.resamples, "level": report.bootstrap.level},
         "parse": data.status_counts,
-        "unparseable_policy": policy_name(report.unparseable),
+        "unparseable_policy": report.unparseable.name(),
         "excluded": data.excluded,
         "mean_sum_deviation": finite(data.mean_sum_deviation),
         "results": report.results.iter().map(result_json).collect::<Vec<_>>(),
@@ -76,13 +75,6 @@ fn interval(low: Option<f64>, high: Option<f64>) -> Value {
 /// `null` for missing or non-finite numbers (JSON has no NaN).
 fn finite(value: Option<f64>) -> Value {
     value.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v))
-}
-
-fn policy_name(policy: UnparseablePolicy) -> &'static str {
-    match policy {
-        UnparseablePolicy::Exclude => "exclude",
-        UnparseablePolicy::Uniform => "uniform",
-    }
 }
 
 /// The human-readable report: a header, then one row per metric and one column per calibrator
