@@ -6,6 +6,7 @@ mod eval;
 mod export;
 mod generate;
 mod model_args;
+mod report;
 mod run;
 mod score;
 
@@ -36,6 +37,8 @@ enum Command {
     Run(run::RunArgs),
     /// Join the directories of a `run --shard I/N` run into one run directory, in dataset order.
     Merge(run::MergeArgs),
+    /// Render a calibrated run as Markdown, JSON or a self-contained HTML page with reliability diagrams.
+    Report(report::ReportArgs),
     /// Write a model's dequantized f32 weights as a safetensors directory (development).
     #[command(hide = true)]
     ExportDense(export::ExportArgs),
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Run(args) => run::run(args),
         Command::Merge(args) => run::run_merge(args),
+        Command::Report(args) => report::run(args),
         Command::ExportDense(args) => export::run(args),
     };
     match result {
