@@ -79,10 +79,10 @@ pub struct RunArgs {
     #[arg(long)]
     offline: bool,
     #[command(flatten)]
-    dataset: DatasetArgs,
+    pub(crate) dataset: DatasetArgs,
     /// The run directory (created; re-running the same command resumes it).
     #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Signals to collect, comma-separated.
     #[arg(
         long,
