@@ -2,6 +2,7 @@
 
 mod calibrate;
 mod dataset;
+mod demo;
 mod eval;
 mod export;
 mod generate;
@@ -24,6 +25,9 @@ struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 enum Command {
+    /// The whole experiment on Candor's demo dataset: run both signals, calibrate, write
+    /// report.md and report.html (a few minutes on a laptop CPU).
+    Demo(demo::DemoArgs),
     /// Load a dataset as `candor run` would and show its rows per label, ids and label descriptions.
     DatasetInfo(dataset::InfoArgs),
     /// Calibrate and measure probabilities, logits or verbalized answers from a JSONL file (no model needed).
@@ -35,6 +39,9 @@ enum Command {
     /// Run a local model over a dataset: verbalized distributions and label log-probs per example
     /// into a resumable run directory (manifest.json + predictions.jsonl).
     Run(run::RunArgs),
+    /// Fit every calibrator on part of a run's records and measure both signals on the rest
+    /// (writes calibration.json in the run directory).
+    Calibrate(calibrate::CalibrateArgs),
     /// Join the directories of a `run --shard I/N` run into one run directory, in dataset order.
     Merge(run::MergeArgs),
     /// Render a calibrated run as Markdown, JSON or a self-contained HTML page with reliability diagrams.
@@ -48,6 +55,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::DatasetInfo(args) => dataset::run_info(args),
         Command::Eval(args) => eval::run(args),
         Command::Score(args) => score::run(args),
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Merge(args) => run::run_merge(args),
         Command::Report(args) => report::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::ExportDense(args) => export::run(args),
     };
     match result {
