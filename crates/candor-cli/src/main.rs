@@ -10,6 +10,7 @@ mod model_args;
 mod report;
 mod run;
 mod score;
+mod summary;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     Merge(run::MergeArgs),
     /// Render a calibrated run as Markdown, JSON or a self-contained HTML page with reliability diagrams.
     Report(report::ReportArgs),
+    /// One Markdown table across calibrated runs: parse rate, accuracy, ECE/Brier/NLL before and
+    /// after invert-softmax TS and re-softmax TS, per signal.
+    Summarize(summary::SummarizeArgs),
     /// Write a model's dequantized f32 weights as a safetensors directory (development).
     #[command(hide = true)]
     ExportDense(export::ExportArgs),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => run::run_merge(args),
         Command::Report(args) => report::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Summarize(args) => summary::run(args),
         Command::ExportDense(args) => export::run(args),
     };
     match result {
