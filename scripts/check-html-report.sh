@@ -6,7 +6,9 @@
 #       Python, zlib only), and the rendered DOM holds the page's <svg> diagrams and tables;
 #   (c) the page logged nothing to the console. A report has no script and loads nothing, so any
 #       console line (an uncaught error, a failed resource load) is a failure. Chromium's own noise
-#       on stderr (D-Bus, GPU, sandbox warnings) is ignored: only its `:CONSOLE` log lines count.
+#       on stderr (D-Bus, GPU, sandbox warnings) is ignored: only its `:CONSOLE` log lines count;
+#   (d) the file is self-contained: no URL, src, href, url() or @import (a missing image would not
+#       show on the console, so this is checked in the file itself).
 #
 # Usage: scripts/check-html-report.sh REPORT.html OUT.png
 # Needs /usr/bin/chromium (Debian: apt-get update && apt-get install -y chromium).
@@ -101,15 +103,16 @@ for y in range(height):
 print(len(seen))
 PY
 ) || fail "could not decode $png"
-if [ "$colours" -lt 16 ]; then
+if [ "$colours" -lt 64 ]; then
     fail "$png looks blank: only $colours distinct colours"
 fi
 
 # (b) the diagrams and tables are in the rendered DOM, as many as the file has.
 browse --dump-dom >"$work/dom.html" 2>"$work/dom.err" || fail "chromium exited with an error while dumping the DOM"
-expected_svgs=$(grep -o '<svg' "$report" | wc -l)
-rendered_svgs=$(grep -o '<svg' "$work/dom.html" | wc -l)
-rendered_tables=$(grep -o '<table' "$work/dom.html" | wc -l)
+count() { grep -o "$1" "$2" | wc -l || true; }  # grep finds nothing: 0, not an exit
+expected_svgs=$(count '<svg' "$report")
+rendered_svgs=$(count '<svg' "$work/dom.html")
+rendered_tables=$(count '<table' "$work/dom.html")
 [ "$rendered_svgs" -eq "$expected_svgs" ] || fail "the DOM has $rendered_svgs <svg> elements, the file $expected_svgs"
 [ "$rendered_svgs" -gt 0 ] || fail "no <svg> diagram in $report"
 [ "$rendered_tables" -gt 0 ] || fail "no <table> in the rendered DOM"
@@ -118,6 +121,12 @@ rendered_tables=$(grep -o '<table' "$work/dom.html" | wc -l)
 if grep -hE ':CONSOLE[:(]|Uncaught' "$work/screenshot.err" "$work/dom.err" >"$work/console.txt"; then
     cat "$work/console.txt" >&2
     fail "the page logged to the console (above)"
+fi
+
+# (d) self-contained.
+if grep -noE 'https?:|src=|href=|url\(|@import' "$report" >"$work/references.txt"; then
+    head -n 5 "$work/references.txt" >&2
+    fail "$report refers to something outside itself (above: line:match)"
 fi
 
 echo "ok: $report renders ($colours colours in $png, $rendered_svgs diagrams, $rendered_tables tables, no console output)"

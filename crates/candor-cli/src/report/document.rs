@@ -60,7 +60,7 @@ pub fn fact(name: &'static str, value: impl Into<String>) -> Fact {
 /// A number with 4 decimals, or `n/a` when missing or not finite.
 pub fn number(value: Option<f64>) -> String {
     match value.filter(|v| v.is_finite()) {
-        Some(v) => format!("{v:.4}"),
+        Some(v) => format!("{:.4}", without_negative_zero(v)),
         None => "n/a".to_string(),
     }
 }
@@ -68,8 +68,17 @@ pub fn number(value: Option<f64>) -> String {
 /// A signed number with 4 decimals (`+0.0123`, `-0.0123`), or `n/a`.
 pub fn signed(value: Option<f64>) -> String {
     match value.filter(|v| v.is_finite()) {
-        Some(v) => format!("{v:+.4}"),
+        Some(v) => format!("{:+.4}", without_negative_zero(v)),
         None => "n/a".to_string(),
+    }
+}
+
+/// 0 for values that print as zero at 4 decimals, so none shows as `-0.0000`.
+fn without_negative_zero(value: f64) -> f64 {
+    if value.abs() < 0.000_05 {
+        0.0
+    } else {
+        value
     }
 }
 
@@ -100,7 +109,7 @@ pub fn count_with_share(count: usize, total: usize) -> String {
 
 /// Whether a cell holds a number (or `n/a`): such columns are right-aligned.
 pub fn is_numeric(cell: &str) -> bool {
-    cell == "n/a" || cell.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
+    cell == "n/a" || cell == "not reachable" || cell.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
 }
 
 #[cfg(test)]
@@ -114,6 +123,9 @@ mod tests {
         assert_eq!(number(None), "n/a");
         assert_eq!(signed(Some(-0.01)), "-0.0100");
         assert_eq!(signed(Some(0.02)), "+0.0200");
+        assert_eq!(signed(Some(-1e-9)), "+0.0000");
+        assert_eq!(number(Some(-0.000_04)), "0.0000");
+        assert_eq!(number(Some(-0.000_06)), "-0.0001");
     }
 
     #[test]

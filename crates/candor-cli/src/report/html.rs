@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 const STYLE: &str = "\
 body{margin:0;background:#fff;color:#1a1a1a;font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}
-main{max-width:1320px;margin:0 auto;padding:20px 32px 48px}
+main{max-width:1400px;margin:0 auto;padding:20px 24px 48px}
 h1{font-size:1.6em;margin:0 0 .6em}
 h2{font-size:1.2em;margin:1.8em 0 .3em;padding-bottom:.2em;border-bottom:1px solid #ddd}
 p.note{color:#444;max-width:80em;margin:.2em 0 .8em}
@@ -20,13 +20,15 @@ dt{font-weight:600;color:#333}
 dd{margin:0}
 table{border-collapse:collapse;margin:.3em 0 1.2em;font-variant-numeric:tabular-nums}
 caption{text-align:left;font-weight:600;color:#333;padding:0 0 .3em}
-th,td{padding:3px 10px;border-bottom:1px solid #e4e4e4;text-align:left;white-space:nowrap}
+th,td{padding:3px 10px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top;white-space:nowrap}
+.ci{color:#666;font-size:.85em}
+.scroll{overflow-x:auto}
 th{background:#f4f4f4;border-bottom-color:#bbb}
 td.num,th.num{text-align:right}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;background:#f2f2f2;padding:0 .2em;border-radius:3px}
 .figures{display:flex;flex-wrap:wrap;gap:16px}
 figure{margin:0;padding:8px 10px;border:1px solid #e4e4e4;border-radius:6px}
-figcaption{font-weight:600;margin:0 0 4px}
+figcaption{font-weight:600;margin:0 0 4px;max-width:396px}
 svg{display:block}
 ";
 
@@ -89,7 +91,7 @@ fn facts(facts: &[Fact]) -> String {
 fn table(table: &Table) -> String {
     let numeric: Vec<bool> =
         (0..table.header.len()).map(|c| !table.rows.is_empty() && table.rows.iter().all(|r| is_numeric(&r[c]))).collect();
-    let mut out = String::from("<table>\n");
+    let mut out = String::from("<div class=\"scroll\"><table>\n");
     if let Some(caption) = &table.caption {
         let _ = writeln!(out, "<caption>{}</caption>", escape(caption));
     }
@@ -101,12 +103,22 @@ fn table(table: &Table) -> String {
     for row in &table.rows {
         out.push_str("<tr>");
         for (value, &right) in row.iter().zip(&numeric) {
-            let _ = write!(out, "<td{}>{}</td>", class(right), escape(value));
+            let _ = write!(out, "<td{}>{}</td>", class(right), cell(value));
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</tbody>\n</table>\n");
+    out.push_str("</tbody>\n</table></div>\n");
     out
+}
+
+/// A cell; an interval `value [low, high]` goes on a second, smaller line to keep tables narrow.
+fn cell(value: &str) -> String {
+    match value.split_once(" [") {
+        Some((estimate, interval)) if interval.ends_with(']') => {
+            format!("{}<br><span class=\"ci\">[{}</span>", escape(estimate), escape(interval))
+        }
+        _ => escape(value),
+    }
 }
 
 fn class(numeric: bool) -> &'static str {
@@ -130,7 +142,8 @@ fn diagrams(results: &CalibrationResults) -> String {
             "Each marker is one non-empty bin of 15 equal-width confidence bins on the test part, at its mean \
              confidence and accuracy with a {level:.0}% Wilson interval; markers below the dashed diagonal are \
              overconfident, and the strip under each plot counts the examples per bin (hover for numbers). \
-             `none` is before calibration, `ts` after it."
+             `none` is before calibration, `ts` after temperature scaling (the paper's invert-softmax TS on \
+             `verbalized`) and `resoftmax_ts` its negative control."
         ))
     )
 }
@@ -146,7 +159,7 @@ fn figure(results: &CalibrationResults, calibrator: &str) -> Option<String> {
     }
     let caption = match calibrator {
         "none" => "before calibration".to_string(),
-        "ts" => "after temperature scaling (invert-softmax TS on verbalized)".to_string(),
+        "ts" => "after temperature scaling".to_string(),
         "resoftmax_ts" => "control: softmax(p/T)".to_string(),
         other => other.to_string(),
     };
@@ -218,8 +231,10 @@ mod tests {
     #[test]
     fn tables_match_the_markdown_cells() {
         let page = page();
-        assert!(page.contains("<td>verbalized</td><td>none</td><td class=\"num\">0.1000 [0.0800, 0.1200]</td>"));
-        assert!(page.contains("<td>not reachable</td>"));
+        assert!(page.contains(
+            "<td>verbalized</td><td>none</td><td class=\"num\">0.1000<br><span class=\"ci\">[0.0800, 0.1200]</span></td>"
+        ));
+        assert!(page.contains("<td class=\"num\">not reachable</td>"));
         assert!(page.contains("<p class=\"note\">Each row is one confidence signal"));
         assert_eq!(inline("a `b<` c"), "a <code>b&lt;</code> c");
     }

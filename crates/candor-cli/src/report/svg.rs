@@ -12,8 +12,10 @@ use std::fmt::Write;
 
 /// Left edge of the plot square (room for tick labels and the y-axis title).
 const LEFT: f64 = 58.0;
-/// Top edge of the plot square.
-const TOP: f64 = 14.0;
+/// Top edge of the plot square (room for the legend above it).
+const TOP: f64 = 30.0;
+/// Approximate width of one legend character, to space the legend entries.
+const LEGEND_CHARACTER_WIDTH: f64 = 6.0;
 /// Side of the plot square, in pixels.
 const PLOT: f64 = 320.0;
 /// Room right of the plot.
@@ -232,44 +234,25 @@ fn count_bar(signal: &str, index: usize, n_series: usize, bin: &ReliabilityBin, 
     )
 }
 
-/// Top-left legend: one line per series (marker, name, examples) and the diagonal.
+/// The legend, a row above the plot: marker, signal name and examples per series.
 fn legend(series: &[Series<'_>]) -> String {
-    let (x, y) = (x_of(0.0) + 8.0, y_of(1.0) + 8.0);
-    let height = 18.0 * (series.len() + 1) as f64 + 6.0;
-    let mut svg = format!(
-        "<rect x=\"{x:.2}\" y=\"{y:.2}\" width=\"168\" height=\"{height:.2}\" fill=\"#fff\" fill-opacity=\"0.9\" stroke=\"#ccc\"/>\n"
-    );
+    let mut svg = String::new();
+    let (mut x, y) = (x_of(0.0), TOP - 10.0);
     for (index, s) in series.iter().enumerate() {
-        let line_y = y + 15.0 + 18.0 * index as f64;
         let shape = match index {
-            0 => format!("<circle cx=\"{:.2}\" cy=\"{:.2}\" r=\"4.2\" fill=\"{}\"/>", x + 12.0, line_y - 4.0, colour(index)),
+            0 => format!("<circle cx=\"{:.2}\" cy=\"{:.2}\" r=\"4.2\" fill=\"{}\"/>", x + 5.0, y - 4.0, colour(index)),
             1 => format!(
                 "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"7.6\" height=\"7.6\" fill=\"#fff\" stroke=\"{}\" stroke-width=\"1.8\"/>",
-                x + 8.2,
-                line_y - 7.8,
+                x + 1.2,
+                y - 7.8,
                 colour(index)
             ),
-            _ => format!("<path d=\"M{:.2} {:.2}l5 5l-5 5l-5 -5Z\" fill=\"{}\"/>", x + 12.0, line_y - 9.0, colour(index)),
+            _ => format!("<path d=\"M{:.2} {:.2}l5 5l-5 5l-5 -5Z\" fill=\"{}\"/>", x + 5.0, y - 9.0, colour(index)),
         };
-        let _ = writeln!(
-            svg,
-            "{shape}<text x=\"{:.2}\" y=\"{line_y:.2}\">{} (n = {})</text>",
-            x + 24.0,
-            escape(s.signal),
-            s.diagram.n_rows
-        );
+        let text = format!("{} (n = {})", s.signal, s.diagram.n_rows);
+        let _ = writeln!(svg, "{shape}<text x=\"{:.2}\" y=\"{y:.2}\">{}</text>", x + 14.0, escape(&text));
+        x += 30.0 + LEGEND_CHARACTER_WIDTH * text.chars().count() as f64;
     }
-    let line_y = y + 15.0 + 18.0 * series.len() as f64;
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{:.2}\" y1=\"{:.2}\" x2=\"{:.2}\" y2=\"{:.2}\" stroke=\"#888\" stroke-dasharray=\"5 4\"/>\
-         <text x=\"{:.2}\" y=\"{line_y:.2}\">perfect calibration</text>",
-        x + 4.0,
-        line_y - 4.0,
-        x + 20.0,
-        line_y - 4.0,
-        x + 24.0,
-    );
     svg
 }
 
@@ -297,11 +280,11 @@ mod tests {
         let svg = reliability_diagram("none", &series);
         let points = translations(&svg);
         assert_eq!(points.len(), 5);
-        // Plot square from x = 58 to 378 and y = 14 (accuracy 1) to 334 (accuracy 0):
-        // (0.62, 0.5) → (58 + 0.62·320, 14 + 0.5·320) = (256.4, 174).
-        assert_eq!(points[0], (256.4, 174.0));
-        // (0.25, 0.3) → (58 + 80, 14 + 0.7·320) = (138, 238).
-        assert_eq!(points[2], (138.0, 238.0));
+        // Plot square from x = 58 to 378 and y = 30 (accuracy 1) to 350 (accuracy 0):
+        // (0.62, 0.5) → (58 + 0.62·320, 30 + 0.5·320) = (256.4, 190).
+        assert_eq!(points[0], (256.4, 190.0));
+        // (0.25, 0.3) → (58 + 80, 30 + 0.7·320) = (138, 254).
+        assert_eq!(points[2], (138.0, 254.0));
         assert_eq!(svg.matches("class=\"count\"").count(), 5);
         assert_eq!(svg.matches("class=\"interval\"").count(), 5);
     }
@@ -324,8 +307,8 @@ mod tests {
         let calibrated = diagram(&CALIBRATED_BINS);
         let svg = reliability_diagram("ts", &[Series { signal: "logits", diagram: &calibrated }]);
         // Bin at confidence 0.7 with interval [0.52, 0.83]: x = 58 + 224 = 282,
-        // y(0.52) = 14 + 0.48·320 = 167.6, y(0.83) = 14 + 0.17·320 = 68.4.
-        assert!(svg.contains("M282.00 167.60V68.40"), "{svg}");
+        // y(0.52) = 30 + 0.48·320 = 183.6, y(0.83) = 30 + 0.17·320 = 84.4.
+        assert!(svg.contains("M282.00 183.60V84.40"), "{svg}");
     }
 
     #[test]
