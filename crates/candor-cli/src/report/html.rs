@@ -9,6 +9,10 @@ use super::svg::{reliability_diagram, Series};
 use crate::calibrate::results::CalibrationResults;
 use std::fmt::Write;
 
+/// Tables wider than this many characters put intervals on a second line (the headline table and
+/// the per-signal tables of every metric), so they fit the page.
+const WIDE_TABLE_CHARACTERS: usize = 120;
+
 const STYLE: &str = "\
 body{margin:0;background:#fff;color:#1a1a1a;font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}
 main{max-width:1400px;margin:0 auto;padding:20px 24px 48px}
@@ -19,7 +23,7 @@ dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px;margin:.3em 
 dt{font-weight:600;color:#333}
 dd{margin:0}
 table{border-collapse:collapse;margin:.3em 0 1.2em;font-variant-numeric:tabular-nums}
-caption{text-align:left;font-weight:600;color:#333;padding:0 0 .3em}
+caption{text-align:left;font-weight:600;color:#333;padding:0 0 .3em;white-space:nowrap}
 th,td{padding:3px 10px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top;white-space:nowrap}
 .ci{color:#666;font-size:.85em}
 .scroll{overflow-x:auto}
@@ -89,6 +93,7 @@ fn facts(facts: &[Fact]) -> String {
 }
 
 fn table(table: &Table) -> String {
+    let split_intervals = inline_width(table) > WIDE_TABLE_CHARACTERS;
     let numeric: Vec<bool> =
         (0..table.header.len()).map(|c| !table.rows.is_empty() && table.rows.iter().all(|r| is_numeric(&r[c]))).collect();
     let mut out = String::from("<div class=\"scroll\"><table>\n");
@@ -103,7 +108,8 @@ fn table(table: &Table) -> String {
     for row in &table.rows {
         out.push_str("<tr>");
         for (value, &right) in row.iter().zip(&numeric) {
-            let _ = write!(out, "<td{}>{}</td>", class(right), cell(value));
+            let shown = if split_intervals { cell(value) } else { escape(value) };
+            let _ = write!(out, "<td{}>{}</td>", class(right), shown);
         }
         out.push_str("</tr>\n");
     }
@@ -111,7 +117,14 @@ fn table(table: &Table) -> String {
     out
 }
 
-/// A cell; an interval `value [low, high]` goes on a second, smaller line to keep tables narrow.
+/// Characters of a table's widest cells, column by column, as if written on one line.
+fn inline_width(table: &Table) -> usize {
+    (0..table.header.len())
+        .map(|c| table.rows.iter().map(|r| &r[c]).chain([&table.header[c]]).map(|s| s.chars().count()).max().unwrap_or(0))
+        .sum()
+}
+
+/// A cell of a wide table: an interval `value [low, high]` goes on a second, smaller line.
 fn cell(value: &str) -> String {
     match value.split_once(" [") {
         Some((estimate, interval)) if interval.ends_with(']') => {
@@ -235,6 +248,8 @@ mod tests {
             "<td>verbalized</td><td>none</td><td class=\"num\">0.1000<br><span class=\"ci\">[0.0800, 0.1200]</span></td>"
         ));
         assert!(page.contains("<td class=\"num\">not reachable</td>"));
+        // The narrow threshold table keeps its intervals on the line.
+        assert!(page.contains("<td class=\"num\">0.8800 [0.7000, 1.0000]</td>"));
         assert!(page.contains("<p class=\"note\">Each row is one confidence signal"));
         assert_eq!(inline("a `b<` c"), "a <code>b&lt;</code> c");
     }
