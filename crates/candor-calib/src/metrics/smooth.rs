@@ -15,7 +15,10 @@
 //! (`relplot`'s padding counts it once, halving the mirrored mass of scores at exactly 0 or 1,
 //! which are common); (2) the kernel is always centred on a grid node, and the `1e-4` density
 //! regulariser is omitted, so the value does not depend on how the weights are scaled.
-//! The convolution is computed with an FFT.
+//! The convolution is computed with an FFT. Only the kernel taps that are not exactly zero in
+//! floating point (the Gaussian underflows beyond about 38.6σ) are kept, and only that reach of
+//! the reflected signal beyond each boundary, so that for small σ the transforms stay short; the
+//! dropped taps are exactly zero, so this changes nothing but rounding.
 //!
 //! Bandwidth search (as in `relplot`): σ = 1 if smECE_1 > 1; otherwise bisection on `[0, 1]`
 //! with 10 halvings for the predicate `σ < 0.001 or σ < smECE_σ`, keeping the smallest σ found
@@ -35,6 +38,8 @@ const MIN_GRID_POINTS: f64 = 2000.0;
 const GRID_POINTS_PER_INVERSE_SIGMA: f64 = 20.0;
 const MIN_EVALUATION_POINTS: f64 = 200.0;
 const EVALUATION_POINTS_PER_INVERSE_SIGMA: f64 = 10.0;
+/// Rows summed side by side when spreading a grid cell (independent accumulators vectorise).
+const LANES: usize = 8;
 
 /// A smooth ECE value and the bandwidth it was computed at.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -65,9 +70,8 @@ pub fn smooth_ece_at_bandwidth(scores: &[f64], outcomes: &[bool], bandwidth: f64
     let data = SmoothEceData::checked(scores, outcomes)?;
     let counts = vec![1; scores.len()];
     let mut workspace = SmoothEceWorkspace::default();
-    workspace.spectra.clear();
-    data.load_weights(&counts, &all_rows(scores.len()), &mut workspace);
-    Ok(data.at_bandwidth(bandwidth, &mut workspace))
+    workspace.load_weights(&data, &counts, &all_rows(scores.len()));
+    Ok(workspace.at_bandwidth(bandwidth))
 }
 
 /// The indices `0..n`, as the list of rows of non-zero weight when every weight is 1.
@@ -75,8 +79,7 @@ fn all_rows(n: usize) -> Vec<u32> {
     (0..n).map(|i| i as u32).collect()
 }
 
-/// Scores and residuals of the rows (ascending scores are fastest), ready for weighted
-/// smooth-ECE evaluation.
+/// Scores (ascending) and residuals of the rows, ready for weighted smooth-ECE evaluation.
 #[derive(Debug, Default)]
 pub(crate) struct SmoothEceData {
     scores: Vec<f64>,
@@ -86,18 +89,45 @@ pub(crate) struct SmoothEceData {
 /// FFT plans, cached kernel spectra and per-weighting caches (one per thread).
 pub(crate) struct SmoothEceWorkspace {
     planner: FftPlanner<f64>,
-    /// Real spectra of the circular kernel, by (σ bits, grid size).
-    kernels: HashMap<(u64, usize), Vec<f64>>,
-    /// Spectra of the packed (residual, mass) grids of the current weighting, by grid size.
-    spectra: Vec<(usize, Vec<Complex<f64>>)>,
+    /// Kernel spectra by (σ bits, grid size); they depend on nothing else.
+    kernels: HashMap<(u64, usize), KernelSpectrum>,
+    /// The rows of non-zero weight of the current weighting.
+    rows: WeightedRows,
+    /// Spectra of the reflected grid masses of the current weighting.
+    spectra: Vec<GridSpectrum>,
+    /// Buffers of spectra of earlier weightings, for reuse.
+    spare: Vec<Vec<Complex<f64>>>,
     /// smECE_σ of the current weighting, by σ.
     values: Vec<(f64, f64)>,
-    /// `(score, weight·(residual, 1))` of the rows of non-zero weight of the current weighting,
-    /// in row order.
-    weighted: Vec<(f64, Complex<f64>)>,
+    /// Grid masses (residual in the real part, mass in the imaginary part).
+    masses: Vec<Complex<f64>>,
     buffer: Vec<Complex<f64>>,
     /// FFT scratch space.
     scratch: Vec<Complex<f64>>,
+}
+
+/// The rows of non-zero weight of a weighting in ascending score order, as columns: score,
+/// weight × residual and weight.
+#[derive(Debug, Default)]
+struct WeightedRows {
+    scores: Vec<f64>,
+    residual_masses: Vec<f64>,
+    masses: Vec<f64>,
+}
+
+/// The (real) spectrum of the circular, truncated Gaussian kernel of one (σ, grid size).
+struct KernelSpectrum {
+    /// The largest tap offset (in grid steps) whose value is not zero.
+    reach: usize,
+    /// The spectrum; its length is the FFT length.
+    values: Vec<f64>,
+}
+
+/// The spectrum of a weighting's grid masses, reflected `reach` steps beyond each boundary.
+struct GridSpectrum {
+    grid: usize,
+    reach: usize,
+    values: Vec<Complex<f64>>,
 }
 
 impl Default for SmoothEceWorkspace {
@@ -105,9 +135,11 @@ impl Default for SmoothEceWorkspace {
         Self {
             planner: FftPlanner::new(),
             kernels: HashMap::new(),
+            rows: WeightedRows::default(),
             spectra: Vec::new(),
+            spare: Vec::new(),
             values: Vec::new(),
-            weighted: Vec::new(),
+            masses: Vec::new(),
             buffer: Vec::new(),
             scratch: Vec::new(),
         }
@@ -123,14 +155,16 @@ impl fmt::Debug for SmoothEceWorkspace {
 }
 
 impl SmoothEceData {
-    /// Data from scores and 0/1 outcomes (as `f64`).
+    /// Data from scores in ascending order and their 0/1 outcomes (as `f64`).
     pub(crate) fn new(scores: &[f64], outcomes: &[f64]) -> Self {
+        debug_assert!(scores.is_sorted(), "smooth ECE data must be in ascending score order");
         Self {
             scores: scores.to_vec(),
             residuals: scores.iter().zip(outcomes).map(|(f, y)| f - y).collect(),
         }
     }
 
+    /// Validated data from scores in any order.
     fn checked(scores: &[f64], outcomes: &[bool]) -> Result<Self> {
         if scores.is_empty() {
             return Err(CalibError::Empty("smooth ECE needs at least one score".into()));
@@ -150,8 +184,11 @@ impl SmoothEceData {
                 expected: "a score in [0, 1]",
             });
         }
-        let outcomes: Vec<f64> = outcomes.iter().map(|&y| f64::from(u8::from(y))).collect();
-        Ok(Self::new(scores, &outcomes))
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let sorted: Vec<f64> = order.iter().map(|&i| scores[i]).collect();
+        let outcomes: Vec<f64> = order.iter().map(|&i| f64::from(u8::from(outcomes[i]))).collect();
+        Ok(Self::new(&sorted, &outcomes))
     }
 
     /// smECE with the automatic bandwidth for row weights `counts` (not all zero);
@@ -162,19 +199,15 @@ impl SmoothEceData {
         weighted_rows: &[u32],
         workspace: &mut SmoothEceWorkspace,
     ) -> SmoothEce {
-        workspace.spectra.clear();
-        workspace.values.clear();
-        self.load_weights(counts, weighted_rows, workspace);
-        let too_narrow = |sigma: f64, workspace: &mut SmoothEceWorkspace| {
-            sigma < SMOOTH_ECE_MIN_BANDWIDTH || sigma < self.memoised(sigma, workspace)
-        };
-        let bandwidth = if too_narrow(1.0, workspace) {
+        workspace.load_weights(self, counts, weighted_rows);
+        let mut too_narrow = |sigma: f64| sigma < SMOOTH_ECE_MIN_BANDWIDTH || sigma < workspace.memoised(sigma);
+        let bandwidth = if too_narrow(1.0) {
             1.0
         } else {
             let (mut failing, mut passing) = (1.0, 0.0);
             for _ in 0..SEARCH_HALVINGS {
                 let mid = (failing + passing) / 2.0;
-                if too_narrow(mid, workspace) {
+                if too_narrow(mid) {
                     passing = mid;
                 } else {
                     failing = mid;
@@ -183,121 +216,198 @@ impl SmoothEceData {
             failing
         };
         SmoothEce {
-            value: self.memoised(bandwidth, workspace),
+            value: workspace.memoised(bandwidth),
             bandwidth,
         }
     }
+}
 
-    /// Gathers the scores and weighted masses of the rows of non-zero weight, once per
-    /// weighting (every grid size of the bandwidth search spreads them).
-    fn load_weights(&self, counts: &[u32], weighted_rows: &[u32], workspace: &mut SmoothEceWorkspace) {
-        workspace.weighted.clear();
-        workspace.weighted.extend(weighted_rows.iter().map(|&row| {
-            let row = row as usize;
-            (self.scores[row], Complex::new(self.residuals[row], 1.0) * f64::from(counts[row]))
-        }));
+impl SmoothEceWorkspace {
+    /// Gathers the rows of non-zero weight of a weighting (once per weighting: every grid size
+    /// of the bandwidth search spreads them) and forgets the previous weighting's caches.
+    fn load_weights(&mut self, data: &SmoothEceData, counts: &[u32], weighted_rows: &[u32]) {
+        let rows = &mut self.rows;
+        rows.scores.clear();
+        rows.scores.extend(weighted_rows.iter().map(|&row| data.scores[row as usize]));
+        rows.residual_masses.clear();
+        rows.residual_masses.extend(
+            weighted_rows.iter().map(|&row| data.residuals[row as usize] * f64::from(counts[row as usize])),
+        );
+        rows.masses.clear();
+        rows.masses.extend(weighted_rows.iter().map(|&row| f64::from(counts[row as usize])));
+        self.values.clear();
+        self.spare.extend(self.spectra.drain(..).map(|s| s.values));
     }
 
-    fn memoised(&self, sigma: f64, workspace: &mut SmoothEceWorkspace) -> f64 {
-        if let Some(&(_, value)) = workspace.values.iter().find(|(s, _)| *s == sigma) {
+    fn memoised(&mut self, sigma: f64) -> f64 {
+        if let Some(&(_, value)) = self.values.iter().find(|(s, _)| *s == sigma) {
             return value;
         }
-        let value = self.at_bandwidth(sigma, workspace);
-        workspace.values.push((sigma, value));
+        let value = self.at_bandwidth(sigma);
+        self.values.push((sigma, value));
         value
     }
 
     /// smECE_σ for the weighting loaded by [`Self::load_weights`].
-    fn at_bandwidth(&self, sigma: f64, workspace: &mut SmoothEceWorkspace) -> f64 {
+    fn at_bandwidth(&mut self, sigma: f64) -> f64 {
         let grid = grid_points(sigma);
-        let fft_len = fft_len(grid);
-        if !workspace.spectra.iter().any(|(g, _)| *g == grid) {
-            let spectrum = grid_spectrum(grid, fft_len, workspace);
-            workspace.spectra.push((grid, spectrum));
+        let key = (sigma.to_bits(), grid);
+        if !self.kernels.contains_key(&key) {
+            let kernel = kernel_spectrum(sigma, grid, &mut self.planner);
+            self.kernels.insert(key, kernel);
         }
-        let kernel = workspace.kernel_spectrum(sigma, grid, fft_len);
-        let data = &workspace.spectra.iter().find(|(g, _)| *g == grid).expect("cached above").1;
-        let mut buffer = std::mem::take(&mut workspace.buffer);
-        buffer.clear();
-        buffer.extend(data.iter().zip(&kernel).map(|(a, k)| a * k));
-        let inverse = workspace.planner.plan_fft_inverse(fft_len);
-        workspace.scratch.resize(inverse.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
-        inverse.process_with_scratch(&mut buffer, &mut workspace.scratch);
-        // Grid node s of the smoothed signal sits at circular index s + M − 1.
-        let smoothed = &buffer[grid - 1..2 * grid - 1];
-        let value = interpolated_ratio(smoothed, evaluation_points(sigma));
-        workspace.kernels.insert((sigma.to_bits(), grid), kernel);
-        workspace.buffer = buffer;
-        value
+        let kernel = &self.kernels[&key];
+        let reach = kernel.reach;
+        let fft_len = kernel.values.len();
+        let index = match self.spectra.iter().position(|s| s.grid == grid && s.reach == reach) {
+            Some(index) => index,
+            None => {
+                let values = self.grid_spectrum(grid, reach, fft_len);
+                self.spectra.push(GridSpectrum { grid, reach, values });
+                self.spectra.len() - 1
+            }
+        };
+        let kernel = &self.kernels[&key].values;
+        self.buffer.clear();
+        self.buffer.extend(self.spectra[index].values.iter().zip(kernel).map(|(a, k)| a * k));
+        let inverse = self.planner.plan_fft_inverse(fft_len);
+        self.scratch.resize(inverse.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
+        inverse.process_with_scratch(&mut self.buffer, &mut self.scratch);
+        // Grid node s of the smoothed signal sits at circular index s + reach.
+        interpolated_ratio(&self.buffer[reach..reach + grid], evaluation_points(sigma))
     }
 
+    /// FFT (of length `fft_len`) of the loaded weighting's grid masses reflected `reach` steps
+    /// beyond each boundary, residuals in the real part and masses in the imaginary part;
+    /// index `p` holds grid coordinate `p − reach`.
+    fn grid_spectrum(&mut self, grid: usize, reach: usize, fft_len: usize) -> Vec<Complex<f64>> {
+        spread(&self.rows, grid, &mut self.masses);
+        let mut extended = self.spare.pop().unwrap_or_default();
+        reflect(&self.masses, reach, fft_len, &mut extended);
+        let forward = self.planner.plan_fft_forward(fft_len);
+        self.scratch.resize(forward.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
+        forward.process_with_scratch(&mut extended, &mut self.scratch);
+        extended
+    }
 }
 
-/// FFT of the reflected grid masses of the loaded weighting, residuals in the real part and
-/// unit masses in the imaginary part; index `p` holds extended grid coordinate `p − (M − 1)`.
-/// Only the rows of non-zero weight are visited (the others would add zeros).
-fn grid_spectrum(grid: usize, fft_len: usize, workspace: &mut SmoothEceWorkspace) -> Vec<Complex<f64>> {
-    let mut masses = vec![Complex::new(0.0, 0.0); grid];
-    let last_cell = grid - 2;
+/// Spreads the rows' (residual, mass) onto `grid` equally spaced nodes by linear interpolation.
+///
+/// Rows are in ascending score order, so each grid cell's rows are contiguous: the cell's end
+/// is found by galloping search and its sums are taken [`LANES`] rows at a time.
+fn spread(rows: &WeightedRows, grid: usize, masses: &mut Vec<Complex<f64>>) {
+    masses.clear();
+    masses.resize(grid, Complex::new(0.0, 0.0));
     let scale = (grid - 1) as f64;
-    // Accumulate the current cell's two endpoint masses in registers and flush when the cell
-    // changes: correct in any order, and fast for the metric engine's ascending scores.
-    let (mut current, mut lower, mut upper) = (0, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
-    for &(score, mass) in &workspace.weighted {
-        let position = score * scale;
-        // Through u32 (positions are below the grid size): a cheaper conversion than usize.
-        let cell = (position as u32 as usize).min(last_cell);
-        if cell != current {
-            masses[current] += lower;
-            masses[current + 1] += upper;
-            (current, lower, upper) = (cell, Complex::new(0.0, 0.0), Complex::new(0.0, 0.0));
-        }
-        let frac = position - f64::from(cell as u32);
-        lower += mass * (1.0 - frac);
-        upper += mass * frac;
+    let last_cell = grid - 2;
+    let cell_of = |score: f64| ((score * scale) as usize).min(last_cell);
+    let mut start = 0;
+    while start < rows.scores.len() {
+        let cell = cell_of(rows.scores[start]);
+        let end = start + prefix_len(&rows.scores[start..], |score| cell_of(score) > cell);
+        let range = start..end;
+        let sums = cell_sums(
+            &rows.scores[range.clone()],
+            &rows.residual_masses[range.clone()],
+            &rows.masses[range],
+            scale,
+            cell as f64,
+        );
+        masses[cell] += Complex::new(sums.residual - sums.residual_upper, sums.mass - sums.mass_upper);
+        masses[cell + 1] += Complex::new(sums.residual_upper, sums.mass_upper);
+        start = end;
     }
-    masses[current] += lower;
-    masses[current + 1] += upper;
-    let edge = grid - 1;
-    let mut extended = vec![Complex::new(0.0, 0.0); fft_len];
-    for (p, slot) in extended.iter_mut().take(3 * edge + 1).enumerate() {
-        let x = p as isize - edge as isize;
-        if (0..=edge as isize).contains(&x) {
-            *slot += masses[x as usize];
-        }
-        if x <= 0 {
-            *slot += masses[(-x) as usize];
-        }
-        if x >= edge as isize {
-            *slot += masses[(2 * edge as isize - x) as usize];
-        }
-    }
-    let forward = workspace.planner.plan_fft_forward(fft_len);
-    workspace.scratch.resize(forward.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
-    forward.process_with_scratch(&mut extended, &mut workspace.scratch);
-    extended
 }
 
-impl SmoothEceWorkspace {
-    /// The (real) spectrum of the circular, truncated Gaussian kernel; taken out of the cache
-    /// (the caller puts it back) or computed.
-    fn kernel_spectrum(&mut self, sigma: f64, grid: usize, fft_len: usize) -> Vec<f64> {
-        if let Some(spectrum) = self.kernels.remove(&(sigma.to_bits(), grid)) {
-            return spectrum;
-        }
-        let spacing = 1.0 / (grid - 1) as f64;
-        let half_width = (grid - 1) / 2;
-        let norm = 1.0 / ((2.0 * std::f64::consts::PI).sqrt() * sigma);
-        let mut taps = vec![Complex::new(0.0, 0.0); fft_len];
-        for j in 0..=half_width {
-            let d = j as f64 * spacing;
-            let value = Complex::new(norm * (-d * d / (2.0 * sigma * sigma)).exp(), 0.0);
-            taps[j] = value;
-            taps[(fft_len - j) % fft_len] = value;
-        }
-        self.planner.plan_fft_forward(fft_len).process(&mut taps);
-        taps.iter().map(|c| c.re).collect()
+/// The length of the prefix of `values` in which `beyond` is false, for a `beyond` that is
+/// false on the first value and monotone (false, then true): galloping, then binary search.
+fn prefix_len(values: &[f64], beyond: impl Fn(f64) -> bool) -> usize {
+    let (mut known, mut step) = (0, 1);
+    while known + step < values.len() && !beyond(values[known + step]) {
+        known += step;
+        step *= 2;
     }
+    let limit = (known + step).min(values.len());
+    known + 1 + values[known + 1..limit].partition_point(|&v| !beyond(v))
+}
+
+/// Sums of one grid cell's rows: residual and mass, and the shares of each that go to the
+/// cell's upper node (weighted by `frac = score·scale − cell`).
+struct CellSums {
+    residual: f64,
+    mass: f64,
+    residual_upper: f64,
+    mass_upper: f64,
+}
+
+fn cell_sums(scores: &[f64], residual_masses: &[f64], masses: &[f64], scale: f64, cell: f64) -> CellSums {
+    let mut residual = [0.0; LANES];
+    let mut mass = [0.0; LANES];
+    let mut residual_upper = [0.0; LANES];
+    let mut mass_upper = [0.0; LANES];
+    let chunks = scores.chunks_exact(LANES).zip(residual_masses.chunks_exact(LANES)).zip(masses.chunks_exact(LANES));
+    for ((s, r), m) in chunks {
+        for lane in 0..LANES {
+            let frac = s[lane] * scale - cell;
+            residual[lane] += r[lane];
+            mass[lane] += m[lane];
+            residual_upper[lane] += r[lane] * frac;
+            mass_upper[lane] += m[lane] * frac;
+        }
+    }
+    let tail = scores.len() / LANES * LANES;
+    for (lane, i) in (tail..scores.len()).enumerate() {
+        let frac = scores[i] * scale - cell;
+        residual[lane] += residual_masses[i];
+        mass[lane] += masses[i];
+        residual_upper[lane] += residual_masses[i] * frac;
+        mass_upper[lane] += masses[i] * frac;
+    }
+    let total = |lanes: [f64; LANES]| lanes.iter().sum();
+    CellSums {
+        residual: total(residual),
+        mass: total(mass),
+        residual_upper: total(residual_upper),
+        mass_upper: total(mass_upper),
+    }
+}
+
+/// Writes the grid masses extended `reach` nodes beyond 0 and 1 by reflection into `out`
+/// (index `p` holds coordinate `p − reach`; a boundary node is its own mirror image and counts
+/// twice), zero-padded to `fft_len`.
+fn reflect(masses: &[Complex<f64>], reach: usize, fft_len: usize, out: &mut Vec<Complex<f64>>) {
+    let edge = masses.len() - 1;
+    out.clear();
+    out.extend((1..=reach).rev().map(|x| masses[x]));
+    out.extend_from_slice(masses);
+    out[reach] += masses[0];
+    out[reach + edge] += masses[edge];
+    out.extend((edge - reach..edge).rev().map(|x| masses[x]));
+    out.resize(fft_len, Complex::new(0.0, 0.0));
+}
+
+/// The spectrum of the circular Gaussian kernel of bandwidth `sigma` on a grid of `grid`
+/// nodes, truncated at offset 1/2 and at its last tap that is not zero.
+fn kernel_spectrum(sigma: f64, grid: usize, planner: &mut FftPlanner<f64>) -> KernelSpectrum {
+    let spacing = 1.0 / (grid - 1) as f64;
+    let half_width = (grid - 1) / 2;
+    let norm = 1.0 / ((2.0 * std::f64::consts::PI).sqrt() * sigma);
+    let taps: Vec<f64> = (0..=half_width)
+        .map(|j| {
+            let d = j as f64 * spacing;
+            norm * (-d * d / (2.0 * sigma * sigma)).exp()
+        })
+        .take_while(|&tap| tap > 0.0)
+        .collect();
+    let reach = taps.len().saturating_sub(1);
+    let fft_len = fft_len(grid, reach);
+    let mut circular = vec![Complex::new(0.0, 0.0); fft_len];
+    for (j, &tap) in taps.iter().enumerate() {
+        circular[j] = Complex::new(tap, 0.0);
+        circular[(fft_len - j) % fft_len] = Complex::new(tap, 0.0);
+    }
+    planner.plan_fft_forward(fft_len).process(&mut circular);
+    KernelSpectrum { reach, values: circular.iter().map(|c| c.re).collect() }
 }
 
 /// `Σ_t |r̂(t)| / Σ_t d̂(t)` with r̂, d̂ (real and imaginary parts of `smoothed`, on the grid)
@@ -325,10 +435,12 @@ fn evaluation_points(sigma: f64) -> usize {
     MIN_EVALUATION_POINTS.max((EVALUATION_POINTS_PER_INVERSE_SIGMA / sigma).round()) as usize
 }
 
-/// Circular length that holds the padded grid (3M − 2 values) with no wrap-around reaching the
-/// outputs: any length ≥ 2M − 1 + (M − 1)/2 works; a power of two keeps the FFT fast.
-fn fft_len(grid: usize) -> usize {
-    (2 * grid - 1 + (grid - 1) / 2).next_power_of_two()
+/// Circular length for a grid of `grid` nodes reflected `reach` nodes beyond each boundary and a
+/// kernel reaching `reach` nodes: `grid + 2·reach` values, and no wrap-around reaches the outputs
+/// at that length. Rounded up to the next `2^a·3^b` with `b ≤ 3`, which rustfft transforms fast.
+fn fft_len(grid: usize, reach: usize) -> usize {
+    let needed = grid + 2 * reach;
+    [1, 3, 9, 27].map(|odd| odd * needed.div_ceil(odd).next_power_of_two()).into_iter().min().expect("four candidates")
 }
 
 #[cfg(test)]
@@ -341,7 +453,8 @@ mod tests {
         assert_eq!(grid_points(1.0 / 512.0), 5121);
         assert_eq!(evaluation_points(0.1), 200);
         assert_eq!(evaluation_points(1.0 / 256.0), 2560);
-        assert_eq!(fft_len(1001), 4096);
+        assert_eq!(fft_len(1001, 500), 2048);
+        assert_eq!(fft_len(2561, 386), 3456);
     }
 
     #[test]
@@ -350,6 +463,99 @@ mod tests {
         assert!(smooth_ece(&[0.5], &[true, false]).is_err());
         assert!(smooth_ece(&[1.5], &[true]).is_err());
         assert!(smooth_ece_at_bandwidth(&[0.5], &[true], 0.0).is_err());
+    }
+
+    /// Ascending scores with a few ties and exact 0 and 1, and outcomes drawn from them.
+    fn sample(n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut scores: Vec<f64> = (0..n).map(|i| ((i * 7919 % n) as f64 / n as f64).powi(2)).collect();
+        scores.extend([0.0, 1.0, 1.0, 0.5, 0.5]);
+        scores.sort_by(f64::total_cmp);
+        let outcomes = scores.iter().enumerate().map(|(i, &f)| f64::from(u8::from((i * 31 % 97) as f64 / 97.0 < f))).collect();
+        (scores, outcomes)
+    }
+
+    /// smECE_σ by the same discretisation with no FFT: rows spread onto the grid one by one,
+    /// the full reflected signal, the kernel truncated at 1/2 only, a direct convolution.
+    fn direct_discrete(scores: &[f64], outcomes: &[f64], sigma: f64) -> f64 {
+        let grid = grid_points(sigma);
+        let edge = grid - 1;
+        let mut masses = vec![Complex::new(0.0, 0.0); grid];
+        for (&f, &y) in scores.iter().zip(outcomes) {
+            let position = f * edge as f64;
+            let cell = (position as usize).min(edge - 1);
+            let frac = position - cell as f64;
+            masses[cell] += Complex::new(f - y, 1.0) * (1.0 - frac);
+            masses[cell + 1] += Complex::new(f - y, 1.0) * frac;
+        }
+        let half_width = edge / 2;
+        let mirrored = |x: isize| -> Complex<f64> {
+            let mut value = Complex::new(0.0, 0.0);
+            if (0..=edge as isize).contains(&x) {
+                value += masses[x as usize];
+            }
+            if x <= 0 {
+                value += masses[(-x) as usize];
+            }
+            if x >= edge as isize {
+                value += masses[(2 * edge as isize - x) as usize];
+            }
+            value
+        };
+        let smoothed: Vec<Complex<f64>> = (0..grid as isize)
+            .map(|x| {
+                (-(half_width as isize)..=half_width as isize)
+                    .map(|j| {
+                        let d = j as f64 / edge as f64;
+                        mirrored(x - j) * (-d * d / (2.0 * sigma * sigma)).exp()
+                    })
+                    .sum()
+            })
+            .collect();
+        interpolated_ratio(&smoothed, evaluation_points(sigma))
+    }
+
+    #[test]
+    fn fft_with_short_kernel_reach_matches_direct_convolution() {
+        let (scores, outcomes) = sample(3000);
+        let data = SmoothEceData::new(&scores, &outcomes);
+        let counts = vec![1; scores.len()];
+        for sigma in [0.003, 0.0047, 0.02, 0.3] {
+            let mut workspace = SmoothEceWorkspace::default();
+            workspace.load_weights(&data, &counts, &all_rows(scores.len()));
+            let fast = workspace.at_bandwidth(sigma);
+            let direct = direct_discrete(&scores, &outcomes, sigma);
+            assert!((fast - direct).abs() < 1e-11 * direct, "σ={sigma}: {fast} vs {direct}");
+        }
+        // Small σ: the Gaussian underflows long before offset 1/2, so the transform is short.
+        let kernel = kernel_spectrum(0.003, grid_points(0.003), &mut FftPlanner::new());
+        assert!(kernel.reach < (grid_points(0.003) - 1) / 4, "{}", kernel.reach);
+    }
+
+    #[test]
+    fn cached_spectra_give_the_values_of_fresh_workspaces() {
+        let (scores, outcomes) = sample(2000);
+        let data = SmoothEceData::new(&scores, &outcomes);
+        let n = scores.len();
+        let ones = vec![1u32; n];
+        let resampled: Vec<u32> = (0..n).map(|i| (i * 13 % 5) as u32 / 2).collect();
+        let rows = |counts: &[u32]| -> Vec<u32> { (0..n as u32).filter(|&i| counts[i as usize] > 0).collect() };
+        let fresh = |counts: &[u32], sigma: f64| {
+            let mut workspace = SmoothEceWorkspace::default();
+            workspace.load_weights(&data, counts, &rows(counts));
+            workspace.at_bandwidth(sigma)
+        };
+        // One workspace through two weightings and σ's that share and do not share grids.
+        let mut shared = SmoothEceWorkspace::default();
+        for counts in [&ones, &resampled, &ones] {
+            shared.load_weights(&data, counts, &rows(counts));
+            for sigma in [0.05, 0.003, 0.04, 0.0047, 0.003] {
+                assert_eq!(shared.at_bandwidth(sigma), fresh(counts, sigma), "σ={sigma}");
+            }
+        }
+        let automatic = data.smooth_ece(&resampled, &rows(&resampled), &mut shared);
+        let alone = data.smooth_ece(&resampled, &rows(&resampled), &mut SmoothEceWorkspace::default());
+        assert_eq!(automatic, alone);
+        assert_ne!(fresh(&ones, 0.05), fresh(&resampled, 0.05));
     }
 
     #[test]
