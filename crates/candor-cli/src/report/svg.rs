@@ -24,6 +24,8 @@ const RIGHT: f64 = 18.0;
 const STRIP_TOP: f64 = TOP + PLOT + 28.0;
 /// Height of the tallest count bar.
 const STRIP_HEIGHT: f64 = 40.0;
+/// Smallest drawn height of a non-empty count bar.
+const MIN_BAR_HEIGHT: f64 = 1.5;
 /// Total width and height.
 const WIDTH: f64 = LEFT + PLOT + RIGHT;
 const HEIGHT: f64 = STRIP_TOP + STRIP_HEIGHT + 30.0;
@@ -222,7 +224,8 @@ fn count_bar(signal: &str, index: usize, n_series: usize, bin: &ReliabilityBin, 
         return String::new();
     };
     let slot = (x_of(upper) - x_of(lower)) / n_series as f64;
-    let height = STRIP_HEIGHT * bin.count as f64 / largest as f64;
+    // At least MIN_BAR_HEIGHT, so a bin of one example stays visible next to a bin of hundreds.
+    let height = (STRIP_HEIGHT * bin.count as f64 / largest as f64).max(MIN_BAR_HEIGHT);
     format!(
         "<rect class=\"count\" x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{height:.2}\" fill=\"{}\" \
          fill-opacity=\"0.75\"><title>{}</title></rect>\n",
@@ -300,6 +303,20 @@ mod tests {
         // The largest bar (30 examples) spans the whole strip height; its label is the maximum.
         assert!(svg.contains(&format!("height=\"{STRIP_HEIGHT:.2}\"")));
         assert!(svg.contains(">30</text>"));
+    }
+
+    #[test]
+    fn count_bars_are_proportional_with_a_visible_minimum() {
+        let (verbalized, logits) = (diagram(&VERBALIZED_NONE_BINS), diagram(&LOGITS_NONE_BINS));
+        let series = [Series { signal: "verbalized", diagram: &verbalized }, Series { signal: "logits", diagram: &logits }];
+        let svg = reliability_diagram("none", &series);
+        // Largest bin: 26 examples → 40 px; the bin of 4 → 40 · 4/26 = 6.15 px from the strip bottom
+        // (30 + 320 + 28 + 40 = 418, so y = 411.85), starting at
+        // 0.6 · 320 + 58 + 0.5 = 250.5 (first half of the bin: width 320/15/2 − 1 = 9.67).
+        assert!(svg.contains("x=\"250.50\" y=\"411.85\" width=\"9.67\" height=\"6.15\""), "{svg}");
+        let skewed = diagram(&[(0, 1, 0.05, 0.0, 0.0, 0.8), (14, 1000, 0.97, 0.9, 0.88, 0.92)]);
+        let svg = reliability_diagram("none", &[Series { signal: "logits", diagram: &skewed }]);
+        assert!(svg.contains(&format!("height=\"{MIN_BAR_HEIGHT:.2}\"")));
     }
 
     #[test]
