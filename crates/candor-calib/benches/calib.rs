@@ -12,42 +12,13 @@ use candor_calib::metrics::compute_all;
 use candor_calib::softmax::softmax_rows;
 use candor_calib::ScoreMatrix;
 use criterion::{criterion_group, criterion_main, Criterion};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 use std::time::Duration;
 
-const ROWS: usize = 100_000;
-const CLASSES: usize = 60;
 const NAIVE_RESAMPLES: usize = 10;
 
-/// Logits with one boosted class per row; gold labels drawn from a flatter softmax, so the
-/// model is over-confident (realistic, non-trivial calibration error).
-fn synthetic_problem() -> (ScoreMatrix, ScoreMatrix, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(2023);
-    let mut logits = Vec::with_capacity(ROWS * CLASSES);
-    let mut labels = Vec::with_capacity(ROWS);
-    for _ in 0..ROWS {
-        let boosted = rng.random_range(0..CLASSES);
-        let boost = 6.0 * rng.random::<f64>();
-        let row: Vec<f64> = (0..CLASSES)
-            .map(|c| 2.0 * rng.random::<f64>() + if c == boosted { boost } else { 0.0 })
-            .collect();
-        let flatter: Vec<f64> = row.iter().map(|z| (z / 1.5).exp()).collect();
-        let mut u = rng.random::<f64>() * flatter.iter().sum::<f64>();
-        let label = flatter
-            .iter()
-            .position(|&w| {
-                u -= w;
-                u <= 0.0
-            })
-            .unwrap_or(CLASSES - 1);
-        logits.extend(row);
-        labels.push(label);
-    }
-    let logits = ScoreMatrix::new(CLASSES, logits).expect("rectangular by construction");
-    (softmax_rows(&logits), logits, labels)
-}
+#[path = "common/synthetic.rs"]
+mod synthetic;
 
 fn naive_bootstrap(probs: &ScoreMatrix, labels: &[usize], resamples: usize) -> f64 {
     let mut checksum = 0.0;
@@ -66,8 +37,9 @@ fn naive_bootstrap(probs: &ScoreMatrix, labels: &[usize], resamples: usize) -> f
 }
 
 fn bench(c: &mut Criterion) {
-    let (probs, logits, labels) = synthetic_problem();
-    let mut group = c.benchmark_group("calib_n100000_k60");
+    let (logits, labels) = synthetic::logits_and_labels();
+    let probs = softmax_rows(&logits);
+    let mut group = c.benchmark_group(format!("calib_n{}_k{}", synthetic::ROWS, synthetic::CLASSES));
     group.sample_size(10).warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("compute_all", |b| {

@@ -3,45 +3,18 @@
 //! as the first argument). Also prints a fingerprint of the bits of every resampled metric value,
 //! so that an optimisation of the bootstrap can be checked to leave the results bit-identical.
 //! Run with `cargo run --release -p candor-calib --example bootstrap_timing [-- RESAMPLES]`;
-//! for repeatable figures on a busy machine count instructions, e.g. under
-//! `valgrind --tool=callgrind`.
+//! on a busy machine compare user CPU time (`/usr/bin/time -f %U`, with `RAYON_NUM_THREADS`
+//! fixed), which is far steadier than wall time, or count instructions under
+//! `valgrind --tool=callgrind`; `perf record -e cpu-clock` gives profiles.
 
 use candor_calib::bootstrap::{bootstrap_metrics, resampled_metrics, BootstrapOptions};
-use candor_calib::{fit, CalibError, CalibratorKind, FitOptions, InputKind, ScoreMatrix};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use candor_calib::{fit, CalibError, CalibratorKind, FitOptions, InputKind};
 use std::time::Instant;
 
-const ROWS: usize = 100_000;
-const CLASSES: usize = 60;
+#[path = "../benches/common/synthetic.rs"]
+mod synthetic;
 
-/// Logits with one boosted class per row and gold labels drawn from a flatter softmax, so the
-/// model is over-confident (the same problem as the `calib` criterion bench).
-fn synthetic_problem() -> (ScoreMatrix, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(2023);
-    let mut logits = Vec::with_capacity(ROWS * CLASSES);
-    let mut labels = Vec::with_capacity(ROWS);
-    for _ in 0..ROWS {
-        let boosted = rng.random_range(0..CLASSES);
-        let boost = 6.0 * rng.random::<f64>();
-        let row: Vec<f64> = (0..CLASSES)
-            .map(|c| 2.0 * rng.random::<f64>() + if c == boosted { boost } else { 0.0 })
-            .collect();
-        let flatter: Vec<f64> = row.iter().map(|z| (z / 1.5).exp()).collect();
-        let mut u = rng.random::<f64>() * flatter.iter().sum::<f64>();
-        let label = flatter
-            .iter()
-            .position(|&w| {
-                u -= w;
-                u <= 0.0
-            })
-            .unwrap_or(CLASSES - 1);
-        logits.extend(row);
-        labels.push(label);
-    }
-    let logits = ScoreMatrix::new(CLASSES, logits).expect("rectangular by construction");
-    (logits, labels)
-}
+use synthetic::{CLASSES, ROWS};
 
 /// FNV-1a over the bits of `values`: equal fingerprints mean (almost surely) equal bits.
 fn fingerprint(values: impl Iterator<Item = f64>) -> u64 {
@@ -58,7 +31,7 @@ fn main() -> Result<(), CalibError> {
         })?,
         None => 1000,
     };
-    let (logits, labels) = synthetic_problem();
+    let (logits, labels) = synthetic::logits_and_labels();
     let options = BootstrapOptions { resamples, seed: 1, level: 0.95 };
     println!("N = {ROWS}, K = {CLASSES}, B = {resamples}, rayon threads = {}", rayon::current_num_threads());
 

@@ -270,7 +270,8 @@ fn resample_all(prepared: &[&PreparedMetrics<'_>], options: &BootstrapOptions) -
 /// Buffers of one thread, reused from block to block.
 #[derive(Debug, Default)]
 struct BlockWorkspace {
-    /// The counts of each resample of the block, in row order.
+    /// The counts of each resample of the block: in row order while they are drawn, then in
+    /// the rank order of the matrix being evaluated.
     counts: Vec<Vec<u32>>,
     /// The same counts transposed: `counts_by_row[i·width + r]`.
     counts_by_row: Vec<u32>,
@@ -287,38 +288,27 @@ fn evaluate_block(
     let width = resamples.len();
     let BlockWorkspace { counts, counts_by_row, evaluation } = workspace;
     counts.resize_with(width, || vec![0; n]);
+    let counts = &mut counts[..width];
     for (resample_counts, b) in counts.iter_mut().zip(resamples) {
         fill_resample_counts(resample_counts, seed, b as u64);
     }
-    let counts = &counts[..width];
     counts_by_row.resize(n * width, 0);
     for (i, slot) in counts_by_row.chunks_exact_mut(width).enumerate() {
-        for (s, resample) in slot.iter_mut().zip(counts) {
+        for (s, resample) in slot.iter_mut().zip(counts.iter()) {
             *s = resample[i];
         }
     }
-    let column_sums: Vec<Vec<f64>> = prepared
-        .iter()
-        .map(|p| {
-            let mut sums = vec![0.0; width * p.n_classes()];
-            p.add_column_sums(&counts_by_row[..n * width], width, &mut sums);
-            sums
-        })
-        .collect();
-    counts
-        .iter()
-        .enumerate()
-        .map(|(r, resample)| {
-            prepared
-                .iter()
-                .zip(&column_sums)
-                .map(|(p, sums)| {
-                    let k = p.n_classes();
-                    p.evaluate(resample, &sums[r * k..(r + 1) * k], evaluation)
-                })
-                .collect()
-        })
-        .collect()
+    let mut values = vec![Vec::with_capacity(prepared.len()); width];
+    for p in prepared {
+        let k = p.n_classes();
+        let mut column_sums = vec![0.0; width * k];
+        p.add_column_sums(&counts_by_row[..n * width], width, &mut column_sums);
+        p.rank_block(&counts_by_row[..n * width], width, counts);
+        for ((resample_values, ranked), sums) in values.iter_mut().zip(counts.iter()).zip(column_sums.chunks_exact(k)) {
+            resample_values.push(p.evaluate_ranked(ranked, sums, evaluation));
+        }
+    }
+    values
 }
 
 #[cfg(test)]

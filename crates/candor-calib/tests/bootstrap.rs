@@ -2,7 +2,8 @@
 //! values, and paired differences built from the same resamples.
 
 use candor_calib::bootstrap::{
-    bootstrap_metrics, paired_bootstrap, percentile_interval, resampled_metrics, BootstrapOptions,
+    bootstrap_metrics, metrics_for_counts, paired_bootstrap, percentile_interval, resample_counts,
+    resampled_metrics, BootstrapOptions,
 };
 use candor_calib::metrics::{compute_all, Metric};
 use candor_calib::ScoreMatrix;
@@ -39,6 +40,22 @@ fn results_do_not_depend_on_thread_count() {
     assert_eq!(one, three);
     let other_seed = BootstrapOptions { seed: 43, ..options };
     assert_ne!(one, bootstrap_metrics(&probs, &labels, &other_seed).unwrap());
+}
+
+#[test]
+fn block_evaluation_equals_one_resample_at_a_time() {
+    // 1300 rows: several rank tiles and a partial one; 40 resamples: a full block and a partial one.
+    let (probs, labels) = problem(5, 1300, 4, 3.0);
+    let options = BootstrapOptions { resamples: 40, seed: 9, level: 0.9 };
+    let resampled = resampled_metrics(&probs, &labels, &options).unwrap();
+    for (b, values) in resampled.iter().enumerate() {
+        let counts = resample_counts(probs.n_rows(), options.seed, b as u64);
+        let alone = metrics_for_counts(&probs, &labels, &counts).unwrap();
+        for metric in Metric::ALL {
+            let (block, single) = (values.get(metric), alone.get(metric));
+            assert!(block == single || (block.is_nan() && single.is_nan()), "resample {b} {metric}");
+        }
+    }
 }
 
 #[test]

@@ -66,7 +66,6 @@ pub(crate) struct PreparedMetrics<'a> {
 /// Scratch buffers reused across evaluations (one per thread).
 #[derive(Debug, Default)]
 pub(crate) struct EvalWorkspace {
-    ranked_counts: Vec<u32>,
     /// Ranks with a non-zero weight, ascending.
     weighted_ranks: Vec<u32>,
     /// Per class and equal-width bin: the weight of the rows whose gold label is that class
@@ -181,11 +180,43 @@ impl<'a> PreparedMetrics<'a> {
         column_sums: &[f64],
         workspace: &mut EvalWorkspace,
     ) -> MetricValues {
-        let mut ranked_counts = std::mem::take(&mut workspace.ranked_counts);
+        let ranked_counts: Vec<u32> = self.rank_to_row.iter().map(|&row| counts[row as usize]).collect();
+        self.evaluate_ranked(&ranked_counts, column_sums, workspace)
+    }
+
+    /// Gathers a block of weightings given transposed (`counts_by_row[i·R + r]`, as for
+    /// [`Self::add_column_sums`]) into rank order: `ranked[r][rank]` becomes the weight of the
+    /// row of rank `rank` in weighting `r`.
+    ///
+    /// Ranks are taken in tiles, and a tile's rows are read for every weighting before moving
+    /// on, so each row's R weights are fetched from memory once rather than once per weighting.
+    pub(crate) fn rank_block(&self, counts_by_row: &[u32], n_weightings: usize, ranked: &mut [Vec<u32>]) {
+        const TILE: usize = 512;
+        for weights in ranked.iter_mut() {
+            weights.resize(self.n_rows(), 0);
+        }
+        for (tile, rows) in self.rank_to_row.chunks(TILE).enumerate() {
+            let ranks = tile * TILE..tile * TILE + rows.len();
+            for (r, weights) in ranked.iter_mut().enumerate() {
+                for (slot, &row) in weights[ranks.clone()].iter_mut().zip(rows) {
+                    *slot = counts_by_row[row as usize * n_weightings + r];
+                }
+            }
+        }
+    }
+
+    /// All metrics for the row weights `ranked_counts`, given by rank (at least one non-zero),
+    /// and the weighted column sums as for [`Self::evaluate`].
+    pub(crate) fn evaluate_ranked(
+        &self,
+        ranked_counts: &[u32],
+        column_sums: &[f64],
+        workspace: &mut EvalWorkspace,
+    ) -> MetricValues {
         let mut weighted_ranks = std::mem::take(&mut workspace.weighted_ranks);
-        let weighted = rank_counts(&self.rank_to_row, counts, &mut ranked_counts, &mut weighted_ranks);
+        let weighted = list_weighted_ranks(ranked_counts, &mut weighted_ranks);
         let weighted_ranks_in_use = &weighted_ranks[..weighted];
-        let sums = self.ranked_pass(&ranked_counts, weighted_ranks_in_use, workspace);
+        let sums = self.ranked_pass(ranked_counts, weighted_ranks_in_use, workspace);
         let total = sums.total as f64;
         let (ece, mce, rmsce) = top_label_bins(&sums.bins, total);
         let values = MetricValues {
@@ -195,14 +226,13 @@ impl<'a> PreparedMetrics<'a> {
             brier: sums.brier / total,
             ece_15_equal_width: ece,
             ece_10_equal_mass: sums.equal_mass.gap_sum() / total,
-            classwise_ece: self.classwise_ece(&ranked_counts, column_sums, total, workspace),
+            classwise_ece: self.classwise_ece(ranked_counts, column_sums, total, workspace),
             mce,
             rmsce,
-            smooth_ece: self.smooth.smooth_ece(&ranked_counts, weighted_ranks_in_use, &mut workspace.smooth).value,
+            smooth_ece: self.smooth.smooth_ece(ranked_counts, weighted_ranks_in_use, &mut workspace.smooth).value,
             auroc: sums.auroc(),
             aurc: sums.aurc.value(sums.total - sums.correct, total),
         };
-        workspace.ranked_counts = ranked_counts;
         workspace.weighted_ranks = weighted_ranks;
         values
     }
@@ -308,18 +338,10 @@ fn ranked_row(row: &[f64], gold: usize) -> RankedRow {
     }
 }
 
-/// Gathers the weights of the rows in rank order into `ranked_counts` and lists the ranks with
-/// a non-zero weight at the start of `weighted_ranks` (branch-free: about 1/e of a resample's
-/// rows are 0); returns how many there are. `weighted_ranks` keeps one slot per row between
-/// calls, so it is not cleared.
-fn rank_counts(
-    rank_to_row: &[u32],
-    counts: &[u32],
-    ranked_counts: &mut Vec<u32>,
-    weighted_ranks: &mut Vec<u32>,
-) -> usize {
-    ranked_counts.clear();
-    ranked_counts.extend(rank_to_row.iter().map(|&row| counts[row as usize]));
+/// Lists the ranks with a non-zero weight at the start of `weighted_ranks` (branch-free: about
+/// 1/e of a resample's rows are 0) and returns how many there are. `weighted_ranks` keeps one
+/// slot per row between calls, so it is not cleared.
+fn list_weighted_ranks(ranked_counts: &[u32], weighted_ranks: &mut Vec<u32>) -> usize {
     weighted_ranks.resize(ranked_counts.len(), 0);
     let mut len = 0;
     for (rank, &count) in ranked_counts.iter().enumerate() {
