@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::model_args::ModelArgs;
+use crate::run::label_continuations;
 
 /// Arguments of `candor score`.
 #[derive(Args, Debug)]
@@ -16,6 +17,11 @@ pub struct ScoreArgs {
     /// The prompt; the labels are scored as the text that directly follows it.
     #[arg(long)]
     prompt: String,
+    /// Text appended after the (chat-rendered) prompt, where the answer starts; each label is then
+    /// scored with a leading space when the prefix ends in a non-space, as `candor run
+    /// --label-answer-prefix` does (default: none, labels follow the prompt directly).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    answer_prefix: String,
     /// Comma-separated labels, e.g. positive,negative.
     #[arg(long, value_delimiter = ',', required = true)]
     labels: Vec<String>,
@@ -50,9 +56,10 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         "--labels contains an empty label"
     );
     let model = args.model.load()?;
-    let prompt = args.model.prompt_text(&model, &args.prompt)?;
+    let prompt = args.model.prompt_text(&model, &args.prompt)? + &args.answer_prefix;
     let prefix = model.prefill_text(&prompt)?;
-    let scores = model.score_labels(&prefix, &args.labels)?;
+    let continuations = label_continuations(&args.labels, &args.answer_prefix);
+    let scores = model.score_labels(&prefix, &continuations)?;
     let totals: Vec<f64> = scores.labels.iter().map(|s| s.log_prob).collect();
     let report = ScoreReport {
         model: model.source(),

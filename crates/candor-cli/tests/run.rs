@@ -530,6 +530,8 @@ fn prefix_reuse_matches_scoring_from_scratch_and_falls_back_at_a_merged_boundary
         "--json".into(),
         "--labels".into(),
         LABELS.join(","),
+        "--answer-prefix".into(),
+        manifest(reference)["prompts"]["label"]["answer_prefix"].as_str().unwrap().into(),
         "--prompt".into(),
         prompt,
     ]);

@@ -16,6 +16,7 @@ pub mod predictions;
 mod prompts;
 mod shard;
 
+pub use evaluate::label_continuations;
 pub use merge::{run_merge, MergeArgs};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -30,7 +31,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::dataset::truncate::fit_to_budget;
 use crate::dataset::{Dataset, DatasetArgs, Example};
 use crate::model_args::{ModelArgs, DEFAULT_MODEL};
-use evaluate::{label_continuations, ChatPrompt, Evaluator, VerbalizedMode, VerbalizedSetup};
+use evaluate::{ChatPrompt, Evaluator, VerbalizedMode, VerbalizedSetup};
 use manifest::{
     DatasetManifest, Manifest, ModelManifest, PromptManifest, PromptsManifest, Selection, Settings,
 };

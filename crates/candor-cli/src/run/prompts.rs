@@ -262,7 +262,7 @@ mod tests {
         let verbalized = PromptTemplate::builtin("v", VERBALIZED_PROMPT).unwrap();
         assert!(verbalized
             .render(&values(), "t")
-            .contains("for example {\"label\": 0.5, ...}"));
+            .contains("in the form {\"label\": probability, ...}"));
     }
 
     #[test]
