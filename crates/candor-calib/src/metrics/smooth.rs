@@ -320,15 +320,23 @@ fn spread(rows: &WeightedRows, grid: usize, masses: &mut Vec<Complex<f64>>) {
 }
 
 /// The length of the prefix of `values` in which `beyond` is false, for a `beyond` that is
-/// false on the first value and monotone (false, then true): galloping, then binary search.
+/// false on the first value and monotone (false, then true): galloping, then a binary search
+/// whose steps are conditional moves rather than branches (they would be mispredicted).
 fn prefix_len(values: &[f64], beyond: impl Fn(f64) -> bool) -> usize {
     let (mut known, mut step) = (0, 1);
     while known + step < values.len() && !beyond(values[known + step]) {
         known += step;
         step *= 2;
     }
-    let limit = (known + step).min(values.len());
-    known + 1 + values[known + 1..limit].partition_point(|&v| !beyond(v))
+    // `values[known]` is not beyond; the first value that is lies in (known, known + step].
+    let mut size = (known + step).min(values.len()) - known;
+    while size > 1 {
+        let half = size / 2;
+        let probe = known + half;
+        known = if beyond(values[probe]) { known } else { probe };
+        size -= half;
+    }
+    known + 1
 }
 
 /// Sums of one grid cell's rows: residual and mass, and the shares of each that go to the
