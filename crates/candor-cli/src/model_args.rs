@@ -1,9 +1,10 @@
 //! Command-line options shared by the commands that run a local model (`score`, `generate`):
-//! which model, on which device, how many threads, offline hub access, and chat wrapping.
+//! which model, on which device, how many threads, how weights are held, offline hub access,
+//! and chat wrapping.
 
 use anyhow::{Context, Result};
-use candor_infer::{DeviceSpec, LanguageModel, LoadOptions, ModelSpec};
-use clap::Args;
+use candor_infer::{DeviceSpec, LanguageModel, LoadOptions, ModelSpec, WeightStorage};
+use clap::{Args, ValueEnum};
 
 /// Where the default model lives after `scripts/fetch-default-model.sh`.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -21,6 +22,11 @@ pub struct ModelArgs {
     /// Compute threads (default: all cores). More threads than cores slows candle down badly.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// GGUF weight storage: dense (f32 at load), quantized (blocks kept, dequantized per row
+    /// inside each product; activations stay f32 either way), or auto (dense when the f32
+    /// weights fit in available memory).
+    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
+    pub weights: WeightsArg,
     /// Use only the local Hugging Face cache for hf: models, never the network
     /// (also on when HF_HUB_OFFLINE=1).
     #[arg(long)]
@@ -29,6 +35,28 @@ pub struct ModelArgs {
     /// generation prompt appended).
     #[arg(long)]
     pub chat: bool,
+}
+
+/// `--weights`: how GGUF weight matrices are held in memory.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsArg {
+    /// Dense when the f32 weights fit in available memory, quantized otherwise.
+    Auto,
+    /// Dequantized to f32 at load.
+    Dense,
+    /// Kept quantized, dequantized row by row inside each product.
+    Quantized,
+}
+
+impl WeightsArg {
+    /// The storage to request from the loader (`None`: let it choose).
+    pub fn storage(self) -> Option<WeightStorage> {
+        match self {
+            Self::Auto => None,
+            Self::Dense => Some(WeightStorage::Dense),
+            Self::Quantized => Some(WeightStorage::Quantized),
+        }
+    }
 }
 
 impl ModelArgs {
@@ -42,6 +70,7 @@ impl ModelArgs {
         let options = LoadOptions {
             device,
             offline: self.offline,
+            weights: self.weights.storage(),
             ..LoadOptions::default()
         };
         LanguageModel::load(&spec, &options)

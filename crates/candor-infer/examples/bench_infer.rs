@@ -13,20 +13,30 @@
 //!   pieces run as prefill chunks); naive: the full prompt from scratch, then the very same dict
 //!   tokens replayed one decode step each.
 //!
-//! Usage: `cargo run --release -p candor-infer --example bench_infer -- [MODEL.gguf] [--examples N]`
-//! (or `scripts/bench-infer.sh`). Set `RAYON_NUM_THREADS` to the core count and run nothing else.
+//! Then it compares weight storages: dense f32 weights vs weights kept quantized (dequantized
+//! per row inside each product), prefill and decode tok/s as above and the peak resident memory
+//! (`VmHWM`, load included), each measured in a child process of its own (this binary run with
+//! `--storage-child dense|quantized`), alternating dense and quantized over [`STORAGE_ROUNDS`]
+//! rounds; the best tok/s of each storage is reported with the quantized / dense ratios.
+//!
+//! Usage: `cargo run --release -p candor-infer --example bench_infer -- [MODEL.gguf] [--examples N]
+//! [--storage-only]` (or `scripts/bench-infer.sh`); `--storage-only` skips the first table. Set
+//! `RAYON_NUM_THREADS` to the core count and run nothing else.
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 use candor_infer::{
     ChatMessage, ConstrainedGeneration, ConstrainedOptions, InferError, LanguageModel, LoadOptions,
-    ModelSpec, Prefix, Result,
+    ModelSpec, Prefix, Result, WeightStorage,
 };
 
 const LABELS: [&str; 6] = ["anger", "fear", "joy", "love", "sadness", "surprise"];
 const DECODE_STEPS: usize = 64;
 const REPEATS: usize = 3;
+/// Dense, quantized pairs of child processes in the storage comparison.
+const STORAGE_ROUNDS: usize = 2;
 
 const TEXTS: [&str; 12] = [
     "They charged me twice and then hung up on me when I called to complain.",
@@ -60,6 +70,10 @@ fn verbalized_prompt(text: &str) -> String {
 struct Args {
     model: PathBuf,
     examples: usize,
+    /// Only the storage comparison, not the first table.
+    storage_only: bool,
+    /// Run as the child process measuring one storage.
+    storage_child: Option<WeightStorage>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -68,6 +82,8 @@ fn parse_args() -> std::result::Result<Args, String> {
         "/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
     ));
     let mut examples = 8;
+    let mut storage_only = false;
+    let mut storage_child = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -80,11 +96,23 @@ fn parse_args() -> std::result::Result<Args, String> {
                     return Err(format!("--examples must be between 1 and {}", TEXTS.len()));
                 }
             }
+            "--storage-only" => storage_only = true,
+            "--storage-child" => {
+                let value = args
+                    .next()
+                    .ok_or("--storage-child needs dense or quantized")?;
+                storage_child = Some(value.parse().map_err(|e: InferError| e.to_string())?);
+            }
             flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
             path => model = PathBuf::from(path),
         }
     }
-    Ok(Args { model, examples })
+    Ok(Args {
+        model,
+        examples,
+        storage_only,
+        storage_child,
+    })
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -360,11 +388,134 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Peak resident memory of this process so far (`VmHWM` of `/proc/self/status`), KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The child process: load with `storage`, measure prefill and decode, print one line
+/// `storage=S prefill=P decode=D peak_rss_kib=K` for the parent.
+fn run_storage_child(args: &Args, storage: WeightStorage) -> Result<()> {
+    let options = LoadOptions {
+        weights: Some(storage),
+        ..LoadOptions::default()
+    };
+    let model = LanguageModel::load(&ModelSpec::Gguf(args.model.clone()), &options)?;
+    let long = long_prompt(&model)?;
+    let prefill = bench_prefill(&model, &long)?;
+    let decode = bench_decode(&model, &model.prefill(&long)?)?;
+    let peak = peak_rss_kib().ok_or_else(|| {
+        InferError::InvalidInput("VmHWM not readable in /proc/self/status".into())
+    })?;
+    println!(
+        "storage={} prefill={prefill} decode={decode} peak_rss_kib={peak}",
+        model.model().weight_storage()
+    );
+    Ok(())
+}
+
+/// Figures of one storage from one child process.
+struct StorageFigures {
+    prefill: f64,
+    decode: f64,
+    peak_rss_kib: u64,
+}
+
+fn measure_in_child(
+    args: &Args,
+    storage: WeightStorage,
+) -> std::result::Result<StorageFigures, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let output = Command::new(exe)
+        .arg(&args.model)
+        .args(["--storage-child", storage.as_str()])
+        .output()
+        .map_err(|e| format!("starting the {storage} child: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{storage} child failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let field = |key: &str| -> std::result::Result<&str, String> {
+        stdout
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .ok_or_else(|| format!("{storage} child printed no {key}: {stdout}"))
+    };
+    if field("storage")? != storage.as_str() {
+        return Err(format!("{storage} child used other storage: {stdout}"));
+    }
+    let number = |key: &str| -> std::result::Result<f64, String> {
+        field(key)?
+            .parse()
+            .map_err(|_| format!("{storage} child: {key} is not a number: {stdout}"))
+    };
+    Ok(StorageFigures {
+        prefill: number("prefill")?,
+        decode: number("decode")?,
+        peak_rss_kib: number("peak_rss_kib")? as u64,
+    })
+}
+
+/// Dense vs quantized weights, alternating child processes; prints the second table.
+fn compare_storages(args: &Args) -> std::result::Result<(), String> {
+    let storages = [WeightStorage::Dense, WeightStorage::Quantized];
+    let mut best: Vec<StorageFigures> = Vec::new();
+    for round in 0..STORAGE_ROUNDS {
+        for (i, storage) in storages.into_iter().enumerate() {
+            let figures = measure_in_child(args, storage)?;
+            eprintln!(
+                "round {}: {storage}: prefill {:.1} tok/s, decode {:.1} tok/s, peak RSS {} MiB",
+                round + 1,
+                figures.prefill,
+                figures.decode,
+                figures.peak_rss_kib / 1024
+            );
+            match best.get_mut(i) {
+                None => best.push(figures),
+                Some(b) => {
+                    b.prefill = b.prefill.max(figures.prefill);
+                    b.decode = b.decode.max(figures.decode);
+                    b.peak_rss_kib = b.peak_rss_kib.max(figures.peak_rss_kib);
+                }
+            }
+        }
+    }
+    let (dense, quantized) = (&best[0], &best[1]);
+    println!();
+    println!(
+        "| weights (best of {STORAGE_ROUNDS} alternating child runs) | prefill tok/s | decode tok/s | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|");
+    for (storage, f) in storages.iter().zip(&best) {
+        println!(
+            "| {storage} | {:.1} | {:.1} | {} |",
+            f.prefill,
+            f.decode,
+            f.peak_rss_kib / 1024
+        );
+    }
+    println!(
+        "| quantized / dense | {:.2}x | {:.2}x | {:.2}x |",
+        quantized.prefill / dense.prefill,
+        quantized.decode / dense.decode,
+        quantized.peak_rss_kib as f64 / dense.peak_rss_kib as f64
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("error: {message}\nusage: bench_infer [MODEL.gguf] [--examples N]");
+            eprintln!(
+                "error: {message}\nusage: bench_infer [MODEL.gguf] [--examples N] [--storage-only]"
+            );
             return std::process::ExitCode::from(2);
         }
     };
@@ -375,7 +526,14 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(2);
     }
-    match run(&args) {
+    let outcome = match (args.storage_child, args.storage_only) {
+        (Some(storage), _) => run_storage_child(&args, storage).map_err(|e| e.to_string()),
+        (None, true) => compare_storages(&args),
+        (None, false) => run(&args)
+            .map_err(|e| e.to_string())
+            .and_then(|()| compare_storages(&args)),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

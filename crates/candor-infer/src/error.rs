@@ -80,12 +80,14 @@ pub enum InferError {
         /// The model's context length.
         context_length: usize,
     },
-    /// The dense f32 weights would not fit in the memory limit. Dequantizing layer by layer
-    /// on the fly is not implemented; use a smaller model or raise the limit.
-    #[error("{source_name}: dense f32 weights need {needed_bytes} bytes, more than the limit of {limit_bytes} bytes (dequantize-per-layer is not implemented; use a smaller model or set LoadOptions::max_dense_bytes)")]
+    /// The weights would not fit in the memory limit, even in the storage chosen for them
+    /// (quantized GGUF weights when their f32 form does not fit).
+    #[error("{source_name}: {storage} weights need {needed_bytes} bytes, more than the limit of {limit_bytes} bytes (use a smaller model, or set LoadOptions::max_dense_bytes)")]
     ModelTooLarge {
         /// The model file or directory.
         source_name: String,
+        /// The weight storage the size was computed for.
+        storage: crate::quantized::WeightStorage,
         /// Bytes the f32 weights would take.
         needed_bytes: u64,
         /// The limit in force.

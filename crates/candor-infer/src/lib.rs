@@ -6,13 +6,14 @@
 //! ```text
 //! ModelSpec: FromStr ("model.gguf" | "dir/" | "hf:owner/repo[:file]")   DeviceSpec: FromStr ("cpu|cuda|cuda:N|metal")
 //! LanguageModel::load(&ModelSpec, &LoadOptions) -> Result<LanguageModel>
+//!   (LoadOptions::weights: None = auto | Some(WeightStorage::Dense | WeightStorage::Quantized))
 //!   .tokenizer() -> &Tokenizer            (encode / decode / bos_token_id / eos_token_ids)
 //!   .chat_template() -> &ChatTemplate     (render(&[ChatMessage], add_generation_prompt))
 //!   .chat_prompt(user) -> Result<String>  .render_chat(..)  .encode(text) / .encode_prompt(text) (+BOS if the model adds one)
 //!   .model() -> &Model                    (forward(&[u32], &mut KvCache) -> [seq, vocab] logits,
 //!                                          forward_last(&[u32], &mut KvCache) -> [vocab] logits,
 //!                                          forward_batch(&[Vec<u32>], &KvCache) -> Vec<[len_i, vocab]>,
-//!                                          new_cache(), config())
+//!                                          new_cache(), config(), weight_storage())
 //!   .prefill(&[u32]) / .prefill_text(&str) -> Result<Prefix>      (Prefix: Clone; cache + next logits)
 //!   .extend(&Prefix, &[u32]) / .extend_text(&Prefix, &str) -> Result<Prefix>
 //!   .score_labels(&Prefix, &[String]) -> Result<LabelScores>
@@ -21,8 +22,11 @@
 //! export_dense(&LanguageModel, dir)  writes model.safetensors (f32) + config.json + tokenizer files
 //! ```
 //!
-//! Weights are dequantized to f32 at load (GGUF) or converted to f32 (safetensors): the forward
-//! pass is exact to float32 rounding, unlike quantized matmuls that round activations to 8 bits.
+//! Weights are dequantized to f32 at load (GGUF) or converted to f32 (safetensors); GGUF
+//! weights whose f32 form does not fit in memory (or with `LoadOptions::weights` =
+//! `Some(WeightStorage::Quantized)`) stay quantized and are dequantized row by row inside each
+//! product. Either way activations stay f32 and the forward pass is exact to float32 rounding,
+//! unlike quantized matmuls that round activations to 8 bits.
 //! Every call returns a typed [`InferError`]; nothing panics on bad input.
 //!
 //! Threads: candle reads `RAYON_NUM_THREADS` on every parallel operation; [`LanguageModel::load`]
@@ -34,6 +38,7 @@ mod generate;
 mod hub;
 mod loader;
 mod model;
+mod quantized;
 mod score;
 mod spec;
 mod template;
@@ -46,6 +51,7 @@ pub use generate::{
 };
 pub use loader::{export_dense, LanguageModel, LoadOptions};
 pub use model::{KvCache, Model};
+pub use quantized::WeightStorage;
 pub use score::{LabelScore, LabelScores, Prefix};
 pub use spec::{DeviceSpec, ModelSpec};
 pub use template::{ChatMessage, ChatTemplate};

@@ -1,5 +1,6 @@
 //! Loading a [`LanguageModel`] from a [`ModelSpec`]: a GGUF file (weights dequantized to f32,
-//! tokenizer and chat template from its metadata), a safetensors model directory, or a Hugging
+//! or kept quantized when their f32 form would not fit in memory; tokenizer and chat template
+//! from its metadata), a safetensors model directory, or a Hugging
 //! Face hub repository resolved through hf-hub (offline mode reads only the local cache).
 
 use std::collections::HashMap;
@@ -7,12 +8,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Architecture, GgufMetadata, ModelConfig};
 use crate::error::{InferError, Result};
-use crate::model::{rope_inverse_frequencies, unpermute_rope_rows, Model, TensorNames};
+use crate::model::{
+    rope_inverse_frequencies, unpermute_rope_rows, Model, ModelTensors, TensorNames,
+};
+use crate::quantized::{QuantizedMatrix, WeightStorage};
 use crate::spec::{DeviceSpec, ModelSpec};
 use crate::template::{ChatMessage, ChatTemplate};
 use crate::tokenizer::Tokenizer;
@@ -27,9 +31,13 @@ pub struct LoadOptions {
     pub offline: bool,
     /// The hub cache directory; default: hf-hub's (`$HF_HOME/hub` or `~/.cache/huggingface/hub`).
     pub hub_cache_dir: Option<PathBuf>,
-    /// Refuse models whose dense f32 weights exceed this many bytes. Default: the memory
-    /// available according to `/proc/meminfo`, when it can be read.
+    /// Memory budget for the weights in bytes: models whose weights (in the chosen storage)
+    /// exceed it are refused. Default: the memory available according to `/proc/meminfo`,
+    /// when it can be read.
     pub max_dense_bytes: Option<u64>,
+    /// How to hold GGUF weight matrices; `None` (auto): dense f32 when it fits the budget,
+    /// otherwise quantized on the CPU. Safetensors models are always dense.
+    pub weights: Option<WeightStorage>,
 }
 
 /// A loaded model with its tokenizer and chat template: the entry point for scoring and
@@ -157,18 +165,52 @@ fn available_memory_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn check_dense_size(elements: u64, options: &LoadOptions, source_name: &str) -> Result<()> {
-    let needed = elements * 4;
-    if let Some(limit) = options.max_dense_bytes.or_else(available_memory_bytes) {
-        if needed > limit {
-            return Err(InferError::ModelTooLarge {
-                source_name: source_name.to_string(),
-                needed_bytes: needed,
-                limit_bytes: limit,
-            });
-        }
+fn memory_budget(options: &LoadOptions) -> Option<u64> {
+    options.max_dense_bytes.or_else(available_memory_bytes)
+}
+
+fn check_size(
+    needed: u64,
+    storage: WeightStorage,
+    limit: Option<u64>,
+    source_name: &str,
+) -> Result<()> {
+    match limit {
+        Some(limit) if needed > limit => Err(InferError::ModelTooLarge {
+            source_name: source_name.to_string(),
+            storage,
+            needed_bytes: needed,
+            limit_bytes: limit,
+        }),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Whether GGUF tensors of this type are kept quantized under [`WeightStorage::Quantized`].
+fn is_block_quantized(dtype: GgmlDType) -> bool {
+    !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+/// The storage to use for a GGUF model: the requested one, or (auto) dense when the f32
+/// weights fit the budget or the device is not the CPU, quantized otherwise.
+fn choose_storage(
+    requested: Option<WeightStorage>,
+    dense_bytes: u64,
+    limit: Option<u64>,
+    device: &Device,
+) -> WeightStorage {
+    match (requested, limit) {
+        (Some(storage), _) => storage,
+        (None, Some(limit)) if dense_bytes > limit && device.is_cpu() => WeightStorage::Quantized,
+        _ => WeightStorage::Dense,
+    }
+}
+
+/// For a llama q/k weight of `rows` rows: the stored row of each Hugging Face row (the row
+/// permutation [`unpermute_rope_rows`] applies to a dense matrix).
+fn rope_row_order(rows: usize, heads: usize) -> Result<Vec<u32>> {
+    let ids = Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((rows, 1))?;
+    Ok(unpermute_rope_rows(&ids, heads)?.flatten_all()?.to_vec1()?)
 }
 
 /// GGUF tensor name for a Hugging Face tensor name.
@@ -249,14 +291,32 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         vocab_len,
     )?;
     let names = expected_tensor_names(&config);
-    let elements: u64 = names
+    let infos: Vec<&gguf_file::TensorInfo> = names
         .iter()
         .filter_map(|n| gguf_name(n))
         .filter_map(|n| content.tensor_infos.get(&n))
-        .map(|info| info.shape.elem_count() as u64)
+        .collect();
+    let dense_bytes: u64 = infos.iter().map(|i| 4 * i.shape.elem_count() as u64).sum();
+    let quantized_bytes: u64 = infos
+        .iter()
+        .map(|i| match is_block_quantized(i.ggml_dtype) {
+            true => {
+                (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64
+            }
+            false => 4 * i.shape.elem_count() as u64,
+        })
         .sum();
-    check_dense_size(elements, options, &source_name)?;
-    let mut tensors = HashMap::new();
+    let limit = memory_budget(options);
+    let storage = choose_storage(options.weights, dense_bytes, limit, device);
+    let needed = match storage {
+        WeightStorage::Dense => dense_bytes,
+        WeightStorage::Quantized => quantized_bytes,
+    };
+    check_size(needed, storage, limit, &source_name)?;
+    let mut tensors = ModelTensors {
+        dense: HashMap::new(),
+        quantized: HashMap::new(),
+    };
     for name in names {
         let Some(gguf) = gguf_name(&name) else {
             continue;
@@ -268,20 +328,35 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
                 "a tensor (missing)",
             ));
         }
-        let dense = content
+        let qtensor = content
             .tensor(&mut file, &gguf, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
             .map_err(invalid)?;
-        let dense = match (config.architecture, name.as_str()) {
-            (Architecture::Llama, n) if n.ends_with("q_proj.weight") => {
-                unpermute_rope_rows(&dense, config.num_heads)?
-            }
-            (Architecture::Llama, n) if n.ends_with("k_proj.weight") => {
-                unpermute_rope_rows(&dense, config.num_kv_heads)?
-            }
-            _ => dense,
+        let rope_heads = match (config.architecture, name.as_str()) {
+            (Architecture::Llama, n) if n.ends_with("q_proj.weight") => Some(config.num_heads),
+            (Architecture::Llama, n) if n.ends_with("k_proj.weight") => Some(config.num_kv_heads),
+            _ => None,
         };
-        tensors.insert(name, dense);
+        if storage == WeightStorage::Quantized
+            && is_block_quantized(qtensor.dtype())
+            && qtensor.rank() == 2
+        {
+            let matrix = QuantizedMatrix::from_qtensor(&qtensor)?;
+            let matrix = match rope_heads {
+                Some(heads) => {
+                    let order = rope_row_order(matrix.dims().0, heads)?;
+                    matrix.with_row_order(order)?
+                }
+                None => matrix,
+            };
+            tensors.quantized.insert(name, matrix);
+            continue;
+        }
+        let dense = qtensor.dequantize(&Device::Cpu).map_err(invalid)?;
+        let dense = match rope_heads {
+            Some(heads) => unpermute_rope_rows(&dense, heads)?,
+            None => dense,
+        };
+        tensors.dense.insert(name, dense);
     }
     let rope_factors = match content.tensor_infos.contains_key("rope_freqs.weight") {
         true => {
@@ -371,7 +446,12 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
         .map(|m| m.len())
         .sum();
     // f16/bf16 files double in size as f32; f32 files stay the same: bound by the worst case.
-    check_dense_size(shard_bytes / 2, options, &source_name)?;
+    check_size(
+        shard_bytes * 2,
+        WeightStorage::Dense,
+        memory_budget(options),
+        &source_name,
+    )?;
     let mut tensors = HashMap::new();
     for shard in &shards {
         let loaded = candle_core::safetensors::load(shard, &Device::Cpu).map_err(|e| {
@@ -423,6 +503,10 @@ fn load_directory(dir: &Path, device: &Device, options: &LoadOptions) -> Result<
         )?,
         None => ChatTemplate::plain(),
     };
+    let tensors = ModelTensors {
+        dense: tensors,
+        quantized: HashMap::new(),
+    };
     let model = Model::from_tensors(config, tensors, None, device, &source_name)?;
     Ok(LanguageModel::from_parts(
         model,
@@ -460,7 +544,7 @@ pub fn export_dense(model: &LanguageModel, dir: &Path) -> Result<()> {
     }
     let tensors: HashMap<String, Tensor> = model
         .model()
-        .named_tensors()
+        .named_tensors()?
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;

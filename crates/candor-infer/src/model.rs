@@ -2,7 +2,8 @@
 //! that the caller owns and can clone, logits for every position of a chunk, and a batched
 //! variant that runs several continuations on top of one shared cache.
 //!
-//! Weights are held in Hugging Face layout and naming (`model.layers.N.self_attn.q_proj.weight`,
+//! Projection and embedding matrices are dense f32 or kept quantized (see [`crate::quantized`]);
+//! either way activations stay f32. Weights are held in Hugging Face layout and naming (`model.layers.N.self_attn.q_proj.weight`,
 //! rows = output features); GGUF llama q/k rows, which llama.cpp permutes for its interleaved
 //! rope, are permuted back at load, so one half-rotation rope serves every source.
 
@@ -12,17 +13,18 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Llama3RopeScaling, ModelConfig};
 use crate::error::{InferError, Result};
+use crate::quantized::{QuantizedMatrix, Weight, WeightStorage};
 
 /// A linear projection `y = x Wᵀ (+ b)` with `W` of shape `[out, in]`.
 #[derive(Debug, Clone)]
 struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
+        let y = self.weight.matmul_t(x)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -93,35 +95,76 @@ impl TensorNames {
     }
 }
 
-/// A transformer with dense f32 weights.
+/// The tensors a model is assembled from, by Hugging Face name: f32 tensors and quantized
+/// matrices (the latter only for projections, the embedding table and the output head).
+pub(crate) struct ModelTensors {
+    /// f32 (or convertible) tensors.
+    pub(crate) dense: HashMap<String, Tensor>,
+    /// Matrices kept quantized.
+    pub(crate) quantized: HashMap<String, QuantizedMatrix>,
+}
+
+struct TensorTaker<'a> {
+    tensors: ModelTensors,
+    device: &'a Device,
+    source_name: &'a str,
+}
+
+impl TensorTaker<'_> {
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.dense.remove(name).ok_or_else(|| {
+            InferError::invalid_model(self.source_name, name, "a tensor (missing)")
+        })?;
+        check_shape(t.dims(), name, shape, self.source_name)?;
+        Ok(t.to_dtype(DType::F32)?.to_device(self.device)?)
+    }
+
+    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<Weight> {
+        match self.tensors.quantized.remove(name) {
+            Some(q) => {
+                let (rows, cols) = q.dims();
+                check_shape(&[rows, cols], name, shape, self.source_name)?;
+                Ok(Weight::Quantized(std::sync::Arc::new(q)))
+            }
+            None => Ok(Weight::Dense(self.dense(name, shape)?)),
+        }
+    }
+}
+
+/// A transformer over f32 activations, with dense or quantized weight matrices.
 #[derive(Debug, Clone)]
 pub struct Model {
     config: ModelConfig,
     device: Device,
-    embed: Tensor,
+    embed: Weight,
     blocks: Vec<Block>,
     norm: Tensor,
-    lm_head: Tensor,
+    lm_head: Weight,
     /// Rope inverse frequencies (after any scaling), length `head_dim / 2`.
     inv_freq: Vec<f64>,
 }
 
 impl Model {
-    /// Assemble a model from f32 tensors named in Hugging Face convention (q/k rows in HF
+    /// Assemble a model from tensors named in Hugging Face convention (q/k rows in HF
     /// order). `rope_freq_factors` divides the rope frequencies (GGUF `rope_freqs.weight`).
+    /// Quantized matrices need a CPU `device`.
     pub(crate) fn from_tensors(
         config: ModelConfig,
-        mut tensors: HashMap<String, Tensor>,
+        tensors: ModelTensors,
         rope_freq_factors: Option<Vec<f64>>,
         device: &Device,
         source_name: &str,
     ) -> Result<Self> {
-        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors.remove(name).ok_or_else(|| {
-                InferError::invalid_model(source_name, name, "a tensor (missing)")
-            })?;
-            check_shape(&t, name, shape, source_name)?;
-            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+        if !tensors.quantized.is_empty() && !device.is_cpu() {
+            return Err(InferError::Device {
+                device: format!("{device:?}"),
+                reason: "quantized weight storage runs on the CPU only; use dense weights".into(),
+            });
+        }
+        let mut take = TensorTaker {
+            tensors,
+            device,
+            source_name,
         };
         let c = &config;
         let (h, q_dim, kv_dim) = (
@@ -129,19 +172,18 @@ impl Model {
             c.num_heads * c.head_dim,
             c.num_kv_heads * c.head_dim,
         );
-        let embed = take(TensorNames::EMBED, &[c.vocab_size, h])?;
+        let embed = take.weight(TensorNames::EMBED, &[c.vocab_size, h])?;
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-                let weight = take(
+                let weight = take.weight(
                     &TensorNames::layer(i, &format!("{name}.weight")),
                     &[out, inp],
                 )?;
                 let bias = match bias {
-                    true => Some(take(
-                        &TensorNames::layer(i, &format!("{name}.bias")),
-                        &[out],
-                    )?),
+                    true => {
+                        Some(take.dense(&TensorNames::layer(i, &format!("{name}.bias")), &[out])?)
+                    }
                     false => None,
                 };
                 Ok(Linear { weight, bias })
@@ -155,12 +197,12 @@ impl Model {
             let up = linear("mlp.up_proj", c.intermediate_size, h, false)?;
             let down = linear("mlp.down_proj", h, c.intermediate_size, false)?;
             blocks.push(Block {
-                attn_norm: take(&TensorNames::layer(i, "input_layernorm.weight"), &[h])?,
+                attn_norm: take.dense(&TensorNames::layer(i, "input_layernorm.weight"), &[h])?,
                 q,
                 k,
                 v,
                 o,
-                ffn_norm: take(
+                ffn_norm: take.dense(
                     &TensorNames::layer(i, "post_attention_layernorm.weight"),
                     &[h],
                 )?,
@@ -169,10 +211,10 @@ impl Model {
                 down,
             });
         }
-        let norm = take(TensorNames::NORM, &[h])?;
+        let norm = take.dense(TensorNames::NORM, &[h])?;
         let lm_head = match c.tie_word_embeddings {
             true => embed.clone(),
-            false => take(TensorNames::LM_HEAD, &[c.vocab_size, h])?,
+            false => take.weight(TensorNames::LM_HEAD, &[c.vocab_size, h])?,
         };
         let inv_freq = rope_inverse_frequencies(
             c.head_dim,
@@ -197,6 +239,21 @@ impl Model {
     /// The model's hyperparameters.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// How the weight matrices are held: [`WeightStorage::Quantized`] when any of them is.
+    pub fn weight_storage(&self) -> WeightStorage {
+        let quantized = self.embed.is_quantized()
+            || self.lm_head.is_quantized()
+            || self.blocks.iter().any(|b| {
+                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
+                    .iter()
+                    .any(|l| l.weight.is_quantized())
+            });
+        match quantized {
+            true => WeightStorage::Quantized,
+            false => WeightStorage::Dense,
+        }
     }
 
     /// The device the weights live on.
@@ -317,7 +374,7 @@ impl Model {
         let (cos, sin) = self.rope_tables(offset, seq_len)?;
         let mask = causal_mask(seq_len, offset, &self.device)?;
         let flat_ids = ids.flatten_all()?;
-        let mut x = self.embed.index_select(&flat_ids, 0)?; // [B*S, hidden]
+        let mut x = self.embed.rows(&flat_ids)?.to_device(&self.device)?; // [B*S, hidden]
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let ctx = AttentionInput {
                 batch,
@@ -339,7 +396,7 @@ impl Model {
             }
         };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
-        let logits = x.matmul(&self.lm_head.t()?)?;
+        let logits = self.lm_head.matmul_t(&x)?;
         Ok(logits.reshape((batch, kept, self.config.vocab_size))?)
     }
 
@@ -431,14 +488,20 @@ impl Model {
         ))
     }
 
-    /// All dense tensors under their Hugging Face names (for export).
-    pub(crate) fn named_tensors(&self) -> Vec<(String, Tensor)> {
+    /// All tensors under their Hugging Face names, quantized ones dequantized (for export).
+    pub(crate) fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![
-            (TensorNames::EMBED.to_string(), self.embed.clone()),
+            (
+                TensorNames::EMBED.to_string(),
+                self.embed.to_dense(&self.device)?,
+            ),
             (TensorNames::NORM.to_string(), self.norm.clone()),
         ];
         if !self.config.tie_word_embeddings {
-            out.push((TensorNames::LM_HEAD.to_string(), self.lm_head.clone()));
+            out.push((
+                TensorNames::LM_HEAD.to_string(),
+                self.lm_head.to_dense(&self.device)?,
+            ));
         }
         for (i, b) in self.blocks.iter().enumerate() {
             let linears = [
@@ -453,7 +516,7 @@ impl Model {
             for (name, linear) in linears {
                 out.push((
                     TensorNames::layer(i, &format!("{name}.weight")),
-                    linear.weight.clone(),
+                    linear.weight.to_dense(&self.device)?,
                 ));
                 if let Some(bias) = &linear.bias {
                     out.push((TensorNames::layer(i, &format!("{name}.bias")), bias.clone()));
@@ -468,7 +531,7 @@ impl Model {
                 b.ffn_norm.clone(),
             ));
         }
-        out
+        Ok(out)
     }
 
     /// The rope inverse frequencies in use (after scaling), for checking an export.
@@ -492,12 +555,12 @@ struct AttentionInput<'a> {
     mask: Option<&'a Tensor>,
 }
 
-fn check_shape(t: &Tensor, name: &str, expected: &[usize], source_name: &str) -> Result<()> {
-    if t.dims() != expected {
+fn check_shape(dims: &[usize], name: &str, expected: &[usize], source_name: &str) -> Result<()> {
+    if dims != expected {
         return Err(InferError::invalid_model(
             source_name,
             name,
-            format!("shape {expected:?}, found {:?}", t.dims()),
+            format!("shape {expected:?}, found {dims:?}"),
         ));
     }
     Ok(())

@@ -1,13 +1,14 @@
 //! Tests against the real default model (SmolLM2-135M-Instruct Q4_1 GGUF, fetched by
 //! `scripts/fetch-default-model.sh`): tokenizer ids, chat template, greedy answer, cache and
 //! batch equivalences, label log-probs against a naive token-by-token computation, constrained
-//! generation, the dense export round trip, and error cases. Each test skips with a message
+//! generation, the dense export round trip, quantized weight storage against dense storage,
+//! and error cases. Each test skips with a message
 //! when the model file is absent.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use candor_infer::{ChatMessage, LanguageModel, LoadOptions, ModelSpec};
+use candor_infer::{ChatMessage, InferError, LanguageModel, LoadOptions, ModelSpec, WeightStorage};
 
 fn model_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -414,6 +415,120 @@ fn dense_export_round_trips() {
     for (x, y) in a.labels.iter().zip(&b.labels) {
         assert!((x.log_prob - y.log_prob).abs() < 1e-5, "{}", x.label);
     }
+}
+
+fn load_with(options: LoadOptions) -> Result<LanguageModel, InferError> {
+    LanguageModel::load(&ModelSpec::Gguf(model_path()), &options)
+}
+
+#[test]
+fn quantized_storage_matches_dense_storage() {
+    let Some(dense) = model() else { return };
+    assert_eq!(dense.model().weight_storage(), WeightStorage::Dense);
+    let quantized = load_with(LoadOptions {
+        weights: Some(WeightStorage::Quantized),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    assert_eq!(quantized.model().weight_storage(), WeightStorage::Quantized);
+    let prompt = dense
+        .encode(&dense.chat_prompt("What is the capital of France?").unwrap())
+        .unwrap();
+    // Every position of the prompt (many activation rows: dequantized slices through gemm),
+    // then one decode step on the cache (one row: the row-by-row kernel).
+    let logits = |m: &LanguageModel| -> (Vec<f32>, Vec<f32>) {
+        let mut cache = m.model().new_cache();
+        let all = m.model().forward(&prompt, &mut cache).unwrap();
+        let step = m.model().forward_last(&[42], &mut cache).unwrap();
+        (
+            all.flatten_all().unwrap().to_vec1().unwrap(),
+            step.to_vec1().unwrap(),
+        )
+    };
+    let (dense_all, dense_step) = logits(dense);
+    let (quantized_all, quantized_step) = logits(&quantized);
+    let prefill_diff = max_abs_diff(&dense_all, &quantized_all);
+    let decode_diff = max_abs_diff(&dense_step, &quantized_step);
+    eprintln!(
+        "quantized vs dense storage, max |logit diff|: {} prompt positions {prefill_diff:.2e}, decode step {decode_diff:.2e}",
+        prompt.len()
+    );
+    assert!(
+        prefill_diff < REORDER_TOLERANCE,
+        "prompt logits: {prefill_diff:e}"
+    );
+    assert!(
+        decode_diff < REORDER_TOLERANCE,
+        "decode-step logits: {decode_diff:e}"
+    );
+
+    let labels: Vec<String> = ["Paris", "Lyon", "The capital is Marseille"]
+        .map(String::from)
+        .to_vec();
+    let a = dense
+        .score_labels(&dense.prefill(&prompt).unwrap(), &labels)
+        .unwrap();
+    let b = quantized
+        .score_labels(&quantized.prefill(&prompt).unwrap(), &labels)
+        .unwrap();
+    for (x, y) in a.labels.iter().zip(&b.labels) {
+        assert!(
+            (x.log_prob - y.log_prob).abs() < REORDER_TOLERANCE,
+            "{}",
+            x.label
+        );
+        assert!(
+            (x.first_token_log_prob - y.first_token_log_prob).abs() < REORDER_TOLERANCE,
+            "{}",
+            x.label
+        );
+    }
+    let answer = quantized
+        .generate(&quantized.prefill(&prompt).unwrap(), 24)
+        .unwrap();
+    assert_eq!(answer.text, "The capital of France is Paris.");
+}
+
+#[test]
+fn auto_storage_quantizes_when_dense_weights_exceed_the_budget() {
+    if model().is_none() {
+        return;
+    }
+    // SmolLM2-135M: ~540 MB as f32, ~100 MB as Q4_1/Q8_0 blocks.
+    let budget = |bytes: u64| LoadOptions {
+        max_dense_bytes: Some(bytes),
+        ..LoadOptions::default()
+    };
+    let fits_dense = load_with(budget(1 << 30)).unwrap();
+    assert_eq!(fits_dense.model().weight_storage(), WeightStorage::Dense);
+    let fits_quantized = load_with(budget(200 << 20)).unwrap();
+    assert_eq!(
+        fits_quantized.model().weight_storage(),
+        WeightStorage::Quantized
+    );
+    match load_with(budget(50 << 20)) {
+        Err(InferError::ModelTooLarge {
+            storage,
+            needed_bytes,
+            limit_bytes,
+            ..
+        }) => {
+            assert_eq!(storage, WeightStorage::Quantized);
+            assert!(needed_bytes > limit_bytes && needed_bytes < 200 << 20);
+        }
+        other => panic!("expected ModelTooLarge, got {other:?}"),
+    }
+    let forced_dense = load_with(LoadOptions {
+        weights: Some(WeightStorage::Dense),
+        ..budget(200 << 20)
+    });
+    assert!(matches!(
+        forced_dense,
+        Err(InferError::ModelTooLarge {
+            storage: WeightStorage::Dense,
+            ..
+        })
+    ));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! a numpy float64 forward over the GGUF tensors (dequantized by llama.cpp's `gguf` package) and
 //! a pure-Python BPE tokenizer + jinja2 chat renderer, none of which share code with this crate.
 //! These tests load SmolLM2-135M-Instruct (Q4_1 GGUF) through the public API and check tokens,
-//! chat text, label log-probs, every position's logits and the greedy answer against it.
+//! chat text, label log-probs, every position's logits and the greedy answer against it, with
+//! the weights dequantized to f32 at load and with them kept quantized (dequantized per row
+//! inside each product): both must match the float64 reference.
 //!
 //! The model file must be present (`scripts/fetch-default-model.sh`; `scripts/test.sh` runs it
 //! first). When it is missing the tests fail with that instruction rather than pass silently.
@@ -12,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use candor_infer::{ChatMessage, LanguageModel, LoadOptions, ModelSpec, StopReason};
+use candor_infer::{ChatMessage, LanguageModel, LoadOptions, ModelSpec, StopReason, WeightStorage};
 use serde::Deserialize;
 
 /// Label log-probs (total, first-token) and outside mass: nats / probability.
@@ -98,10 +100,23 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// The default model, loaded once for all tests of this file.
+/// Both weight storages, for the tests of the numbers.
+const STORAGES: [WeightStorage; 2] = [WeightStorage::Dense, WeightStorage::Quantized];
+
+/// The default model with dense weights, loaded once for all tests of this file.
 fn model() -> &'static LanguageModel {
-    static MODEL: OnceLock<LanguageModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
+    model_with(WeightStorage::Dense)
+}
+
+/// The default model with the given weight storage, loaded once per storage.
+fn model_with(storage: WeightStorage) -> &'static LanguageModel {
+    static DENSE: OnceLock<LanguageModel> = OnceLock::new();
+    static QUANTIZED: OnceLock<LanguageModel> = OnceLock::new();
+    let cell = match storage {
+        WeightStorage::Dense => &DENSE,
+        WeightStorage::Quantized => &QUANTIZED,
+    };
+    cell.get_or_init(|| {
         let fixture = fixture();
         assert_eq!(fixture.provenance.model_file, MODEL_FILE, "fixture was made for another model");
         let models_dir = std::env::var_os("CANDOR_MODELS_DIR")
@@ -114,8 +129,14 @@ fn model() -> &'static LanguageModel {
             path.display(),
             fixture.provenance.model_sha256
         );
-        LanguageModel::load(&ModelSpec::Gguf(path.clone()), &LoadOptions::default())
-            .unwrap_or_else(|e| panic!("loading {} failed: {e}", path.display()))
+        let options = LoadOptions {
+            weights: Some(storage),
+            ..LoadOptions::default()
+        };
+        let model = LanguageModel::load(&ModelSpec::Gguf(path.clone()), &options)
+            .unwrap_or_else(|e| panic!("loading {} failed: {e}", path.display()));
+        assert_eq!(model.model().weight_storage(), storage, "storage in use");
+        model
     })
 }
 
@@ -151,7 +172,13 @@ fn chat_template_renders_like_jinja2() {
 
 #[test]
 fn label_scores_match_float64_reference() {
-    let model = model();
+    for storage in STORAGES {
+        label_scores_match_float64_reference_with(storage);
+    }
+}
+
+fn label_scores_match_float64_reference_with(storage: WeightStorage) {
+    let model = model_with(storage);
     let mut worst = [0.0f64; 3];
     for case in &fixture().label_scoring {
         let prompt = model
@@ -169,7 +196,7 @@ fn label_scores_match_float64_reference() {
             case.name
         );
         for (got, want) in scores.labels.iter().zip(&case.labels) {
-            let what = format!("{} / {:?}", case.name, want.label);
+            let what = format!("{storage}: {} / {:?}", case.name, want.label);
             assert_eq!(got.label, want.label, "{what}: label order");
             assert_eq!(got.token_ids, want.ids, "{what}: label tokens");
             let total = assert_close(
@@ -196,7 +223,7 @@ fn label_scores_match_float64_reference() {
         worst[2] = worst[2].max(outside);
     }
     eprintln!(
-        "label scoring, max |diff| vs float64: log-prob {:.2e}, first-token {:.2e}, outside mass {:.2e}",
+        "{storage} weights: label scoring, max |diff| vs float64: log-prob {:.2e}, first-token {:.2e}, outside mass {:.2e}",
         worst[0], worst[1], worst[2]
     );
 }
@@ -206,7 +233,13 @@ fn shared_prefix_reuse_gives_the_same_label_scores() {
     // The prompts without their own system message all start with the template's default
     // system turn and the user header; computing that once and extending it per example must
     // give the float64 values too.
-    let model = model();
+    for storage in STORAGES {
+        shared_prefix_reuse_gives_the_same_label_scores_with(storage);
+    }
+}
+
+fn shared_prefix_reuse_gives_the_same_label_scores_with(storage: WeightStorage) {
+    let model = model_with(storage);
     let cases: Vec<&ScoringCase> = fixture()
         .label_scoring
         .iter()
@@ -240,7 +273,10 @@ fn shared_prefix_reuse_gives_the_same_label_scores() {
         let labels: Vec<String> = case.labels.iter().map(|l| l.label.clone()).collect();
         let scores = model.score_labels(&prefix, &labels).expect("score labels");
         for (got, want) in scores.labels.iter().zip(&case.labels) {
-            let what = format!("{} / {:?} after a reused header", case.name, want.label);
+            let what = format!(
+                "{storage}: {} / {:?} after a reused header",
+                case.name, want.label
+            );
             assert_close(&what, got.log_prob, want.logprob, LOG_PROB_TOLERANCE);
         }
         assert_close(
@@ -295,13 +331,19 @@ fn compare_logit_rows(what: &str, rows: &[Vec<f32>], reference: &[LogitsRow]) ->
 
 #[test]
 fn logits_match_float64_reference_at_every_position() {
-    let model = model();
+    for storage in STORAGES {
+        logits_match_float64_reference_with(storage);
+    }
+}
+
+fn logits_match_float64_reference_with(storage: WeightStorage) {
+    let model = model_with(storage);
     let fixture = fixture();
     let ids = &fixture.logits_ids;
     let mut cache = model.model().new_cache();
     let logits = model.model().forward(ids, &mut cache).expect("forward");
     let rows: Vec<Vec<f32>> = logits.to_vec2().expect("logits as rows");
-    let worst = compare_logit_rows("one chunk", &rows, &fixture.logits);
+    let worst = compare_logit_rows(&format!("{storage}: one chunk"), &rows, &fixture.logits);
 
     // The same sequence in two chunks through the KV cache must agree with the reference too.
     let split = ids.len() / 2;
@@ -320,16 +362,23 @@ fn logits_match_float64_reference_at_every_position() {
             .to_vec2::<f32>()
             .expect("rows"),
     );
-    let worst_chunked = compare_logit_rows("two chunks", &chunked, &fixture.logits);
+    let worst_chunked =
+        compare_logit_rows(&format!("{storage}: two chunks"), &chunked, &fixture.logits);
     eprintln!(
-        "logits over {} positions, max |diff| vs float64: one chunk {worst:.2e}, two chunks {worst_chunked:.2e}",
+        "{storage} weights: logits over {} positions, max |diff| vs float64: one chunk {worst:.2e}, two chunks {worst_chunked:.2e}",
         ids.len()
     );
 }
 
 #[test]
 fn greedy_answer_matches_reference() {
-    let model = model();
+    for storage in STORAGES {
+        greedy_answer_matches_reference_with(storage);
+    }
+}
+
+fn greedy_answer_matches_reference_with(storage: WeightStorage) {
+    let model = model_with(storage);
     let case = &fixture().greedy[0];
     let prompt = model
         .render_chat(&case.messages, true)
@@ -344,7 +393,10 @@ fn greedy_answer_matches_reference() {
         .copied()
         .filter(|&id| id != case.stop_id)
         .collect();
-    assert_eq!(generation.token_ids, expected_ids, "greedy token ids");
+    assert_eq!(
+        generation.token_ids, expected_ids,
+        "{storage}: greedy token ids"
+    );
     assert_eq!(generation.text, case.answer_text);
     assert_eq!(generation.stop_reason, StopReason::Eos);
     assert_eq!(generation.text, "The capital of France is Paris.");

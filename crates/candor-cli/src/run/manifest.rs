@@ -52,7 +52,8 @@ pub struct ModelManifest {
     pub vocab_size: usize,
     /// Weights hash and storage types.
     pub weights: WeightsInfo,
-    /// Type the forward pass computes in (weights are dequantized to it at load).
+    /// Type the forward pass computes in: `f32` (weights dequantized to it at load) or
+    /// `f32, quantized weights` (`--weights quantized`: dequantized per row inside each product).
     pub compute_dtype: String,
     /// `--device`.
     pub device: String,

@@ -21,7 +21,7 @@ pub use merge::{run_merge, MergeArgs};
 
 use anyhow::{bail, ensure, Context, Result};
 use candor_calib::VerbalizedParser;
-use candor_infer::{ConstrainedOptions, LanguageModel};
+use candor_infer::{ConstrainedOptions, LanguageModel, WeightStorage};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -30,7 +30,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::dataset::truncate::fit_to_budget;
 use crate::dataset::{Dataset, DatasetArgs, Example};
-use crate::model_args::{ModelArgs, DEFAULT_MODEL};
+use crate::model_args::{ModelArgs, WeightsArg, DEFAULT_MODEL};
 use evaluate::{ChatPrompt, Evaluator, VerbalizedMode, VerbalizedSetup};
 use manifest::{
     DatasetManifest, Manifest, ModelManifest, PromptManifest, PromptsManifest, Selection, Settings,
@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// Compute threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// GGUF weight storage: dense, quantized (dequantized per row, activations stay f32) or
+    /// auto (dense when the f32 weights fit in available memory).
+    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
+    weights: WeightsArg,
     /// Use only the local Hugging Face cache for hf: models, never the network.
     #[arg(long)]
     offline: bool,
@@ -142,6 +146,7 @@ impl RunArgs {
             model: self.model.clone(),
             device: self.device.clone(),
             threads: self.threads,
+            weights: self.weights,
             offline: self.offline,
             chat: true,
         }
@@ -402,7 +407,10 @@ fn build_manifest(
             context_length: config.context_length,
             vocab_size: config.vocab_size,
             weights: model_info::inspect_weights(Path::new(model.source()))?,
-            compute_dtype: "f32".into(),
+            compute_dtype: match model.model().weight_storage() {
+                WeightStorage::Dense => "f32".into(),
+                WeightStorage::Quantized => "f32, quantized weights".into(),
+            },
             device: args.device.clone(),
             chat_template_sha256: chat_template
                 .as_deref()

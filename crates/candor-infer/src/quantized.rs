@@ -1,0 +1,505 @@
+//! Weight matrices kept quantized in memory (GGUF block formats) and multiplied with exact f32
+//! activations: rows are dequantized on the fly into f32 with candle's own block dequantizer
+//! and the products are accumulated in f32, so nothing rounds the activations (unlike
+//! candle's and llama.cpp's quantized matmuls, which round them to 8 bits).
+//!
+//! Two paths, both exact to f32 rounding:
+//! - few activation rows (decode, small batches): a candle custom op where each rayon task
+//!   dequantizes a block of [`ROWS_PER_TASK`] weight rows once and dots every activation row
+//!   with them;
+//! - many activation rows (prefill, label batches): slices of the weight of at most
+//!   [`DENSE_SLICE_BYTES`] are dequantized in turn and multiplied through candle's f32 gemm.
+//!
+//! [`Weight`] is what the model holds for a projection or the embedding table: dense f32 or
+//! quantized behind the same calls.
+
+use std::fmt;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor, QuantizedType};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{InferError, Result};
+
+/// Weight rows dequantized together by one task of the few-rows path.
+const ROWS_PER_TASK: usize = 16;
+/// From this many activation rows on, the product goes through dequantized slices and gemm.
+const GEMM_MIN_ACTIVATION_ROWS: usize = 8;
+/// Largest dequantized f32 slice of a weight held at once on the gemm path.
+const DENSE_SLICE_BYTES: usize = 8 << 20;
+
+/// How a model's weight matrices are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightStorage {
+    /// Dequantized to f32 at load: fastest prefill, 4 bytes per weight.
+    Dense,
+    /// Quantized GGUF tensors kept in their block format and dequantized row by row during
+    /// each product (non-quantized tensors stay dense): a fraction of the memory.
+    Quantized,
+}
+
+impl WeightStorage {
+    /// `"dense"` or `"quantized"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dense => "dense",
+            Self::Quantized => "quantized",
+        }
+    }
+}
+
+impl fmt::Display for WeightStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WeightStorage {
+    type Err = InferError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "dense" => Ok(Self::Dense),
+            "quantized" => Ok(Self::Quantized),
+            other => Err(InferError::InvalidInput(format!(
+                "weight storage `{other}`: expected `dense` or `quantized`"
+            ))),
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix in a GGUF block format, with an optional row order (output row `r`
+/// is stored row `row_order[r]`), which is how llama q/k rope rows are un-permuted without
+/// touching the blocks.
+pub(crate) struct QuantizedMatrix {
+    blocks: Box<dyn QuantizedType>,
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+    row_order: Vec<u32>,
+}
+
+impl fmt::Debug for QuantizedMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "QuantizedMatrix[{:?}; {}x{}]",
+            self.dtype, self.rows, self.cols
+        )
+    }
+}
+
+impl QuantizedMatrix {
+    /// Copy the blocks of a 2-d CPU `QTensor`.
+    pub(crate) fn from_qtensor(tensor: &QTensor) -> Result<Self> {
+        let (rows, cols) = tensor.shape().dims2()?;
+        let dtype = tensor.dtype();
+        if rows == 0 || cols == 0 {
+            return Err(InferError::InvalidInput(format!(
+                "quantized {dtype:?} tensor of shape {rows}x{cols} is empty"
+            )));
+        }
+        let blocks = dtype.from_data(tensor.data()?);
+        if blocks.storage_size_in_bytes() != rows * cols / dtype.block_size() * dtype.type_size() {
+            return Err(InferError::InvalidInput(format!(
+                "quantized {dtype:?} tensor of shape {rows}x{cols} holds {} bytes",
+                blocks.storage_size_in_bytes()
+            )));
+        }
+        let row_order = (0..rows as u32).collect();
+        Ok(Self {
+            blocks,
+            dtype,
+            rows,
+            cols,
+            row_order,
+        })
+    }
+
+    /// Reorder the rows: output row `r` becomes stored row `order[r]`.
+    pub(crate) fn with_row_order(mut self, order: Vec<u32>) -> Result<Self> {
+        let mut seen = vec![false; self.rows];
+        let is_permutation = order.len() == self.rows
+            && order.iter().all(|&r| {
+                let fresh = (r as usize) < self.rows && !seen[r as usize];
+                if fresh {
+                    seen[r as usize] = true;
+                }
+                fresh
+            });
+        if !is_permutation {
+            return Err(InferError::InvalidInput(format!(
+                "row order of a {}-row matrix must be a permutation of 0..{}",
+                self.rows, self.rows
+            )));
+        }
+        self.row_order = order;
+        Ok(self)
+    }
+
+    /// `(rows, cols)`.
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Output rows `rows` (indices after the row order) dequantized, `rows.len() * cols` values.
+    pub(crate) fn dequantize_rows(&self, rows: &[u32]) -> Result<Vec<f32>> {
+        let stored: Vec<u32> = rows
+            .iter()
+            .map(|&r| {
+                self.row_order.get(r as usize).copied().ok_or_else(|| {
+                    InferError::InvalidInput(format!(
+                        "row {r} of a {}-row quantized matrix",
+                        self.rows
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.dequantize_stored(&stored)
+    }
+
+    fn dequantize_stored(&self, stored: &[u32]) -> Result<Vec<f32>> {
+        match self.blocks.embedding(stored, self.rows, self.cols)? {
+            CpuStorage::F32(values) => Ok(values),
+            _ => Err(InferError::InvalidInput(
+                "dequantized rows did not come back as f32".into(),
+            )),
+        }
+    }
+
+    /// Output rows `first..first + count` dequantized, in parallel over row blocks.
+    fn dequantize_range(&self, first: usize, count: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; count * self.cols];
+        out.par_chunks_mut(ROWS_PER_TASK * self.cols)
+            .enumerate()
+            .try_for_each(|(task, chunk)| {
+                let start = first + task * ROWS_PER_TASK;
+                let ids = &self.row_order[start..start + chunk.len() / self.cols];
+                chunk.copy_from_slice(&self.dequantize_stored(ids)?);
+                Ok::<_, InferError>(())
+            })?;
+        Ok(out)
+    }
+
+    /// The whole matrix dequantized, `[rows, cols]` on `device`.
+    pub(crate) fn to_dense(&self, device: &Device) -> Result<Tensor> {
+        let values = self.dequantize_range(0, self.rows)?;
+        Ok(Tensor::from_vec(values, (self.rows, self.cols), device)?)
+    }
+
+    /// `x Wᵀ` for activations `x` of shape `[.., cols]` (f32, CPU): `[.., rows]`.
+    pub(crate) fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
+        let activation_rows = x.elem_count() / self.cols.max(1);
+        if activation_rows < GEMM_MIN_ACTIVATION_ROWS {
+            return Ok(x.contiguous()?.apply_op1_no_bwd(self)?);
+        }
+        let (leading, x2) = self.flatten_activations(x)?;
+        let slice_rows = (DENSE_SLICE_BYTES / (4 * self.cols.max(1))).max(ROWS_PER_TASK);
+        let mut parts = Vec::with_capacity(self.rows.div_ceil(slice_rows));
+        for first in (0..self.rows).step_by(slice_rows) {
+            let count = slice_rows.min(self.rows - first);
+            let slice = Tensor::from_vec(
+                self.dequantize_range(first, count)?,
+                (count, self.cols),
+                x.device(),
+            )?;
+            parts.push(x2.matmul(&slice.t()?)?);
+        }
+        let y = Tensor::cat(&parts, 1)?;
+        let mut shape = leading;
+        shape.push(self.rows);
+        Ok(y.reshape(shape)?)
+    }
+
+    /// Leading dims of `x` and `x` as `[n, cols]`, after checking the last dim and dtype.
+    fn flatten_activations(&self, x: &Tensor) -> Result<(Vec<usize>, Tensor)> {
+        let dims = x.dims();
+        if dims.last() != Some(&self.cols) || x.dtype() != DType::F32 {
+            return Err(InferError::InvalidInput(format!(
+                "activations of shape {dims:?} ({:?}) for a quantized {}x{} weight: expected f32 [.., {}]",
+                x.dtype(),
+                self.rows,
+                self.cols,
+                self.cols
+            )));
+        }
+        let leading = dims[..dims.len() - 1].to_vec();
+        let n = leading.iter().product::<usize>();
+        Ok((leading, x.reshape((n, self.cols))?))
+    }
+
+    /// The few-rows product on raw slices: `x` is `[n, cols]` row-major, the result `[n, rows]`.
+    fn matmul_t_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (rows, cols) = (self.rows, self.cols);
+        // Computed as [rows, n] so that every task owns a contiguous run of the output.
+        let mut transposed = vec![0f32; rows * n];
+        if n > 0 {
+            transposed
+                .par_chunks_mut(ROWS_PER_TASK * n)
+                .enumerate()
+                .try_for_each(|(task, out)| {
+                    let first = task * ROWS_PER_TASK;
+                    let ids = &self.row_order[first..first + out.len() / n];
+                    let weights = self.dequantize_stored(ids)?;
+                    for (w_row, out_row) in weights.chunks_exact(cols).zip(out.chunks_exact_mut(n))
+                    {
+                        for (x_row, y) in x.chunks_exact(cols).zip(out_row.iter_mut()) {
+                            *y = dot(w_row, x_row);
+                        }
+                    }
+                    Ok::<_, InferError>(())
+                })?;
+        }
+        let mut y = vec![0f32; n * rows];
+        for (r, column) in transposed.chunks_exact(n.max(1)).enumerate() {
+            for (t, &v) in column.iter().enumerate() {
+                y[t * rows + r] = v;
+            }
+        }
+        Ok(y)
+    }
+}
+
+impl CustomOp1 for QuantizedMatrix {
+    fn name(&self) -> &'static str {
+        "f32-activations-times-quantized-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = layout.dims();
+        let x = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(values), Some((start, end))) => &values[start..end],
+            _ => candle_core::bail!(
+                "{}: expected contiguous f32 activations, got layout {layout:?}",
+                self.name()
+            ),
+        };
+        if dims.last() != Some(&self.cols) {
+            candle_core::bail!(
+                "{}: activations of shape {dims:?} for a {}x{} weight",
+                self.name(),
+                self.rows,
+                self.cols
+            );
+        }
+        let n = x.len() / self.cols.max(1);
+        let y = self
+            .matmul_t_rows(x, n)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut shape = dims[..dims.len() - 1].to_vec();
+        shape.push(self.rows);
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+}
+
+/// f32 dot product with 16 independent partial sums, which the compiler keeps in vector
+/// registers.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut partial = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for ((p, a), b) in partial.iter_mut().zip(x).zip(y) {
+            *p += a * b;
+        }
+    }
+    partial.iter().sum::<f32>() + tail
+}
+
+/// A projection weight or embedding table, `[rows, cols]`: dense f32, or quantized blocks
+/// shared between the embedding and a tied output head.
+#[derive(Debug, Clone)]
+pub(crate) enum Weight {
+    /// f32 on the model's device.
+    Dense(Tensor),
+    /// GGUF blocks in CPU memory.
+    Quantized(Arc<QuantizedMatrix>),
+}
+
+impl Weight {
+    /// `x Wᵀ` for `x` of shape `[.., cols]`.
+    pub(crate) fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => Ok(x.matmul(&w.t()?)?),
+            Self::Quantized(q) => q.matmul_t(x),
+        }
+    }
+
+    /// Rows `ids` (a 1-d u32 tensor) as `[ids.len(), cols]`: the embedding lookup.
+    pub(crate) fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => Ok(w.index_select(ids, 0)?),
+            Self::Quantized(q) => {
+                let ids = ids.to_vec1::<u32>()?;
+                let values = q.dequantize_rows(&ids)?;
+                Ok(Tensor::from_vec(values, (ids.len(), q.cols), &Device::Cpu)?)
+            }
+        }
+    }
+
+    /// The matrix as dense f32 on `device` (for export).
+    pub(crate) fn to_dense(&self, device: &Device) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => Ok(w.clone()),
+            Self::Quantized(q) => q.to_dense(device),
+        }
+    }
+
+    /// Whether the matrix is held quantized.
+    pub(crate) fn is_quantized(&self) -> bool {
+        matches!(self, Self::Quantized(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `[rows, cols]` tensor of deterministic pseudo-random values in [-1, 1).
+    fn random_matrix(rows: usize, cols: usize, seed: u64) -> Tensor {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    /// `x Wᵀ` computed naively in f64 from the fully dequantized weight.
+    fn naive_product(x: &Tensor, w_dense: &Tensor) -> Vec<Vec<f64>> {
+        let x: Vec<Vec<f32>> = x.to_vec2().unwrap();
+        let w: Vec<Vec<f32>> = w_dense.to_vec2().unwrap();
+        x.iter()
+            .map(|xr| {
+                w.iter()
+                    .map(|wr| {
+                        xr.iter()
+                            .zip(wr)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn max_abs_diff(got: &Tensor, want: &[Vec<f64>]) -> f64 {
+        let got: Vec<Vec<f32>> = got.to_vec2().unwrap();
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(want)
+            .flat_map(|(g, w)| {
+                assert_eq!(g.len(), w.len());
+                g.iter().zip(w).map(|(a, b)| (f64::from(*a) - b).abs())
+            })
+            .fold(0.0, f64::max)
+    }
+
+    const BLOCK_TYPES: [GgmlDType; 5] = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ];
+
+    #[test]
+    fn products_match_naive_dequantize_then_matmul_for_every_block_type() {
+        // Row counts that are not multiples of ROWS_PER_TASK; activation batches on both paths.
+        for dtype in BLOCK_TYPES {
+            let cols = 2 * dtype.block_size();
+            for rows in [1, 37] {
+                let q = QTensor::quantize(&random_matrix(rows, cols, rows as u64), dtype).unwrap();
+                let dense = q.dequantize(&Device::Cpu).unwrap();
+                let matrix = QuantizedMatrix::from_qtensor(&q).unwrap();
+                for batch in [1, 3, GEMM_MIN_ACTIVATION_ROWS + 5] {
+                    let x = random_matrix(batch, cols, 1000 + batch as u64);
+                    let got = matrix.matmul_t(&x).unwrap();
+                    assert_eq!(got.dims(), &[batch, rows]);
+                    let diff = max_abs_diff(&got, &naive_product(&x, &dense));
+                    // Sums of `cols` products of magnitude < ~1 in f32: a few ulps of ~sqrt(cols).
+                    assert!(
+                        diff < 1e-4,
+                        "{dtype:?} {rows}x{cols}, batch {batch}: max |diff| {diff:e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_path_slices_large_weights_and_keeps_leading_dims() {
+        // 600 rows of 4096 columns: 9.4 MB as f32, so more than one dense slice.
+        let (rows, cols) = (600, 4096);
+        let q = QTensor::quantize(&random_matrix(rows, cols, 7), GgmlDType::Q8_0).unwrap();
+        let dense = q.dequantize(&Device::Cpu).unwrap();
+        let matrix = QuantizedMatrix::from_qtensor(&q).unwrap();
+        let x = random_matrix(2 * 5, cols, 8);
+        let got = matrix.matmul_t(&x.reshape((2, 5, cols)).unwrap()).unwrap();
+        assert_eq!(got.dims(), &[2, 5, rows]);
+        let diff = max_abs_diff(
+            &got.reshape((10, rows)).unwrap(),
+            &naive_product(&x, &dense),
+        );
+        assert!(diff < 1e-3, "max |diff| {diff:e}");
+    }
+
+    #[test]
+    fn row_order_permutes_products_and_lookups() {
+        let (rows, cols) = (20, 64);
+        let q = QTensor::quantize(&random_matrix(rows, cols, 3), GgmlDType::Q4_1).unwrap();
+        let dense: Vec<Vec<f32>> = q.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
+        let order: Vec<u32> = (0..rows as u32).rev().collect();
+        let matrix = QuantizedMatrix::from_qtensor(&q)
+            .unwrap()
+            .with_row_order(order)
+            .unwrap();
+        let looked_up = matrix.dequantize_rows(&[0, 5]).unwrap();
+        assert_eq!(&looked_up[..cols], dense[rows - 1].as_slice());
+        assert_eq!(&looked_up[cols..], dense[rows - 6].as_slice());
+        let x = random_matrix(1, cols, 4);
+        let y: Vec<Vec<f32>> = matrix.matmul_t(&x).unwrap().to_vec2().unwrap();
+        let reversed: Vec<Vec<f32>> = dense.into_iter().rev().collect();
+        let w = Tensor::new(reversed, &Device::Cpu).unwrap();
+        let diff = max_abs_diff(
+            &Tensor::new(y, &Device::Cpu).unwrap(),
+            &naive_product(&x, &w),
+        );
+        assert!(diff < 1e-5, "max |diff| {diff:e}");
+        let bad = QuantizedMatrix::from_qtensor(&q)
+            .unwrap()
+            .with_row_order(vec![0; rows]);
+        assert!(bad.is_err(), "a repeated row is not a permutation");
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let q = QTensor::quantize(&random_matrix(4, 32, 1), GgmlDType::Q8_0).unwrap();
+        let matrix = QuantizedMatrix::from_qtensor(&q).unwrap();
+        assert!(matrix.matmul_t(&random_matrix(1, 33, 2)).is_err());
+        assert!(matrix.matmul_t(&random_matrix(9, 33, 2)).is_err());
+        assert!(matrix.dequantize_rows(&[4]).is_err());
+        assert!("q4".parse::<WeightStorage>().is_err());
+        assert_eq!(
+            "quantized".parse::<WeightStorage>().unwrap(),
+            WeightStorage::Quantized
+        );
+    }
+}
