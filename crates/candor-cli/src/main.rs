@@ -39,7 +39,7 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Run a local model over a dataset: verbalized distributions and label log-probs per example
     /// into a resumable run directory (manifest.json + predictions.jsonl).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Fit every calibrator on part of a run's records and measure both signals on the rest
     /// (writes calibration.json in the run directory).
     Calibrate(calibrate::CalibrateArgs),
