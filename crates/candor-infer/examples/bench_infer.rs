@@ -14,7 +14,8 @@
 //!   tokens replayed one decode step each.
 //!
 //! Then it compares weight storages: dense f32 weights vs weights kept quantized (dequantized
-//! per row inside each product), prefill and decode tok/s as above and the peak resident memory
+//! per row inside each product), prefill and decode tok/s and label scoring ex/s as above and
+//! the peak resident memory
 //! (`VmHWM`, load included), each measured in a child process of its own (this binary run with
 //! `--storage-child dense|quantized`), alternating dense and quantized over [`STORAGE_ROUNDS`]
 //! rounds; the best tok/s of each storage is reported with the quantized / dense ratios.
@@ -28,8 +29,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use candor_infer::{
-    ChatMessage, ConstrainedGeneration, ConstrainedOptions, InferError, LanguageModel, LoadOptions,
-    ModelSpec, Prefix, Result, WeightStorage,
+    ChatMessage, ConstrainedGeneration, ConstrainedOptions, InferError, LabelScores, LanguageModel,
+    LoadOptions, ModelSpec, Prefix, Result, WeightStorage,
 };
 
 const LABELS: [&str; 6] = ["anger", "fear", "joy", "love", "sadness", "surprise"];
@@ -221,6 +222,21 @@ fn log_prob_of(row: &[f32], id: u32) -> f64 {
     f64::from(row[id as usize]) - log_z
 }
 
+/// Candor's label scoring: the shared header prefilled once, each prompt extends it and all
+/// labels are scored as one batch.
+fn score_with_prefix_reuse(
+    model: &LanguageModel,
+    prompts: &[Vec<u32>],
+    shared: usize,
+    labels: &[String],
+) -> Result<Vec<LabelScores>> {
+    let header = model.prefill(&prompts[0][..shared])?;
+    prompts
+        .iter()
+        .map(|p| model.score_labels(&model.extend(&header, &p[shared..])?, labels))
+        .collect()
+}
+
 struct Pair {
     candor: f64,
     naive: f64,
@@ -234,13 +250,7 @@ fn bench_label_scoring(
     labels: &[String],
 ) -> Result<(Pair, f64)> {
     let (prompts, shared) = prompts(model, texts, label_prompt)?;
-    let (fast, fast_s) = timed(|| {
-        let header = model.prefill(&prompts[0][..shared])?;
-        prompts
-            .iter()
-            .map(|p| model.score_labels(&model.extend(&header, &p[shared..])?, labels))
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let (fast, fast_s) = timed(|| score_with_prefix_reuse(model, &prompts, shared, labels))?;
     let (naive, naive_s) = timed(|| {
         prompts
             .iter()
@@ -395,8 +405,8 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The child process: load with `storage`, measure prefill and decode, print one line
-/// `storage=S prefill=P decode=D peak_rss_kib=K` for the parent.
+/// The child process: load with `storage`, measure prefill, decode and label scoring, print
+/// one line `storage=S prefill=P decode=D scoring=E peak_rss_kib=K` for the parent.
 fn run_storage_child(args: &Args, storage: WeightStorage) -> Result<()> {
     let options = LoadOptions {
         weights: Some(storage),
@@ -406,11 +416,15 @@ fn run_storage_child(args: &Args, storage: WeightStorage) -> Result<()> {
     let long = long_prompt(&model)?;
     let prefill = bench_prefill(&model, &long)?;
     let decode = bench_decode(&model, &model.prefill(&long)?)?;
+    let labels: Vec<String> = LABELS.iter().map(|l| l.to_string()).collect();
+    let (prompts, shared) = prompts(&model, &TEXTS[..args.examples], label_prompt)?;
+    let (_, scoring_s) = timed(|| score_with_prefix_reuse(&model, &prompts, shared, &labels))?;
+    let scoring = prompts.len() as f64 / scoring_s;
     let peak = peak_rss_kib().ok_or_else(|| {
         InferError::InvalidInput("VmHWM not readable in /proc/self/status".into())
     })?;
     println!(
-        "storage={} prefill={prefill} decode={decode} peak_rss_kib={peak}",
+        "storage={} prefill={prefill} decode={decode} scoring={scoring} peak_rss_kib={peak}",
         model.model().weight_storage()
     );
     Ok(())
@@ -420,6 +434,7 @@ fn run_storage_child(args: &Args, storage: WeightStorage) -> Result<()> {
 struct StorageFigures {
     prefill: f64,
     decode: f64,
+    scoring: f64,
     peak_rss_kib: u64,
 }
 
@@ -431,6 +446,7 @@ fn measure_in_child(
     let output = Command::new(exe)
         .arg(&args.model)
         .args(["--storage-child", storage.as_str()])
+        .args(["--examples", &args.examples.to_string()])
         .output()
         .map_err(|e| format!("starting the {storage} child: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -458,6 +474,7 @@ fn measure_in_child(
     Ok(StorageFigures {
         prefill: number("prefill")?,
         decode: number("decode")?,
+        scoring: number("scoring")?,
         peak_rss_kib: number("peak_rss_kib")? as u64,
     })
 }
@@ -470,10 +487,11 @@ fn compare_storages(args: &Args) -> std::result::Result<(), String> {
         for (i, storage) in storages.into_iter().enumerate() {
             let figures = measure_in_child(args, storage)?;
             eprintln!(
-                "round {}: {storage}: prefill {:.1} tok/s, decode {:.1} tok/s, peak RSS {} MiB",
+                "round {}: {storage}: prefill {:.1} tok/s, decode {:.1} tok/s, label scoring {:.2} ex/s, peak RSS {} MiB",
                 round + 1,
                 figures.prefill,
                 figures.decode,
+                figures.scoring,
                 figures.peak_rss_kib / 1024
             );
             match best.get_mut(i) {
@@ -481,6 +499,7 @@ fn compare_storages(args: &Args) -> std::result::Result<(), String> {
                 Some(b) => {
                     b.prefill = b.prefill.max(figures.prefill);
                     b.decode = b.decode.max(figures.decode);
+                    b.scoring = b.scoring.max(figures.scoring);
                     b.peak_rss_kib = b.peak_rss_kib.max(figures.peak_rss_kib);
                 }
             }
@@ -489,21 +508,23 @@ fn compare_storages(args: &Args) -> std::result::Result<(), String> {
     let (dense, quantized) = (&best[0], &best[1]);
     println!();
     println!(
-        "| weights (best of {STORAGE_ROUNDS} alternating child runs) | prefill tok/s | decode tok/s | peak RSS MiB |"
+        "| weights (best of {STORAGE_ROUNDS} alternating child runs) | prefill tok/s | decode tok/s | label scoring ex/s | peak RSS MiB |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for (storage, f) in storages.iter().zip(&best) {
         println!(
-            "| {storage} | {:.1} | {:.1} | {} |",
+            "| {storage} | {:.1} | {:.1} | {:.2} | {} |",
             f.prefill,
             f.decode,
+            f.scoring,
             f.peak_rss_kib / 1024
         );
     }
     println!(
-        "| quantized / dense | {:.2}x | {:.2}x | {:.2}x |",
+        "| quantized / dense | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
         quantized.prefill / dense.prefill,
         quantized.decode / dense.decode,
+        quantized.scoring / dense.scoring,
         quantized.peak_rss_kib as f64 / dense.peak_rss_kib as f64
     );
     Ok(())
