@@ -267,5 +267,12 @@ fn a_run_directory_is_read_signal_by_signal() {
     let verbalized = eval_json(Path::new(""), &[&flags[..], &["--signal", "verbalized"]].concat());
     let parsed: usize = verbalized["parse"].as_object().unwrap().values().map(|v| v.as_u64().unwrap() as usize).sum();
     assert_eq!(parsed, 6, "every record is counted under one parse status");
-    assert_eq!(verbalized["parse"].get("unparseable"), None, "constrained answers always parse");
+    // A constrained answer always has the dict's syntax; it is unusable only when every number is
+    // 0 (no distribution to normalise), which a small model does write.
+    let unparseable = verbalized["parse"].get("unparseable").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let all_zero = records
+        .iter()
+        .filter(|r| r["verbalized"]["parsed"]["raw_values"].as_array().unwrap().iter().all(|v| v.as_f64() == Some(0.0)))
+        .count();
+    assert_eq!(unparseable, all_zero, "only all-zero constrained answers are unparseable");
 }
