@@ -52,7 +52,7 @@ impl Default for BootstrapOptions {
 }
 
 impl BootstrapOptions {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !(self.level > 0.0 && self.level < 1.0) {
             return Err(CalibError::InvalidParameter {
                 name: "level",

@@ -14,8 +14,8 @@
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
 use crate::metrics::{
-    equal_mass_bin, equal_width_bin, top_label_pairs, validate_inputs, EQUAL_MASS_BINS,
-    EQUAL_WIDTH_BINS,
+    check_scored_outcomes, equal_mass_bin, equal_width_bin, top_label_pairs, validate_inputs,
+    ScoreRange, EQUAL_MASS_BINS, EQUAL_WIDTH_BINS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -284,25 +284,8 @@ fn check_options(options: &ReliabilityOptions) -> Result<()> {
 }
 
 fn check_scores(scores: &[f64], outcomes: &[bool]) -> Result<()> {
-    if scores.is_empty() {
-        return Err(CalibError::Empty("a reliability diagram needs at least one score".into()));
-    }
-    if scores.len() != outcomes.len() {
-        return Err(CalibError::Shape {
-            what: "outcomes (one per score)".into(),
-            expected: scores.len(),
-            found: outcomes.len(),
-        });
-    }
-    match scores.iter().position(|s| !(0.0..=1.0).contains(s)) {
-        Some(row) => Err(CalibError::InvalidValue {
-            row,
-            column: 0,
-            value: scores[row],
-            expected: "a score in [0, 1]",
-        }),
-        None => Ok(()),
-    }
+    let empty = "a reliability diagram needs at least one score";
+    check_scored_outcomes(scores, outcomes, empty, "outcomes", ScoreRange::Probability)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 use crate::bootstrap::{percentile_interval, resample_counts, BootstrapOptions};
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
-use crate::metrics::{top_label_pairs, validate_inputs};
+use crate::metrics::{check_scored_outcomes, top_label_pairs, validate_inputs, ScoreRange};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -158,12 +158,7 @@ pub fn bootstrap_operating_point(
             reason: format!("at most {} rows can be resampled", u32::MAX),
         });
     }
-    if !(options.level > 0.0 && options.level < 1.0) {
-        return Err(CalibError::InvalidParameter {
-            name: "level",
-            reason: format!("must be in (0, 1), got {}", options.level),
-        });
-    }
+    options.validate()?;
     let ones = vec![1u32; scores.len()];
     let (precision, recall) = operating_point(scores, truth, threshold, &ones);
     let resampled: Vec<(f64, f64)> = (0..options.resamples as u64)
@@ -201,25 +196,8 @@ fn operating_point(scores: &[f64], truth: &[bool], threshold: f64, counts: &[u32
 }
 
 fn check_scores(scores: &[f64], truth: &[bool]) -> Result<()> {
-    if scores.is_empty() {
-        return Err(CalibError::Empty("thresholds need at least one score".into()));
-    }
-    if scores.len() != truth.len() {
-        return Err(CalibError::Shape {
-            what: "truth values (one per score)".into(),
-            expected: scores.len(),
-            found: truth.len(),
-        });
-    }
-    match scores.iter().position(|s| !s.is_finite()) {
-        Some(row) => Err(CalibError::InvalidValue {
-            row,
-            column: 0,
-            value: scores[row],
-            expected: "a finite score",
-        }),
-        None => Ok(()),
-    }
+    let empty = "thresholds need at least one score";
+    check_scored_outcomes(scores, truth, empty, "truth values", ScoreRange::Finite)
 }
 
 #[cfg(test)]

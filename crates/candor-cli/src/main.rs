@@ -6,6 +6,7 @@ mod demo;
 mod eval;
 mod export;
 mod generate;
+mod json_file;
 mod model_args;
 mod report;
 mod run;

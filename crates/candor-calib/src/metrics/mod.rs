@@ -217,6 +217,45 @@ impl MetricValues {
     }
 }
 
+/// The values a score paired with a binary outcome may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScoreRange {
+    /// A probability in `[0, 1]`.
+    Probability,
+    /// Any finite number.
+    Finite,
+}
+
+/// Checks scores paired with binary outcomes: at least one (`empty` is the error message
+/// otherwise), one outcome per score (`outcome_name` names them in the error), every score in
+/// `range`.
+pub(crate) fn check_scored_outcomes(
+    scores: &[f64],
+    outcomes: &[bool],
+    empty: &str,
+    outcome_name: &str,
+    range: ScoreRange,
+) -> Result<()> {
+    if scores.is_empty() {
+        return Err(CalibError::Empty(empty.into()));
+    }
+    if scores.len() != outcomes.len() {
+        return Err(CalibError::Shape {
+            what: format!("{outcome_name} (one per score)"),
+            expected: scores.len(),
+            found: outcomes.len(),
+        });
+    }
+    let (allowed, expected): (fn(&f64) -> bool, _) = match range {
+        ScoreRange::Probability => (|s| (0.0..=1.0).contains(s), "a score in [0, 1]"),
+        ScoreRange::Finite => (|s| s.is_finite(), "a finite score"),
+    };
+    match scores.iter().position(|s| !allowed(s)) {
+        Some(row) => Err(CalibError::InvalidValue { row, column: 0, value: scores[row], expected }),
+        None => Ok(()),
+    }
+}
+
 /// Checks that `probs` holds probability rows and `labels` one valid class index per row.
 pub fn validate_inputs(probs: &ScoreMatrix, labels: &[usize]) -> Result<()> {
     if probs.n_rows() == 0 {

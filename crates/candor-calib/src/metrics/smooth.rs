@@ -24,6 +24,7 @@
 //! with 10 halvings for the predicate `σ < 0.001 or σ < smECE_σ`, keeping the smallest σ found
 //! where it fails; σ* is then within 2⁻¹⁰ above the fixed point.
 
+use super::{check_scored_outcomes, ScoreRange};
 use crate::error::{CalibError, Result};
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
@@ -166,24 +167,8 @@ impl SmoothEceData {
 
     /// Validated data from scores in any order.
     fn checked(scores: &[f64], outcomes: &[bool]) -> Result<Self> {
-        if scores.is_empty() {
-            return Err(CalibError::Empty("smooth ECE needs at least one score".into()));
-        }
-        if scores.len() != outcomes.len() {
-            return Err(CalibError::Shape {
-                what: "outcomes (one per score)".into(),
-                expected: scores.len(),
-                found: outcomes.len(),
-            });
-        }
-        if let Some(row) = scores.iter().position(|s| !(0.0..=1.0).contains(s)) {
-            return Err(CalibError::InvalidValue {
-                row,
-                column: 0,
-                value: scores[row],
-                expected: "a score in [0, 1]",
-            });
-        }
+        let empty = "smooth ECE needs at least one score";
+        check_scored_outcomes(scores, outcomes, empty, "outcomes", ScoreRange::Probability)?;
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
         let sorted: Vec<f64> = order.iter().map(|&i| scores[i]).collect();

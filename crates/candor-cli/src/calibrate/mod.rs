@@ -15,6 +15,7 @@ pub mod results;
 mod signal;
 
 use crate::eval::UnparseablePolicy;
+use crate::run::Signal;
 use anyhow::{bail, ensure, Context, Result};
 use candor_calib::bootstrap::{paired_bootstrap, BootstrapOptions};
 use candor_calib::calibrators::{FitOptions, InputKind};
@@ -99,16 +100,17 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<CalibrationResults> {
     };
     let mut signals = Vec::new();
     let mut measured_by_signal: Vec<(Vec<usize>, Vec<Measured>)> = Vec::new();
-    for name in ["verbalized", "logits"] {
-        let Some(rows) = parts.signal_rows(name, args.unparseable)? else { continue };
+    for signal in Signal::ALL {
+        let Some(rows) = parts.signal_rows(signal, args.unparseable)? else { continue };
+        let name = signal.name();
         let measured = measure_signal(&rows.rows, &options).with_context(|| format!("the {name} signal"))?;
         signals.push(SignalResults {
             signal: name.to_string(),
             input_kind: rows.rows.kind.name().to_string(),
             n_calibration: rows.rows.calibration.1.len(),
             n_test: rows.rows.test.1.len(),
-            well_formedness: (name == "verbalized").then(|| parts.well_formedness(args.unparseable)),
-            mean_outside_mass: (name == "logits").then(|| parts.mean_outside_mass()).flatten(),
+            well_formedness: (signal == Signal::Verbalized).then(|| parts.well_formedness(args.unparseable)),
+            mean_outside_mass: (signal == Signal::Logits).then(|| parts.mean_outside_mass()).flatten(),
             calibrators: measured.iter().map(|m| m.results.clone()).collect(),
         });
         measured_by_signal.push((rows.test_examples, measured));
@@ -197,25 +199,30 @@ impl<'a> Parts<'a> {
     }
 
     /// The rows of `signal` (`None` when the run did not collect it).
-    fn signal_rows(&self, signal: &str, policy: UnparseablePolicy) -> Result<Option<GatheredRows>> {
+    fn signal_rows(&self, signal: Signal, policy: UnparseablePolicy) -> Result<Option<GatheredRows>> {
         let (run, _) = self.test[0];
-        let n_labels = run.manifest.dataset.labels.len();
-        let uniform = vec![1.0 / n_labels as f64; n_labels];
-        let row = |records: &RunRecords, i: usize| -> Option<Option<Vec<f64>>> {
-            match signal {
-                "verbalized" => records.verbalized.as_ref().map(|rows| {
-                    rows[i].probabilities.clone().or_else(|| (policy == UnparseablePolicy::Uniform).then(|| uniform.clone()))
-                }),
-                _ => records.logits.as_ref().map(|rows| Some(rows[i].log_probs.clone())),
-            }
+        let collected = match signal {
+            Signal::Verbalized => run.verbalized.is_some(),
+            Signal::Logits => run.logits.is_some(),
         };
-        if row(run, 0).is_none() {
+        if !collected {
             return Ok(None);
         }
+        let n_labels = run.manifest.dataset.labels.len();
+        let uniform = vec![1.0 / n_labels as f64; n_labels];
+        // Both runs were checked to collect the same signals, so the rows exist in each.
+        let row = |records: &RunRecords, i: usize| -> Option<Vec<f64>> {
+            match signal {
+                Signal::Verbalized => records.verbalized.as_ref().and_then(|rows| {
+                    rows[i].probabilities.clone().or_else(|| (policy == UnparseablePolicy::Uniform).then(|| uniform.clone()))
+                }),
+                Signal::Logits => records.logits.as_ref().map(|rows| rows[i].log_probs.clone()),
+            }
+        };
         let gather = |part: &[(&RunRecords, usize)]| -> Result<(Vec<usize>, ScoreMatrix, Vec<usize>)> {
             let (mut kept, mut values, mut gold) = (Vec::new(), Vec::new(), Vec::new());
             for (position, &(records, i)) in part.iter().enumerate() {
-                if let Some(Some(scores)) = row(records, i) {
+                if let Some(scores) = row(records, i) {
                     kept.push(position);
                     values.extend(scores);
                     gold.push(records.gold[i]);
@@ -226,9 +233,12 @@ impl<'a> Parts<'a> {
         let (_, calibration_scores, calibration_gold) = gather(&self.calibration)?;
         let (test_examples, test_scores, test_gold) = gather(&self.test)?;
         if calibration_gold.is_empty() || test_gold.is_empty() {
-            bail!("the {signal} signal has no usable rows in the calibration or the test part (every answer unparseable?)");
+            bail!("the {} signal has no usable rows in the calibration or the test part (every answer unparseable?)", signal.name());
         }
-        let kind = if signal == "verbalized" { InputKind::Probabilities } else { InputKind::Logits };
+        let kind = match signal {
+            Signal::Verbalized => InputKind::Probabilities,
+            Signal::Logits => InputKind::Logits,
+        };
         Ok(Some(GatheredRows {
             rows: SignalRows { kind, calibration: (calibration_scores, calibration_gold), test: (test_scores, test_gold) },
             test_examples,

@@ -6,7 +6,8 @@
 //! Metric keys are the public names of `candor_calib::metrics::Metric` (those of `candor eval`).
 //! Numbers that are undefined (NaN, e.g. AUROC when every test row is correct) are `null`.
 
-use anyhow::{Context, Result};
+use crate::json_file;
+use anyhow::Result;
 use candor_calib::reliability::ReliabilityDiagram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -194,19 +195,14 @@ impl CalibrationResults {
     /// Reads `dir/calibration.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(CALIBRATION_FILE);
-        let bytes = std::fs::read(&path).with_context(|| {
+        json_file::read(&path, "Candor calibration file", || {
             format!("reading {} (run `candor calibrate --run {}` first)", path.display(), dir.display())
-        })?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not a Candor calibration file", path.display()))
+        })
     }
 
     /// Writes `dir/calibration.json` through a temporary file, so a reader never sees half of it.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(CALIBRATION_FILE);
-        let temporary = dir.join(format!("{CALIBRATION_FILE}.tmp"));
-        let text = serde_json::to_string_pretty(self)? + "\n";
-        std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
-        std::fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))
+        json_file::write_atomically(&dir.join(CALIBRATION_FILE), self)
     }
 
     /// The results of `signal` under `calibrator`, if computed.

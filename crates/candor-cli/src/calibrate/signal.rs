@@ -8,8 +8,9 @@
 
 use super::results::{CalibratorResults, Difference, Estimate, ThresholdResult};
 use anyhow::{Context, Result};
-use candor_calib::bootstrap::{bootstrap_metrics, paired_bootstrap, BootstrapOptions, MetricDifference, MetricEstimate};
-use candor_calib::calibrators::{fit, kinds_for, CalibratorKind, FitOptions, InputKind};
+use crate::eval::fit_and_measure;
+use candor_calib::bootstrap::{BootstrapOptions, MetricDifference, MetricEstimate};
+use candor_calib::calibrators::{kinds_for, CalibratorKind, FitOptions, InputKind};
 use candor_calib::metrics::top_label_pairs;
 use candor_calib::reliability::{top_label_reliability, ReliabilityOptions};
 use candor_calib::thresholds::{bootstrap_operating_point, top_label_curve};
@@ -63,14 +64,16 @@ fn measure_calibrator(
 ) -> Result<Measured> {
     let (calibration_scores, calibration_gold) = &rows.calibration;
     let (test_scores, test_gold) = &rows.test;
-    let fitted = fit(kind, rows.kind, calibration_scores, calibration_gold, &options.fit)?;
-    let test_probabilities = fitted.apply(test_scores)?;
-    let calibration_probabilities = fitted.apply(calibration_scores)?;
-    let metrics = bootstrap_metrics(&test_probabilities, test_gold, &options.bootstrap)?;
-    let difference_vs_none = match uncalibrated {
-        Some(none) => differences(&paired_bootstrap(&test_probabilities, none, test_gold, &options.bootstrap)?),
-        None => BTreeMap::new(),
-    };
+    let measured = fit_and_measure(
+        kind,
+        rows.kind,
+        (calibration_scores, calibration_gold),
+        (test_scores, test_gold),
+        uncalibrated,
+        (&options.fit, &options.bootstrap),
+    )?;
+    let test_probabilities = measured.test_probabilities;
+    let calibration_probabilities = measured.fitted.apply(calibration_scores)?;
     let thresholds = options
         .target_precisions
         .iter()
@@ -81,9 +84,9 @@ fn measure_calibrator(
     Ok(Measured {
         results: CalibratorResults {
             calibrator: kind.name().to_string(),
-            params: fitted.params(),
-            metrics: estimates(&metrics),
-            difference_vs_none,
+            params: measured.fitted.params(),
+            metrics: estimates(&measured.metrics),
+            difference_vs_none: differences(&measured.versus_none),
             reliability: top_label_reliability(&test_probabilities, test_gold, &ReliabilityOptions::default())?,
             thresholds,
         },

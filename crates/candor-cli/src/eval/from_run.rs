@@ -6,17 +6,9 @@
 use super::input::{InputFile, InputKind, InputRow, RowScores};
 use crate::run::manifest::Manifest;
 use crate::run::predictions::{complete_lines, Record, PREDICTIONS_FILE};
+use crate::run::Signal;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-
-/// Which signal of a run to evaluate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Signal {
-    /// The verbalized distributions.
-    Verbalized,
-    /// The label log-probabilities.
-    Logits,
-}
 
 /// The rows of `signal` in run directory `dir`, and the run's labels.
 pub fn read_run(dir: &Path, signal: Signal) -> Result<(InputFile, Vec<String>)> {

@@ -15,7 +15,7 @@ mod render;
 
 use anyhow::{bail, Context, Result};
 use candor_calib::bootstrap::{bootstrap_metrics, paired_bootstrap, BootstrapOptions, MetricDifference, MetricEstimate};
-use candor_calib::calibrators::{fit, kinds_for, CalibratorKind, FitOptions, InputKind};
+use candor_calib::calibrators::{fit, kinds_for, CalibratorKind, FitOptions, FittedCalibrator, InputKind};
 use candor_calib::split::stratified_split;
 use candor_calib::ScoreMatrix;
 use input::InputFile;
@@ -34,7 +34,7 @@ pub struct EvalArgs {
     run: Option<PathBuf>,
     /// Which signal of `--run` to evaluate.
     #[arg(long, value_enum, requires = "run")]
-    signal: Option<from_run::Signal>,
+    signal: Option<crate::run::Signal>,
     /// The label set, in order (default: the sorted labels seen in the file).
     #[arg(long, value_delimiter = ',', conflicts_with = "run")]
     labels: Option<Vec<String>>,
@@ -145,18 +145,23 @@ fn evaluate(args: &EvalArgs) -> Result<EvalReport> {
     let mut results = Vec::new();
     let mut uncalibrated: Option<ScoreMatrix> = None;
     for kind in kinds {
-        let fitted = fit(kind, input_kind, &calib_scores, &calib_gold, &fit_options)
-            .with_context(|| format!("fitting {kind}"))?;
-        let probabilities = fitted.apply(&test_scores).with_context(|| format!("applying {kind}"))?;
-        let metrics = bootstrap_metrics(&probabilities, &test_gold, &bootstrap)?;
-        let versus_none = match &uncalibrated {
-            Some(none) => paired_bootstrap(&probabilities, none, &test_gold, &bootstrap)?,
-            None => Vec::new(),
-        };
+        let measured = fit_and_measure(
+            kind,
+            input_kind,
+            (&calib_scores, &calib_gold),
+            (&test_scores, &test_gold),
+            uncalibrated.as_ref(),
+            (&fit_options, &bootstrap),
+        )?;
+        results.push(CalibratorResult {
+            kind,
+            params: measured.fitted.params(),
+            metrics: measured.metrics,
+            versus_none: measured.versus_none,
+        });
         if kind == CalibratorKind::None {
-            uncalibrated = Some(probabilities);
+            uncalibrated = Some(measured.test_probabilities);
         }
-        results.push(CalibratorResult { kind, params: fitted.params(), metrics, versus_none });
     }
     Ok(EvalReport {
         input: file.name.clone(),
@@ -171,6 +176,39 @@ fn evaluate(args: &EvalArgs) -> Result<EvalReport> {
         unparseable: args.unparseable,
         results,
     })
+}
+
+/// A calibrator fitted on a calibration part and measured on a test part.
+pub struct Measurement {
+    /// The fitted calibrator.
+    pub fitted: FittedCalibrator,
+    /// Calibrated probabilities of the test rows.
+    pub test_probabilities: ScoreMatrix,
+    /// Every metric on the test rows with its bootstrap interval.
+    pub metrics: Vec<MetricEstimate>,
+    /// Paired differences from `uncalibrated` (empty without it).
+    pub versus_none: Vec<MetricDifference>,
+}
+
+/// Fits `kind` on `calibration` (scores, gold), applies it to `test`, bootstraps every metric and,
+/// given the uncalibrated test probabilities, the paired difference from them.
+pub fn fit_and_measure(
+    kind: CalibratorKind,
+    input_kind: InputKind,
+    calibration: (&ScoreMatrix, &[usize]),
+    test: (&ScoreMatrix, &[usize]),
+    uncalibrated: Option<&ScoreMatrix>,
+    (fit_options, bootstrap): (&FitOptions, &BootstrapOptions),
+) -> Result<Measurement> {
+    let fitted = fit(kind, input_kind, calibration.0, calibration.1, fit_options)
+        .with_context(|| format!("fitting {kind}"))?;
+    let test_probabilities = fitted.apply(test.0).with_context(|| format!("applying {kind}"))?;
+    let metrics = bootstrap_metrics(&test_probabilities, test.1, bootstrap)?;
+    let versus_none = match uncalibrated {
+        Some(none) => paired_bootstrap(&test_probabilities, none, test.1, bootstrap)?,
+        None => Vec::new(),
+    };
+    Ok(Measurement { fitted, test_probabilities, metrics, versus_none })
 }
 
 fn all_rows(data: &PreparedInput) -> Vec<usize> {

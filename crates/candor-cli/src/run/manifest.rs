@@ -4,7 +4,8 @@
 //! started. Two manifests are compared field by field on their JSON form; `created_unix_s` is
 //! ignored (and, when merging shards, the `selection`).
 
-use anyhow::{bail, Context, Result};
+use crate::json_file;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -153,23 +154,12 @@ impl Manifest {
     /// Reads `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a Candor run manifest", path.display()))
+        json_file::read(&path, "Candor run manifest", || format!("reading {}", path.display()))
     }
 
     /// Writes `dir/manifest.json` through a temporary file and a rename (never half-written).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(MANIFEST_FILE);
-        let temporary = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let mut text = serde_json::to_string_pretty(self)?;
-        text.push('\n');
-        std::fs::write(&temporary, text)
-            .with_context(|| format!("writing {}", temporary.display()))?;
-        std::fs::rename(&temporary, &path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        json_file::write_atomically(&dir.join(MANIFEST_FILE), self)
     }
 }
 

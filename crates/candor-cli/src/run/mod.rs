@@ -55,7 +55,11 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn name(self) -> &'static str {
+    /// Both signals, in canonical order.
+    pub const ALL: [Signal; 2] = [Signal::Verbalized, Signal::Logits];
+
+    /// The signal's name in manifests, records and calibration results.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Verbalized => "verbalized",
             Self::Logits => "logits",
