@@ -7,13 +7,13 @@
 //! `candor calibrate`, then `candor report` for `md` and `html`, so every step can be repeated or
 //! varied by hand; re-running resumes the run where it stopped.
 
-use crate::calibrate::{self, CalibrateArgs};
-use crate::eval::UnparseablePolicy;
 use crate::model_args::DEFAULT_MODEL;
-use crate::report::{self, Format};
-use crate::run::{self, RunArgs};
 use anyhow::{Context, Result};
-use clap::Parser;
+use candor_data::DatasetRequest;
+use candor_experiment::run::{RunSettings, VerbalizedMode};
+use candor_local::LocalModelOptions;
+use candor_report::Format;
+use candor_results::CalibrationResults;
 use std::path::{Path, PathBuf};
 
 /// The demo dataset (see crates/candor-cli/data/README.md).
@@ -41,35 +41,18 @@ pub struct DemoArgs {
     bootstrap: usize,
 }
 
-/// `candor run`'s arguments, parsed from a command line the demo writes.
-#[derive(Parser)]
-struct RunCommand {
-    #[command(flatten)]
-    args: RunArgs,
-}
-
 /// Runs `candor demo`.
 pub fn run(args: &DemoArgs) -> Result<()> {
     let dataset = write_dataset(&args.out)?;
     eprintln!("== 1/3 run: both signals of {} on {} demo examples", args.model, args.limit);
-    run::run(&run_args(args, &dataset)?.args)?;
+    let model = LocalModelOptions { spec: args.model.clone(), threads: args.threads, ..LocalModelOptions::default() };
+    crate::run::run_local(run_settings(args, &dataset), &model, false)?;
     eprintln!("== 2/3 calibrate: fit on half, measure on the other half ({} bootstrap resamples)", args.bootstrap);
-    let calibrate_args = CalibrateArgs {
-        run: args.out.clone(),
-        calibration_run: None,
-        calib_fraction: 0.5,
-        seed: 0,
-        bootstrap: args.bootstrap,
-        level: 0.95,
-        epsilon: candor_calib::softmax::DEFAULT_EPSILON,
-        unparseable: UnparseablePolicy::Uniform,
-        target_precision: vec![0.8, 0.9, 0.95],
-        quiet: false,
-    };
-    calibrate::run(&calibrate_args)?;
+    let calibrate_args = crate::calibrate::CalibrateArgs::for_demo(args.out.clone(), args.bootstrap);
+    crate::calibrate::run(&calibrate_args)?;
     eprintln!("== 3/3 report");
-    let results = calibrate::results::CalibrationResults::read(&args.out)?;
-    for path in report::write_reports(&args.out, &results, &[Format::Md, Format::Html])? {
+    let results = CalibrationResults::read(&args.out)?;
+    for path in candor_report::write_reports(&args.out, &results, &[Format::Md, Format::Html])? {
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -85,24 +68,11 @@ fn write_dataset(out: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn run_args(args: &DemoArgs, dataset: &Path) -> Result<RunCommand> {
-    let mut argv: Vec<String> = vec![
-        "candor-run".into(),
-        "--model".into(),
-        args.model.clone(),
-        "--dataset".into(),
-        dataset.display().to_string(),
-        "--limit".into(),
-        args.limit.to_string(),
-        "--verbalized".into(),
-        "constrained".into(),
-        "--out".into(),
-        args.out.display().to_string(),
-    ];
-    if let Some(threads) = args.threads {
-        argv.extend(["--threads".into(), threads.to_string()]);
-    }
-    RunCommand::try_parse_from(argv).context("assembling the run command")
+/// `candor run --dataset DATASET --limit N --verbalized constrained --out OUT` with every other
+/// setting at its default.
+fn run_settings(args: &DemoArgs, dataset: &Path) -> RunSettings {
+    let request = DatasetRequest { spec: dataset.display().to_string(), limit: Some(args.limit), ..DatasetRequest::default() };
+    RunSettings { verbalized: VerbalizedMode::Constrained, ..RunSettings::new(request, args.out.clone()) }
 }
 
 #[cfg(test)]
@@ -120,23 +90,39 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified);
     }
 
-    #[test]
-    fn the_run_command_is_candor_run_with_the_demo_settings() {
-        let args = DemoArgs::parse_from_for_test(&["--limit", "30", "--out", "x/demo", "--threads", "2"]);
-        let command = run_args(&args, Path::new("x/demo/demo_emotion.jsonl")).unwrap();
-        assert_eq!(command.args.out, PathBuf::from("x/demo"));
-        assert_eq!(command.args.dataset.limit, Some(30));
-        assert_eq!(command.args.dataset.spec, "x/demo/demo_emotion.jsonl");
+    /// `candor run` with exactly the demo's flags.
+    fn parsed_run_command(argv: &[&str]) -> RunSettings {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: crate::run::RunArgs,
+        }
+        <Wrapper as clap::Parser>::parse_from(std::iter::once("candor-run").chain(argv.iter().copied())).args.settings()
     }
 
-    impl DemoArgs {
-        fn parse_from_for_test(argv: &[&str]) -> Self {
-            #[derive(Parser)]
-            struct Wrapper {
-                #[command(flatten)]
-                args: DemoArgs,
-            }
-            Wrapper::parse_from(std::iter::once("candor-demo").chain(argv.iter().copied())).args
+    #[test]
+    fn the_run_settings_are_those_of_candor_run_with_the_demo_flags() {
+        let args = DemoArgs {
+            model: DEFAULT_MODEL.into(),
+            limit: 30,
+            out: PathBuf::from("x/demo"),
+            threads: Some(2),
+            bootstrap: 10,
+        };
+        let settings = run_settings(&args, Path::new("x/demo/demo_emotion.jsonl"));
+        let command = ["--dataset", "x/demo/demo_emotion.jsonl", "--limit", "30", "--verbalized", "constrained", "--out", "x/demo"];
+        assert_eq!(settings, parsed_run_command(&command));
+    }
+
+    #[test]
+    fn the_calibration_is_that_of_candor_calibrate_with_the_demo_flags() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: crate::calibrate::CalibrateArgs,
         }
+        let parsed = <Wrapper as clap::Parser>::parse_from(["candor-calibrate", "--run", "x/demo", "--bootstrap", "7"]).args;
+        let demo = crate::calibrate::CalibrateArgs::for_demo(PathBuf::from("x/demo"), 7);
+        assert_eq!(demo.config(), parsed.config());
     }
 }

@@ -1,17 +1,19 @@
-//! The `candor` command line: calibration experiments on local language models.
+//! The `candor` command line: calibration experiments on local language models. It only parses
+//! arguments, turns them into the settings of the library crates (`candor-data`,
+//! `candor-experiment`, `candor-local`, `candor-report`), shows progress and maps errors to exit
+//! codes; the work itself happens in those crates.
 
 mod calibrate;
-mod dataset;
+mod dataset_args;
+mod dataset_info;
 mod demo;
 mod eval;
 mod export;
 mod generate;
-mod json_file;
 mod model_args;
-mod report;
+mod progress;
 mod run;
 mod score;
-mod summary;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,7 +33,7 @@ enum Command {
     /// report.md and report.html (a few minutes on a laptop CPU).
     Demo(demo::DemoArgs),
     /// Load a dataset as `candor run` would and show its rows per label, ids and label descriptions.
-    DatasetInfo(dataset::InfoArgs),
+    DatasetInfo(dataset_info::InfoArgs),
     /// Calibrate and measure probabilities, logits or verbalized answers from a JSONL file (no model needed).
     Eval(eval::EvalArgs),
     /// Exact log-probability of each label as the continuation of a prompt (local model).
@@ -47,10 +49,10 @@ enum Command {
     /// Join the directories of a `run --shard I/N` run into one run directory, in dataset order.
     Merge(run::MergeArgs),
     /// Render a calibrated run as Markdown, JSON or a self-contained HTML page with reliability diagrams.
-    Report(report::ReportArgs),
+    Report(calibrate::ReportArgs),
     /// One Markdown table across calibrated runs: parse rate, accuracy, ECE/Brier/NLL before and
     /// after invert-softmax TS and re-softmax TS, per signal.
-    Summarize(summary::SummarizeArgs),
+    Summarize(calibrate::SummarizeArgs),
     /// Write a model's dequantized f32 weights as a safetensors directory (development).
     #[command(hide = true)]
     ExportDense(export::ExportArgs),
@@ -61,15 +63,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::DatasetInfo(args) => dataset::run_info(args),
+        Command::DatasetInfo(args) => dataset_info::run_info(args),
         Command::Eval(args) => eval::run(args),
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Run(args) => run::run(args),
         Command::Merge(args) => run::run_merge(args),
-        Command::Report(args) => report::run(args),
+        Command::Report(args) => calibrate::run_report(args),
         Command::Calibrate(args) => calibrate::run(args),
-        Command::Summarize(args) => summary::run(args),
+        Command::Summarize(args) => calibrate::run_summarize(args),
         Command::ExportDense(args) => export::run(args),
     };
     match result {

@@ -2,8 +2,9 @@
 //! which model, on which device, how many threads, how weights are held, offline hub access,
 //! and chat wrapping.
 
-use anyhow::{Context, Result};
-use candor_infer::{DeviceSpec, LanguageModel, LoadOptions, ModelSpec, WeightStorage};
+use anyhow::Result;
+use candor_infer::{LanguageModel, WeightStorage};
+use candor_local::LocalModelOptions;
 use clap::{Args, ValueEnum};
 
 /// Where the default model lives after `scripts/fetch-default-model.sh`.
@@ -62,19 +63,14 @@ impl WeightsArg {
 impl ModelArgs {
     /// Load the model these options describe.
     pub fn load(&self) -> Result<LanguageModel> {
-        if let Some(threads) = self.threads {
-            candor_infer::set_thread_count(threads);
-        }
-        let spec: ModelSpec = self.model.parse()?;
-        let device: DeviceSpec = self.device.parse()?;
-        let options = LoadOptions {
-            device,
-            offline: self.offline,
+        let options = LocalModelOptions {
+            spec: self.model.clone(),
+            device: self.device.clone(),
+            threads: self.threads,
             weights: self.weights.storage(),
-            ..LoadOptions::default()
+            offline: self.offline,
         };
-        LanguageModel::load(&spec, &options)
-            .with_context(|| format!("loading model {}", self.model))
+        Ok(options.load()?)
     }
 
     /// The prompt text as the model will see it: chat-wrapped with `--chat`, verbatim otherwise.

@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::model_args::ModelArgs;
-use crate::run::label_continuations;
+use candor_experiment::run::label_continuations;
 
 /// Arguments of `candor score`.
 #[derive(Args, Debug)]

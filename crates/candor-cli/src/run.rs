@@ -1,0 +1,150 @@
+//! `candor run`: the command-line face of the run engine (`candor_experiment::run`): flags →
+//! [`RunSettings`], the local model behind the backend seam, a progress bar, the closing line.
+//! `candor merge` joins `--shard` directories.
+
+use crate::dataset_args::DatasetArgs;
+use crate::model_args::{WeightsArg, DEFAULT_MODEL};
+use crate::progress::ProgressBarReporter;
+use anyhow::Result;
+use candor_experiment::run::prompts::DEFAULT_LABEL_ANSWER_PREFIX;
+use candor_experiment::run::{RunPlan, RunSettings, Shard, Signal, VerbalizedMode};
+use candor_local::{LocalBackend, LocalModelOptions};
+use clap::Args;
+use std::path::PathBuf;
+
+
+/// Arguments of `candor run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Model: a .gguf file, a directory with config.json + *.safetensors + tokenizer.json, or
+    /// hf:owner/repo[:file.gguf].
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Device: cpu, cuda, cuda:N or metal (GPU devices need a build with that cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// GGUF weight storage: dense, quantized (dequantized per row, activations stay f32) or
+    /// auto (dense when the f32 weights fit in available memory).
+    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
+    weights: WeightsArg,
+    /// Use only the local Hugging Face cache for hf: models, never the network.
+    #[arg(long)]
+    offline: bool,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    /// The run directory (created; re-running the same command resumes it).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Signals to collect, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "verbalized,logits"
+    )]
+    signals: Vec<Signal>,
+    /// How the verbalized distribution is produced.
+    #[arg(long, value_enum, default_value_t = VerbalizedMode::Free)]
+    verbalized: VerbalizedMode,
+    /// Most tokens of free verbalized generation.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Most digits after the decimal point in constrained numbers.
+    #[arg(long, default_value_t = 3)]
+    max_fraction_digits: usize,
+    /// Most prompt tokens; longer texts are truncated to fit [default: the context window minus
+    /// the room the signals need after the prompt].
+    #[arg(long, value_name = "N")]
+    max_prompt_tokens: Option<usize>,
+    /// Verbalized prompt template file (placeholders {text}, {labels}, {label_descriptions},
+    /// {task}; {{ and }} for literal braces) [default: the built-in elicitation].
+    #[arg(long, value_name = "FILE")]
+    verbalized_prompt: Option<PathBuf>,
+    /// Label prompt template file, same placeholders [default: the built-in label prompt].
+    #[arg(long, value_name = "FILE")]
+    label_prompt: Option<PathBuf>,
+    /// Text the assistant's answer is made to start with before the labels are scored (each
+    /// label gets a leading space after a prefix that ends in a non-space). Without it a small
+    /// model puts most of its first-token mass on preambles; "" scores at the answer's start.
+    #[arg(long, value_name = "TEXT", default_value = DEFAULT_LABEL_ANSWER_PREFIX)]
+    label_answer_prefix: String,
+    /// Run only shard I of N: the examples whose position (after --limit sampling) is I mod N.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl RunArgs {
+    /// The run settings these flags describe.
+    pub fn settings(&self) -> RunSettings {
+        RunSettings {
+            dataset: self.dataset.request(),
+            out: self.out.clone(),
+            signals: self.signals.clone(),
+            verbalized: self.verbalized,
+            max_tokens: self.max_tokens,
+            max_fraction_digits: self.max_fraction_digits,
+            max_prompt_tokens: self.max_prompt_tokens,
+            verbalized_prompt: self.verbalized_prompt.clone(),
+            label_prompt: self.label_prompt.clone(),
+            label_answer_prefix: self.label_answer_prefix.clone(),
+            shard: self.shard,
+        }
+    }
+
+    /// Which local model to load.
+    pub fn model_options(&self) -> LocalModelOptions {
+        LocalModelOptions {
+            spec: self.model.clone(),
+            device: self.device.clone(),
+            threads: self.threads,
+            weights: self.weights.storage(),
+            offline: self.offline,
+        }
+    }
+}
+
+/// Runs `candor run`.
+pub fn run(args: &RunArgs) -> Result<()> {
+    run_local(args.settings(), &args.model_options(), args.quiet)
+}
+
+/// Plans `settings` (templates, dataset), loads the local model of `model`, executes the run and
+/// prints where the records are.
+pub fn run_local(settings: RunSettings, model: &LocalModelOptions, quiet: bool) -> Result<()> {
+    let plan = RunPlan::new(settings.clone())?;
+    let backend = LocalBackend::new(model.load()?, model)?;
+    let outcome = plan.execute(&backend, &mut ProgressBarReporter::new(quiet))?;
+    eprintln!(
+        "{}: {} examples ({} new, {} truncated) in {}",
+        settings.out.display(),
+        outcome.examples,
+        outcome.new_records,
+        outcome.truncated,
+        outcome.predictions.display()
+    );
+    Ok(())
+}
+
+/// Arguments of `candor merge`.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The merged run directory (must not exist yet).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The shard directories, in any order.
+    #[arg(required = true, value_name = "SHARD_DIR")]
+    shards: Vec<PathBuf>,
+}
+
+/// Runs `candor merge`.
+pub fn run_merge(args: &MergeArgs) -> Result<()> {
+    let examples = candor_experiment::run::merge(&args.out, &args.shards)?;
+    eprintln!("{}: merged {examples} examples from {} shards", args.out.display(), args.shards.len());
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! The run engine: a model's verbalized distribution and label log-probabilities for every
+//! example of a dataset, written to a run directory as `manifest.json` (what determines the
+//! records) and `predictions.jsonl` (one record per example, appended as it is computed), and
+//! [`merge`], which joins `--shard` directories into one run.
+//!
+//! A run is planned first ([`RunPlan::new`]: prompt templates and the dataset loaded and
+//! checked), then executed on any [`ModelBackend`] ([`RunPlan::execute`]); nothing is created
+//! before both have succeeded. Re-running the same plan resumes after the last complete record;
+//! a directory whose manifest differs is refused with the differing fields. The same plan gives
+//! byte-identical records on the same machine except for `elapsed_ms`.
+
+mod evaluate;
+pub mod manifest;
+mod merge;
+pub mod predictions;
+pub mod prompts;
+mod shard;
+
+pub use evaluate::{label_continuations, VerbalizedMode};
+pub use merge::merge;
+pub use shard::Shard;
+
+use crate::error::{bail, ensure, Context, Result};
+use candor_backend::{ConstrainedOptions, ModelBackend};
+use candor_calib::VerbalizedParser;
+use candor_data::truncate::fit_to_budget;
+use candor_data::{Dataset, DatasetRequest, Example};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use evaluate::{ChatPrompt, Evaluator, VerbalizedSetup};
+use manifest::{DatasetManifest, Manifest, PromptManifest, PromptsManifest, Selection, Settings};
+use predictions::{PredictionsWriter, Record, PREDICTIONS_FILE};
+use prompts::{PromptTemplate, PromptValues, DEFAULT_LABEL_ANSWER_PREFIX, LABEL_PROMPT, VERBALIZED_PROMPT};
+
+/// Tokens kept free between an example text's budget and the prompt limit, for merges at the
+/// text's boundaries that counting the text alone does not see.
+const BOUNDARY_SLACK_TOKENS: usize = 4;
+
+/// A signal `candor run` can collect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Signal {
+    /// The verbalized distribution (free or constrained generation).
+    Verbalized,
+    /// Label log-probabilities at the answer position of the label prompt.
+    Logits,
+}
+
+impl Signal {
+    /// Both signals, in canonical order.
+    pub const ALL: [Signal; 2] = [Signal::Verbalized, Signal::Logits];
+
+    /// The signal's name in manifests, records and calibration results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Verbalized => "verbalized",
+            Self::Logits => "logits",
+        }
+    }
+}
+
+/// Everything that determines a run besides the model: the library form of `candor run`'s
+/// options (their flags are named in the field docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// The dataset and its sample.
+    pub dataset: DatasetRequest,
+    /// The run directory (created; running the same settings again resumes it; `--out`).
+    pub out: PathBuf,
+    /// Signals to collect (`--signals`).
+    pub signals: Vec<Signal>,
+    /// How the verbalized distribution is produced (`--verbalized`).
+    pub verbalized: VerbalizedMode,
+    /// Most tokens of free verbalized generation (`--max-tokens`).
+    pub max_tokens: usize,
+    /// Most digits after the decimal point in constrained numbers (`--max-fraction-digits`).
+    pub max_fraction_digits: usize,
+    /// Most prompt tokens; longer texts are truncated to fit (`None`: the context window minus
+    /// the room the signals need after the prompt; `--max-prompt-tokens`).
+    pub max_prompt_tokens: Option<usize>,
+    /// Verbalized prompt template file (`None`: the built-in elicitation; `--verbalized-prompt`).
+    pub verbalized_prompt: Option<PathBuf>,
+    /// Label prompt template file (`None`: the built-in label prompt; `--label-prompt`).
+    pub label_prompt: Option<PathBuf>,
+    /// Text the assistant's answer is made to start with before the labels are scored
+    /// (`--label-answer-prefix`).
+    pub label_answer_prefix: String,
+    /// Only the examples whose position (after sampling) is I mod N (`--shard I/N`).
+    pub shard: Option<Shard>,
+}
+
+impl RunSettings {
+    /// The defaults of `candor run` for `dataset` into `out`: both signals, free verbalized
+    /// generation of at most 128 tokens, 3 fraction digits, built-in prompts, `Label:` prefix.
+    pub fn new(dataset: DatasetRequest, out: PathBuf) -> Self {
+        Self {
+            dataset,
+            out,
+            signals: Signal::ALL.to_vec(),
+            verbalized: VerbalizedMode::Free,
+            max_tokens: 128,
+            max_fraction_digits: 3,
+            max_prompt_tokens: None,
+            verbalized_prompt: None,
+            label_prompt: None,
+            label_answer_prefix: DEFAULT_LABEL_ANSWER_PREFIX.to_string(),
+            shard: None,
+        }
+    }
+
+    fn signals(&self) -> Vec<Signal> {
+        let mut signals = self.signals.clone();
+        signals.sort();
+        signals.dedup();
+        signals
+    }
+
+    fn wants(&self, signal: Signal) -> bool {
+        self.signals.contains(&signal)
+    }
+}
+
+/// Reports a run's progress (a progress bar in the binary).
+pub trait Progress {
+    /// The run has `total` examples, `done` of them already recorded.
+    fn start(&mut self, total: usize, done: usize);
+    /// One more example is recorded.
+    fn advance(&mut self);
+    /// The run is over.
+    fn finish(&mut self);
+}
+
+/// Progress that is not shown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&mut self, _total: usize, _done: usize) {}
+    fn advance(&mut self) {}
+    fn finish(&mut self) {}
+}
+
+/// What an executed run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Examples of this run (its shard).
+    pub examples: usize,
+    /// Records computed by this call (the rest were there already).
+    pub new_records: usize,
+    /// Examples whose text was truncated to fit the prompt.
+    pub truncated: usize,
+    /// The records file.
+    pub predictions: PathBuf,
+}
+
+/// A checked run waiting for a model: settings, prompt templates, dataset and parser.
+#[derive(Debug)]
+pub struct RunPlan {
+    settings: RunSettings,
+    dataset: Dataset,
+    labels: Vec<String>,
+    parser: VerbalizedParser,
+    verbalized_template: Option<PromptTemplate>,
+    label_template: Option<PromptTemplate>,
+}
+
+impl RunPlan {
+    /// Checks `settings`, reads the prompt templates and loads the dataset.
+    pub fn new(settings: RunSettings) -> Result<Self> {
+        ensure!(!settings.signals.is_empty(), "--signals needs at least one signal");
+        ensure!(
+            !(settings.wants(Signal::Verbalized)
+                && settings.verbalized == VerbalizedMode::Free
+                && settings.max_tokens == 0),
+            "--max-tokens must be at least 1 for free verbalized generation"
+        );
+        let verbalized_template = settings
+            .wants(Signal::Verbalized)
+            .then(|| {
+                PromptTemplate::builtin_or_file("verbalized", VERBALIZED_PROMPT, settings.verbalized_prompt.as_deref())
+            })
+            .transpose()?;
+        let label_template = settings
+            .wants(Signal::Logits)
+            .then(|| PromptTemplate::builtin_or_file("label", LABEL_PROMPT, settings.label_prompt.as_deref()))
+            .transpose()?;
+        let dataset = settings.dataset.load()?;
+        let labels: Vec<String> = dataset.labels.iter().map(|l| l.name.clone()).collect();
+        let parser = VerbalizedParser::new(&labels)?;
+        Ok(Self { settings, dataset, labels, parser, verbalized_template, label_template })
+    }
+
+    /// The loaded dataset.
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// Runs `backend` over every example not yet recorded in the run directory.
+    pub fn execute<B: ModelBackend>(&self, backend: &B, progress: &mut dyn Progress) -> Result<RunOutcome> {
+        let settings = &self.settings;
+        if settings.wants(Signal::Verbalized) && settings.verbalized == VerbalizedMode::Constrained {
+            ensure!(
+                backend.capabilities().constrained_generation,
+                "--verbalized constrained needs constrained decoding, which the model backend does not offer; use --verbalized free"
+            );
+        }
+        let values = PromptValues::for_dataset(&self.dataset);
+        let chat_prompt = |template: &PromptTemplate, answer_prefix: &str| {
+            ChatPrompt::new(backend, template.clone(), values.clone(), answer_prefix)
+        };
+        let evaluator = Evaluator {
+            model: backend,
+            label_continuations: label_continuations(&self.labels, &settings.label_answer_prefix),
+            labels: self.labels.clone(),
+            verbalized: self
+                .verbalized_template
+                .as_ref()
+                .map(|template| -> Result<VerbalizedSetup<B>> {
+                    Ok(VerbalizedSetup {
+                        prompt: chat_prompt(template, "")?,
+                        mode: settings.verbalized,
+                        max_tokens: settings.max_tokens,
+                        constrained: ConstrainedOptions { max_fraction_digits: settings.max_fraction_digits },
+                        parser: self.parser.clone(),
+                    })
+                })
+                .transpose()?,
+            label_prompt: self
+                .label_template
+                .as_ref()
+                .map(|template| chat_prompt(template, &settings.label_answer_prefix))
+                .transpose()?,
+        };
+        let limits = PromptLimits::new(settings, &evaluator)?;
+        let prepared = prepare_examples(&self.dataset, settings.shard, backend, limits.text_budget)?;
+        let manifest = self.manifest(backend, &evaluator, &limits, &prepared)?;
+        let (mut writer, done) = open_run_dir(&settings.out, &manifest, &prepared)?;
+        progress.start(prepared.len(), done);
+        for item in &prepared[done..] {
+            let record = evaluate_example(&evaluator, &self.dataset, item, limits.max_prompt_tokens)?;
+            writer.append(&record)?;
+            progress.advance();
+        }
+        progress.finish();
+        Ok(RunOutcome {
+            examples: prepared.len(),
+            new_records: prepared.len() - done,
+            truncated: manifest.selection.truncated,
+            predictions: settings.out.join(PREDICTIONS_FILE),
+        })
+    }
+}
+
+/// An example ready to run: its position in the sampled dataset and its fitted text.
+struct PreparedExample<'a> {
+    position: usize,
+    example: &'a Example,
+    text: String,
+    truncated: bool,
+}
+
+/// The prompt-size limits of a run.
+struct PromptLimits {
+    max_prompt_tokens: usize,
+    text_budget: usize,
+}
+
+impl PromptLimits {
+    fn new<B: ModelBackend>(settings: &RunSettings, evaluator: &Evaluator<'_, B>) -> Result<Self> {
+        let model = evaluator.model;
+        let context = model.context_length();
+        let reserve = generation_reserve(settings, evaluator)?;
+        let room = context.checked_sub(reserve).filter(|&room| room > 0);
+        let Some(room) = room else {
+            bail!("the model's context window ({context} tokens) cannot hold the {reserve} tokens the signals need after the prompt");
+        };
+        let max_prompt_tokens = settings.max_prompt_tokens.unwrap_or(room);
+        ensure!(
+            max_prompt_tokens <= room,
+            "--max-prompt-tokens {max_prompt_tokens} leaves too little of the {context}-token context window: \
+             the signals need {reserve} tokens after the prompt (at most {room})"
+        );
+        let prompts = [evaluator.verbalized.as_ref().map(|setup| &setup.prompt), evaluator.label_prompt.as_ref()];
+        let mut overhead = 0;
+        for prompt in prompts.into_iter().flatten() {
+            overhead = overhead.max(prompt.token_count(model, "")?);
+        }
+        let Some(text_budget) = max_prompt_tokens.checked_sub(overhead + BOUNDARY_SLACK_TOKENS).filter(|&budget| budget > 0)
+        else {
+            bail!(
+                "a prompt limit of {max_prompt_tokens} tokens leaves no room for the example text \
+                 (the templates take {overhead} tokens)"
+            );
+        };
+        Ok(Self { max_prompt_tokens, text_budget })
+    }
+}
+
+/// Tokens the signals need after the prompt: the longest label, the free generation budget, or
+/// the constrained dict with the widest numbers.
+fn generation_reserve<B: ModelBackend>(settings: &RunSettings, evaluator: &Evaluator<'_, B>) -> Result<usize> {
+    let model = evaluator.model;
+    let mut reserve = 0;
+    if evaluator.label_prompt.is_some() {
+        for continuation in &evaluator.label_continuations {
+            reserve = reserve.max(model.encode(continuation)?.len());
+        }
+    }
+    if let Some(setup) = &evaluator.verbalized {
+        let generation = match setup.mode {
+            VerbalizedMode::Free => setup.max_tokens,
+            VerbalizedMode::Constrained => {
+                let widest = format!("0.{}", "0".repeat(settings.max_fraction_digits));
+                let entries: Vec<String> = evaluator
+                    .labels
+                    .iter()
+                    .map(|label| format!("{}: {widest}", serde_json::Value::from(label.as_str())))
+                    .collect();
+                model.encode(&format!("{{{}}}", entries.join(", ")))?.len()
+            }
+        };
+        reserve = reserve.max(generation);
+    }
+    Ok(reserve)
+}
+
+/// The examples of this run (its shard), with texts fitted to `text_budget` tokens.
+fn prepare_examples<'a, B: ModelBackend>(
+    dataset: &'a Dataset,
+    shard: Option<Shard>,
+    model: &B,
+    text_budget: usize,
+) -> Result<Vec<PreparedExample<'a>>> {
+    let count = |text: &str| model.encode(text).map_or(usize::MAX, |ids| ids.len());
+    dataset
+        .examples
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| shard.is_none_or(|shard| shard.holds(*position)))
+        .map(|(position, example)| {
+            model.encode(&example.text).with_context(|| format!("tokenizing example '{}'", example.id))?;
+            let fitted = fit_to_budget(&example.text, text_budget, count)
+                .with_context(|| format!("fitting example '{}'", example.id))?;
+            Ok(PreparedExample { position, example, truncated: fitted.truncated, text: fitted.text.into_owned() })
+        })
+        .collect()
+}
+
+fn evaluate_example<B: ModelBackend>(
+    evaluator: &Evaluator<'_, B>,
+    dataset: &Dataset,
+    item: &PreparedExample<'_>,
+    max_prompt_tokens: usize,
+) -> Result<Record> {
+    let started = Instant::now();
+    let context = || format!("example '{}'", item.example.id);
+    let verbalized = evaluator.verbalized(&item.text).with_context(context)?;
+    let logits = evaluator.logits(&item.text).with_context(context)?;
+    let prompt_tokens = [verbalized.as_ref().map(|v| v.prompt_tokens), logits.as_ref().map(|l| l.prompt_tokens)];
+    if let Some(longest) = prompt_tokens.into_iter().flatten().max() {
+        ensure!(
+            longest <= max_prompt_tokens,
+            "example '{}': its prompt has {longest} tokens, more than the limit of {max_prompt_tokens}",
+            item.example.id
+        );
+    }
+    Ok(Record {
+        index: item.position,
+        id: item.example.id.clone(),
+        gold: dataset.labels[item.example.label].name.clone(),
+        gold_index: item.example.label,
+        truncated: item.truncated,
+        verbalized,
+        logits,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+impl RunPlan {
+    fn manifest<B: ModelBackend>(
+        &self,
+        backend: &B,
+        evaluator: &Evaluator<'_, B>,
+        limits: &PromptLimits,
+        prepared: &[PreparedExample<'_>],
+    ) -> Result<Manifest> {
+        let (settings, dataset) = (&self.settings, &self.dataset);
+        let prompt_manifest = |prompt: &ChatPrompt<B>| PromptManifest {
+            source: prompt.template().source.clone(),
+            sha256: prompt.template().sha256(),
+            text: prompt.template().text.clone(),
+            shared_prefix_tokens: prompt.shared_prefix_tokens(),
+            answer_prefix: prompt.answer_prefix().to_string(),
+        };
+        Ok(Manifest {
+            candor_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs()),
+            model: backend.identity().clone(),
+            dataset: DatasetManifest {
+                spec: settings.dataset.spec.clone(),
+                name: dataset.name.clone(),
+                split: dataset.split.clone(),
+                file: dataset.origin.path().display().to_string(),
+                file_sha256: prompts::file_sha256(dataset.origin.path())?,
+                rows_in_split: dataset.rows_in_split,
+                limit: dataset.limit,
+                seed: dataset.seed,
+                examples: dataset.examples.len(),
+                labels: self.labels.clone(),
+                label_descriptions: dataset.labels.iter().map(|l| l.description.clone()).collect(),
+                task: PromptValues::for_dataset(dataset).task,
+            },
+            prompts: PromptsManifest {
+                verbalized: evaluator.verbalized.as_ref().map(|setup| prompt_manifest(&setup.prompt)),
+                label: evaluator.label_prompt.as_ref().map(prompt_manifest),
+            },
+            settings: Settings {
+                signals: settings.signals().iter().map(|s| s.name().to_string()).collect(),
+                verbalized_mode: settings.wants(Signal::Verbalized).then(|| settings.verbalized.name().to_string()),
+                max_tokens: settings.max_tokens,
+                max_fraction_digits: settings.max_fraction_digits,
+                max_prompt_tokens: limits.max_prompt_tokens,
+                text_token_budget: limits.text_budget,
+                parse_tolerance: self.parser.tolerance(),
+            },
+            selection: Selection {
+                shard: settings.shard,
+                examples: prepared.len(),
+                truncated: prepared.iter().filter(|item| item.truncated).count(),
+            },
+        })
+    }
+}
+
+/// Creates the run directory with its manifest, or checks an existing one's manifest, and opens
+/// its predictions for appending; returns the writer and the number of records already done.
+fn open_run_dir(
+    dir: &Path,
+    manifest: &Manifest,
+    prepared: &[PreparedExample<'_>],
+) -> Result<(PredictionsWriter, usize)> {
+    if dir.join(manifest::MANIFEST_FILE).is_file() {
+        let existing = Manifest::read(dir)?;
+        manifest::check_same_run(dir, &existing, manifest)?;
+    } else {
+        if dir.join(PREDICTIONS_FILE).exists() {
+            bail!(
+                "{} has a {PREDICTIONS_FILE} but no {}: refusing to add to records of unknown origin",
+                dir.display(),
+                manifest::MANIFEST_FILE
+            );
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        manifest.write(dir)?;
+    }
+    let expected: Vec<(usize, &str)> = prepared.iter().map(|item| (item.position, item.example.id.as_str())).collect();
+    PredictionsWriter::open(dir, &expected)
+}

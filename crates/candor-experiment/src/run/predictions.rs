@@ -1,0 +1,240 @@
+//! `predictions.jsonl`: one JSON record per example, appended with a single write and a flush so a
+//! killed run leaves at most one torn last line. Opening for a resume drops that torn tail
+//! (truncating the file after its last newline) and checks that the complete lines are the
+//! expected examples in order.
+//!
+//! Per-label arrays follow the manifest's `dataset.labels` order. Everything except `elapsed_ms`
+//! is a deterministic function of the manifest and the example.
+
+use crate::error::{bail, Context, Result};
+use candor_calib::VerbalizedDistribution;
+use candor_backend::{GeneratedNumber, StopReason};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// File name of the records inside a run directory.
+pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
+
+/// One example's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position of the example in the sampled dataset (all shards together).
+    pub index: usize,
+    /// Example id.
+    pub id: String,
+    /// Gold label name.
+    pub gold: String,
+    /// Gold label index into the manifest's labels.
+    pub gold_index: usize,
+    /// Whether the text was truncated to fit the prompt budget.
+    pub truncated: bool,
+    /// The verbalized signal, when collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized: Option<VerbalizedRecord>,
+    /// The label-logit signal, when collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub logits: Option<LogitsRecord>,
+    /// Wall-clock time for this example in milliseconds (the only timing field).
+    pub elapsed_ms: u64,
+}
+
+/// The verbalized answer of one example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerbalizedRecord {
+    /// `free` or `constrained`.
+    pub mode: String,
+    /// Tokens of the prompt (chat-rendered, before generation).
+    pub prompt_tokens: usize,
+    /// Whether the dataset's shared prefix was reused for this prompt.
+    pub prefix_reused: bool,
+    /// The model's text (for constrained mode, the dict with forced skeleton).
+    pub raw_text: String,
+    /// Tokens the model chose (free: all generated tokens; constrained: the number tokens).
+    pub generated_tokens: usize,
+    /// Why free generation stopped (`null` in constrained mode).
+    pub stop_reason: Option<StopReason>,
+    /// The parsed distribution and its status.
+    pub parsed: VerbalizedDistribution,
+    /// Constrained mode: each generated number with its raw and grammar-masked log-probs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub numbers: Option<Vec<GeneratedNumber>>,
+}
+
+/// The label scores of one example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogitsRecord {
+    /// Tokens of the prompt (chat-rendered, up to the assistant's answer position).
+    pub prompt_tokens: usize,
+    /// Whether the dataset's shared prefix was reused for this prompt.
+    pub prefix_reused: bool,
+    /// Total log-probability of each label string (natural log).
+    pub log_probs: Vec<f64>,
+    /// Log-probability of each label's first token.
+    pub first_token_log_probs: Vec<f64>,
+    /// Number of tokens of each label.
+    pub token_counts: Vec<usize>,
+    /// Probability of a first token that starts no label.
+    pub outside_mass: f64,
+    /// softmax(log_probs): the distribution restricted to the label set.
+    pub probabilities: Vec<f64>,
+}
+
+/// The fields of a record that identify its example (read when resuming and merging).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordKey {
+    /// Position in the sampled dataset.
+    pub index: usize,
+    /// Example id.
+    pub id: String,
+}
+
+/// An open `predictions.jsonl`, positioned for appending.
+#[derive(Debug)]
+pub struct PredictionsWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl PredictionsWriter {
+    /// Opens (creating if needed) `dir/predictions.jsonl`, drops a torn last line, and checks the
+    /// complete lines against `expected` (index, id) in order. Returns the writer and how many
+    /// records are already done.
+    pub fn open(dir: &Path, expected: &[(usize, &str)]) -> Result<(Self, usize)> {
+        let path = dir.join(PREDICTIONS_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        if complete < bytes.len() {
+            file.set_len(complete as u64)
+                .with_context(|| format!("dropping the torn last line of {}", path.display()))?;
+        }
+        let keys = read_keys(&bytes[..complete], &path)?;
+        if keys.len() > expected.len() {
+            bail!(
+                "{}: {} records, but this run has only {} examples",
+                path.display(),
+                keys.len(),
+                expected.len()
+            );
+        }
+        for (line, (key, &(index, id))) in keys.iter().zip(expected).enumerate() {
+            if key.index != index || key.id != id {
+                bail!(
+                    "{}, line {}: record of example {} ('{}'), expected example {index} ('{id}')",
+                    path.display(),
+                    line + 1,
+                    key.index,
+                    key.id
+                );
+            }
+        }
+        let done = keys.len();
+        Ok((Self { file, path }, done))
+    }
+
+    /// Appends one record as a single write, then flushes it to the file.
+    pub fn append(&mut self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("appending to {}", self.path.display()))
+    }
+}
+
+/// The (index, id) of every line of complete JSONL `bytes`; errors name the file and line.
+pub fn read_keys(bytes: &[u8], path: &Path) -> Result<Vec<RecordKey>> {
+    complete_lines(bytes)
+        .enumerate()
+        .map(|(line, text)| {
+            serde_json::from_slice(text).with_context(|| {
+                format!("{}, line {}: not a Candor record", path.display(), line + 1)
+            })
+        })
+        .collect()
+}
+
+/// The newline-terminated lines of `bytes` (without their newline); a torn tail is left out.
+pub fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    bytes[..complete]
+        .split(|&b| b == b'\n')
+        .take(bytes[..complete].iter().filter(|&&b| b == b'\n').count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(index: usize) -> Record {
+        Record {
+            index,
+            id: format!("t-{index}"),
+            gold: "a".into(),
+            gold_index: 0,
+            truncated: false,
+            verbalized: None,
+            logits: None,
+            elapsed_ms: 7,
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_complete_lines_are_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let expected = [(0, "t-0"), (2, "t-2"), (4, "t-4")];
+        let (mut writer, done) = PredictionsWriter::open(dir.path(), &expected).unwrap();
+        assert_eq!(done, 0);
+        writer.append(&record(0)).unwrap();
+        drop(writer);
+        let path = dir.path().join(PREDICTIONS_FILE);
+        let mut torn = std::fs::read(&path).unwrap();
+        let intact = torn.len();
+        torn.extend_from_slice(br#"{"index":2,"id":"t-"#);
+        std::fs::write(&path, &torn).unwrap();
+        let (mut writer, done) = PredictionsWriter::open(dir.path(), &expected).unwrap();
+        assert_eq!(done, 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), intact as u64);
+        writer.append(&record(2)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<&str> = text
+            .lines()
+            .map(|l| &l[..l.find(",\"gold\"").unwrap()])
+            .collect();
+        assert_eq!(
+            ids,
+            [r#"{"index":0,"id":"t-0""#, r#"{"index":2,"id":"t-2""#]
+        );
+    }
+
+    #[test]
+    fn records_of_other_examples_are_refused_with_the_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut writer, _) = PredictionsWriter::open(dir.path(), &[(0, "t-0")]).unwrap();
+        writer.append(&record(0)).unwrap();
+        let error = PredictionsWriter::open(dir.path(), &[(1, "t-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.ends_with("predictions.jsonl, line 1: record of example 0 ('t-0'), expected example 1 ('t-1')"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn complete_lines_skip_a_torn_tail() {
+        let lines: Vec<&[u8]> = complete_lines(b"a\nbc\nde").collect();
+        assert_eq!(lines, [b"a".as_slice(), b"bc".as_slice()]);
+        assert_eq!(complete_lines(b"xyz").count(), 0);
+    }
+}

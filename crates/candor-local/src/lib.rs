@@ -1,0 +1,224 @@
+//! The local model backend of Candor: a model loaded by `candor-infer` (GGUF or safetensors, run
+//! exactly in f32 on candle) behind the [`ModelBackend`] trait of `candor-backend`, so the run
+//! engine can collect both signals from it without naming candle. It also owns the model's
+//! provenance for the manifest: the weights' content hash and storage types ([`weights`]).
+//!
+//! ```no_run
+//! use candor_backend::ModelBackend;
+//! use candor_local::{LocalBackend, LocalModelOptions};
+//!
+//! let options = LocalModelOptions {
+//!     spec: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+//!     ..LocalModelOptions::default()
+//! };
+//! let backend = LocalBackend::new(options.load()?, &options)?;
+//! let prompt = backend.chat_prompt("Which emotion is this? I won!")?;
+//! let prefix = backend.prefill(&backend.encode(&format!("{prompt}Label:"))?)?;
+//! let scores = backend.score_labels(&prefix, &[" joy".into(), " anger".into()])?;
+//! println!("{:?} (sha256 {})", scores, backend.identity().weights.sha256);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+pub mod weights;
+
+pub use error::{LocalError, Result};
+
+use candor_backend::{
+    BackendError, Capabilities, ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, LabelScore,
+    LabelScores, ModelBackend, ModelIdentity, PromptState, StopReason,
+};
+use candor_infer::{DeviceSpec, LanguageModel, LoadOptions, ModelSpec, WeightStorage};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Which local model to load and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalModelOptions {
+    /// A `.gguf` file, a directory with `config.json` + `*.safetensors` + tokenizer, or
+    /// `hf:owner/repo[:file]`.
+    pub spec: String,
+    /// `cpu`, `cuda`, `cuda:N` or `metal`.
+    pub device: String,
+    /// Compute threads (`None`: all cores).
+    pub threads: Option<usize>,
+    /// GGUF weight storage (`None`: dense when the f32 weights fit in memory, else quantized).
+    pub weights: Option<WeightStorage>,
+    /// Use only the local Hugging Face cache for `hf:` models.
+    pub offline: bool,
+}
+
+impl Default for LocalModelOptions {
+    fn default() -> Self {
+        Self {
+            spec: String::new(),
+            device: "cpu".into(),
+            threads: None,
+            weights: None,
+            offline: false,
+        }
+    }
+}
+
+impl LocalModelOptions {
+    /// Loads the model these options describe (sets the thread count first).
+    pub fn load(&self) -> Result<LanguageModel> {
+        if let Some(threads) = self.threads {
+            candor_infer::set_thread_count(threads);
+        }
+        let spec: ModelSpec = self.spec.parse()?;
+        let device: DeviceSpec = self.device.parse()?;
+        let options = LoadOptions {
+            device,
+            offline: self.offline,
+            weights: self.weights,
+            ..LoadOptions::default()
+        };
+        LanguageModel::load(&spec, &options).map_err(|source| LocalError::Failed {
+            context: format!("loading model {}", self.spec),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// A loaded local model as a [`ModelBackend`].
+pub struct LocalBackend {
+    model: LanguageModel,
+    identity: ModelIdentity,
+}
+
+/// A local prompt state: the model's KV cache and next-token logits (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct LocalPrefix(candor_infer::Prefix);
+
+impl PromptState for LocalPrefix {
+    fn tokens(&self) -> &[u32] {
+        self.0.tokens()
+    }
+}
+
+impl LocalBackend {
+    /// Wraps `model`, loaded with `options`, and hashes its weights for the manifest.
+    pub fn new(model: LanguageModel, options: &LocalModelOptions) -> Result<Self> {
+        let config = model.model().config();
+        let chat_template = model.chat_template().source().map(str::to_string);
+        let identity = ModelIdentity {
+            spec: options.spec.clone(),
+            source: model.source().to_string(),
+            architecture: config.architecture.name().to_string(),
+            context_length: config.context_length,
+            vocab_size: config.vocab_size,
+            weights: weights::inspect_weights(Path::new(model.source()))?,
+            compute_dtype: match model.model().weight_storage() {
+                WeightStorage::Dense => "f32".into(),
+                WeightStorage::Quantized => "f32, quantized weights".into(),
+            },
+            device: options.device.clone(),
+            chat_template_sha256: chat_template.as_deref().map(|source| hex_sha256(source.as_bytes())),
+            chat_template,
+        };
+        Ok(Self { model, identity })
+    }
+
+    /// The underlying model (for the model-inspection commands).
+    pub fn model(&self) -> &LanguageModel {
+        &self.model
+    }
+}
+
+/// Lower-case hex sha256 of `bytes`.
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The model's own error, passed through unchanged.
+fn model_error(error: candor_infer::InferError) -> BackendError {
+    BackendError::Model(Box::new(error))
+}
+
+impl ModelBackend for LocalBackend {
+    type Prefix = LocalPrefix;
+
+    fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            exact_log_probs: true,
+            constrained_generation: true,
+            batched_continuations: true,
+        }
+    }
+
+    fn chat_prompt(&self, user_message: &str) -> candor_backend::Result<String> {
+        self.model.chat_prompt(user_message).map_err(model_error)
+    }
+
+    fn encode(&self, text: &str) -> candor_backend::Result<Vec<u32>> {
+        self.model.encode(text).map_err(model_error)
+    }
+
+    fn prefill(&self, tokens: &[u32]) -> candor_backend::Result<LocalPrefix> {
+        self.model.prefill(tokens).map(LocalPrefix).map_err(model_error)
+    }
+
+    fn extend(&self, prefix: &LocalPrefix, tokens: &[u32]) -> candor_backend::Result<LocalPrefix> {
+        self.model.extend(&prefix.0, tokens).map(LocalPrefix).map_err(model_error)
+    }
+
+    fn score_labels(&self, prefix: &LocalPrefix, continuations: &[String]) -> candor_backend::Result<LabelScores> {
+        let scores = self.model.score_labels(&prefix.0, continuations).map_err(model_error)?;
+        Ok(LabelScores {
+            labels: scores
+                .labels
+                .into_iter()
+                .map(|score| LabelScore {
+                    label: score.label,
+                    token_ids: score.token_ids,
+                    log_prob: score.log_prob,
+                    first_token_log_prob: score.first_token_log_prob,
+                })
+                .collect(),
+            first_token_mass_outside: scores.first_token_mass_outside,
+        })
+    }
+
+    fn generate(&self, prefix: &LocalPrefix, max_tokens: usize) -> candor_backend::Result<Generation> {
+        let generation = self.model.generate(&prefix.0, max_tokens).map_err(model_error)?;
+        Ok(Generation {
+            text: generation.text,
+            token_ids: generation.token_ids,
+            stop_reason: match generation.stop_reason {
+                candor_infer::StopReason::Eos => StopReason::Eos,
+                candor_infer::StopReason::MaxTokens => StopReason::MaxTokens,
+                candor_infer::StopReason::ContextFull => StopReason::ContextFull,
+            },
+        })
+    }
+
+    fn generate_constrained(
+        &self,
+        prefix: &LocalPrefix,
+        labels: &[String],
+        options: &ConstrainedOptions,
+    ) -> candor_backend::Result<ConstrainedGeneration> {
+        let options = candor_infer::ConstrainedOptions { max_fraction_digits: options.max_fraction_digits };
+        let generation = self.model.generate_constrained(&prefix.0, labels, &options).map_err(model_error)?;
+        Ok(ConstrainedGeneration {
+            text: generation.text,
+            numbers: generation
+                .numbers
+                .into_iter()
+                .map(|number| GeneratedNumber {
+                    label: number.label,
+                    text: number.text,
+                    value: number.value,
+                    token_ids: number.token_ids,
+                    log_prob: number.log_prob,
+                    masked_log_prob: number.masked_log_prob,
+                })
+                .collect(),
+        })
+    }
+}

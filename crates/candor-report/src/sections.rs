@@ -1,0 +1,386 @@
+//! What a report says, section by section: the header facts, the headline table, every metric
+//! per signal, the verbalized − logits comparison, how the signals were read, decision thresholds
+//! and fitted temperatures — each with one sentence on how to read it.
+
+use super::document::{count_with_share, difference, estimate, fact, number, Block, Document, Fact, Section, Table};
+use candor_results::{CalibrationResults, CalibratorResults, RunSummary, SignalResults, WellFormedness};
+use candor_calib::metrics::Metric;
+
+/// Calibrators of the headline table and of the reliability diagrams, in this order.
+pub const HEADLINE_CALIBRATORS: [&str; 3] = ["none", "ts", "resoftmax_ts"];
+/// Metrics of the headline table and of the comparison, in this order.
+const HEADLINE_METRICS: [&str; 6] = ["accuracy", "ece_15_equal_width", "smooth_ece", "brier", "nll", "auroc"];
+/// Metrics whose difference from `none` is shown per signal.
+const VERSUS_NONE_METRICS: [&str; 3] = ["ece_15_equal_width", "brier", "nll"];
+/// Calibrators whose decision thresholds are shown.
+const THRESHOLD_CALIBRATORS: [&str; 2] = ["none", "ts"];
+/// Parse statuses in the order they are listed (others follow alphabetically).
+const STATUS_ORDER: [&str; 4] = ["ok", "renormalized", "partial", "unparseable"];
+
+/// The whole report of `results`.
+pub fn document(results: &CalibrationResults) -> Document {
+    let mut sections = vec![headline(results)];
+    sections.extend(results.signals.iter().map(all_metrics));
+    sections.extend(comparison(results));
+    sections.extend(signal_reading(results));
+    sections.push(thresholds(results));
+    sections.push(temperatures(results));
+    Document { title: "Candor calibration report".to_string(), facts: header(results), sections }
+}
+
+fn header(results: &CalibrationResults) -> Vec<Fact> {
+    let run = &results.run;
+    let settings = &results.settings;
+    let mut facts = vec![
+        fact("model", format!("{} ({})", run.model, run.architecture)),
+        fact("weights", format!("{}; sha256 {}", run.weights, short_hash(&run.model_sha256))),
+        fact("dataset", format!("{}, split {}", run.dataset, run.split)),
+        fact("examples", run.examples.to_string()),
+        fact("truncated", format!("{} (text shortened to fit the prompt)", run.truncated)),
+        fact("labels", results.labels.join(", ")),
+    ];
+    if let Some(mode) = &run.verbalized_mode {
+        facts.push(fact("verbalized answers", mode.clone()));
+    }
+    facts.extend([
+        fact("calibration / test", format!("{} / {} examples {}", results.n_calibration, results.n_test, split_origin(results))),
+        fact("seed", settings.seed.to_string()),
+        fact(
+            "intervals",
+            format!("{}% percentile bootstrap, B = {}", trimmed(settings.level * 100.0), settings.bootstrap_resamples),
+        ),
+        fact("ε (invert softmax)", format!("{:e}", settings.epsilon)),
+        fact("unparseable answers", settings.unparseable.clone()),
+        fact("run", run_origin(run, &results.candor_version)),
+    ]);
+    facts
+}
+
+fn short_hash(hash: &str) -> String {
+    match hash.get(..16) {
+        Some(prefix) if hash.len() > 16 => format!("{prefix}…"),
+        _ => hash.to_string(),
+    }
+}
+
+fn split_origin(results: &CalibrationResults) -> String {
+    match (&results.run.calibration_run, results.settings.calib_fraction) {
+        (Some(dir), _) => format!("(calibration examples from run {dir})"),
+        (None, Some(fraction)) => format!("(fraction {fraction} of each class for calibration)"),
+        (None, None) => String::new(),
+    }
+}
+
+fn run_origin(run: &RunSummary, version: &str) -> String {
+    format!("{}; model time {:.1} s; candor {version}", run.dir, run.model_seconds)
+}
+
+/// `95`, `97.5`: a number without trailing zeros (rounded to 6 decimals).
+fn trimmed(value: f64) -> String {
+    format!("{}", (value * 1e6).round() / 1e6)
+}
+
+fn headline(results: &CalibrationResults) -> Section {
+    let header = ["signal", "calibrator"].into_iter().chain(HEADLINE_METRICS).map(str::to_string).collect();
+    let rows = results
+        .signals
+        .iter()
+        .flat_map(|signal| {
+            HEADLINE_CALIBRATORS
+                .iter()
+                .filter_map(|&name| calibrator(signal, name))
+                .map(|c| headline_row(&signal.signal, c))
+        })
+        .collect();
+    Section {
+        title: "Headline".to_string(),
+        note: "Each row is one confidence signal after one calibrator, measured on the test part as `value [low, high]` \
+               (bootstrap interval); lower is better except for accuracy and AUROC, and on `verbalized` `ts` is the \
+               paper's invert-softmax temperature scaling while `resoftmax_ts` is its negative control softmax(p/T)."
+            .to_string(),
+        blocks: vec![Block::Table(Table { caption: None, header, rows })],
+    }
+}
+
+fn headline_row(signal: &str, results: &CalibratorResults) -> Vec<String> {
+    let mut row = vec![signal.to_string(), results.calibrator.clone()];
+    row.extend(HEADLINE_METRICS.iter().map(|&m| metric_cell(results, m)));
+    row
+}
+
+fn calibrator<'a>(signal: &'a SignalResults, name: &str) -> Option<&'a CalibratorResults> {
+    signal.calibrators.iter().find(|c| c.calibrator == name)
+}
+
+fn metric_cell(results: &CalibratorResults, metric: &str) -> String {
+    results.metrics.get(metric).map_or_else(|| "n/a".to_string(), estimate)
+}
+
+/// Metric names in `candor eval` order, then any others the results carry.
+fn metric_names<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<String> = Metric::ALL.iter().map(|m| m.name().to_string()).collect();
+    for key in keys {
+        if !names.contains(key) {
+            names.push(key.clone());
+        }
+    }
+    names
+}
+
+fn all_metrics(signal: &SignalResults) -> Section {
+    let names = metric_names(signal.calibrators.iter().flat_map(|c| c.metrics.keys()));
+    let header = std::iter::once("metric".to_string())
+        .chain(signal.calibrators.iter().map(|c| c.calibrator.clone()))
+        .collect();
+    let rows = names
+        .iter()
+        .map(|name| {
+            std::iter::once(name.clone()).chain(signal.calibrators.iter().map(|c| metric_cell(c, name))).collect()
+        })
+        .collect();
+    let caption = format!(
+        "{}: {} calibration / {} test examples, calibrators fitted on {}",
+        signal.signal, signal.n_calibration, signal.n_test, signal.input_kind
+    );
+    let mut blocks = vec![Block::Table(Table { caption: Some(caption), header, rows })];
+    blocks.extend(versus_none(signal));
+    Section { title: format!("All metrics: {}", signal.signal), note: all_metrics_note(&signal.input_kind), blocks }
+}
+
+fn all_metrics_note(input_kind: &str) -> String {
+    let calibrators = if input_kind == "logits" {
+        "on logits `ts` is plain temperature scaling of the label log-probabilities"
+    } else {
+        "on probabilities `ts` is the paper's invert-softmax temperature scaling (TS on log p) and `resoftmax_ts` \
+         its negative control softmax(p/T)"
+    };
+    format!(
+        "Every metric of `candor eval` on the test part, one column per calibrator fitted on the calibration part \
+         ({calibrators}); the second table is each calibrator's paired-bootstrap difference from `none`, where an \
+         interval entirely below 0 means the calibrator reliably lowered that error."
+    )
+}
+
+fn versus_none(signal: &SignalResults) -> Option<Block> {
+    let rows: Vec<Vec<String>> = signal
+        .calibrators
+        .iter()
+        .filter(|c| !c.difference_vs_none.is_empty())
+        .map(|c| {
+            std::iter::once(c.calibrator.clone())
+                .chain(VERSUS_NONE_METRICS.iter().map(|&m| c.difference_vs_none.get(m).map_or_else(|| "n/a".to_string(), difference)))
+                .collect()
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let header = std::iter::once("calibrator".to_string())
+        .chain(VERSUS_NONE_METRICS.iter().map(|m| format!("Δ {m}")))
+        .collect();
+    let caption = format!("{}: calibrator − none, paired on the same test examples", signal.signal);
+    Some(Block::Table(Table { caption: Some(caption), header, rows }))
+}
+
+fn comparison(results: &CalibrationResults) -> Option<Section> {
+    if results.comparisons.is_empty() {
+        return None;
+    }
+    let header = ["calibrator", "metric", "n", "verbalized", "logits", "verbalized − logits", "P(Δ ≤ 0)"]
+        .map(str::to_string)
+        .to_vec();
+    let rows = results
+        .comparisons
+        .iter()
+        .flat_map(|c| {
+            HEADLINE_METRICS.iter().filter_map(move |&metric| {
+                let d = c.differences.get(metric)?;
+                Some(vec![
+                    c.calibrator.clone(),
+                    metric.to_string(),
+                    c.n_test.to_string(),
+                    number(d.a),
+                    number(d.b),
+                    difference(d),
+                    number(d.fraction_at_most_zero),
+                ])
+            })
+        })
+        .collect();
+    Some(Section {
+        title: "Verbalized − logits".to_string(),
+        note: "Paired-bootstrap differences on the test examples both signals could use: for the error metrics a \
+               negative difference favours `verbalized`, and P(Δ ≤ 0) is the share of resamples in which it was at \
+               least as good (for accuracy and AUROC, where higher is better, read both the other way round)."
+            .to_string(),
+        blocks: vec![Block::Table(Table { caption: None, header, rows })],
+    })
+}
+
+fn signal_reading(results: &CalibrationResults) -> Option<Section> {
+    let mut blocks = Vec::new();
+    for signal in &results.signals {
+        if let Some(wf) = &signal.well_formedness {
+            blocks.push(Block::Table(status_table(&signal.signal, wf)));
+            blocks.push(Block::Facts(well_formedness_facts(wf)));
+        }
+        if let Some(mass) = signal.mean_outside_mass {
+            let name = "mean probability outside the labels";
+            blocks.push(Block::Facts(vec![fact(name, format!("{} ({})", number(Some(mass)), signal.signal))]));
+        }
+    }
+    if blocks.is_empty() {
+        return None;
+    }
+    Some(Section {
+        title: "How the signals were read".to_string(),
+        note: "`renormalized` answers did not sum to 1, `partial` ones left labels out (counted as 0) and \
+               `unparseable` ones follow the unparseable policy; for `logits` the outside mass is the probability \
+               of a first token that starts no label, which the label distribution leaves out."
+            .to_string(),
+        blocks,
+    })
+}
+
+fn status_table(signal: &str, wf: &WellFormedness) -> Table {
+    let mut statuses: Vec<&String> = wf.status_counts.keys().collect();
+    statuses.sort_by_key(|s| (STATUS_ORDER.iter().position(|o| o == s).unwrap_or(STATUS_ORDER.len()), s.as_str()));
+    let rows = statuses
+        .into_iter()
+        .map(|status| vec![status.clone(), count_with_share(wf.status_counts[status], wf.total)])
+        .collect();
+    Table {
+        caption: Some(format!("{signal}: {} answers by parse status", wf.total)),
+        header: vec!["status".to_string(), "answers".to_string()],
+        rows,
+    }
+}
+
+fn well_formedness_facts(wf: &WellFormedness) -> Vec<Fact> {
+    let missing: Vec<String> = wf.missing_labels.iter().map(|(label, n)| format!("{label} ×{n}")).collect();
+    vec![
+        fact("mean |Σp − 1|", number(wf.mean_abs_sum_deviation)),
+        fact("excluded from every metric", count_with_share(wf.excluded, wf.total)),
+        fact("labels missing from partial answers", if missing.is_empty() { "none".to_string() } else { missing.join(", ") }),
+    ]
+}
+
+fn thresholds(results: &CalibrationResults) -> Section {
+    let header = [
+        "signal",
+        "calibrator",
+        "target precision",
+        "threshold",
+        "calibration recall",
+        "test precision",
+        "test recall",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let mut rows = Vec::new();
+    for signal in &results.signals {
+        for c in THRESHOLD_CALIBRATORS.iter().filter_map(|&name| calibrator(signal, name)) {
+            for t in &c.thresholds {
+                rows.push(vec![
+                    signal.signal.clone(),
+                    c.calibrator.clone(),
+                    trimmed(t.target_precision),
+                    t.threshold.map_or_else(|| "not reachable".to_string(), |v| number(Some(v))),
+                    number(t.calibration_recall),
+                    t.test_precision.as_ref().map_or_else(|| "n/a".to_string(), estimate),
+                    t.test_recall.as_ref().map_or_else(|| "n/a".to_string(), estimate),
+                ]);
+            }
+        }
+    }
+    Section {
+        title: "Decision thresholds".to_string(),
+        note: "Accept the top label when its confidence is at least the threshold chosen on the calibration part \
+               (most recall with precision ≥ target); the test columns show whether that precision holds on unseen \
+               examples and how much recall it keeps."
+            .to_string(),
+        blocks: vec![Block::Table(Table { caption: None, header, rows })],
+    }
+}
+
+fn temperatures(results: &CalibrationResults) -> Section {
+    let rows: Vec<Vec<String>> = results
+        .signals
+        .iter()
+        .flat_map(|signal| {
+            signal.calibrators.iter().filter_map(|c| {
+                let temperature = c.params.get("temperature")?.as_f64()?;
+                Some(vec![signal.signal.clone(), c.calibrator.clone(), number(Some(temperature))])
+            })
+        })
+        .collect();
+    let block = if rows.is_empty() {
+        Block::Paragraph("No calibrator with a temperature was fitted.".to_string())
+    } else {
+        let header = ["signal", "calibrator", "temperature"].map(str::to_string).to_vec();
+        Block::Table(Table { caption: None, header, rows })
+    };
+    Section {
+        title: "Fitted temperatures".to_string(),
+        note: "The calibration part asked for softer probabilities where T > 1 (the signal was overconfident) and \
+               sharper ones where T < 1."
+            .to_string(),
+        blocks: vec![block],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture;
+    use super::*;
+
+    fn section<'a>(document: &'a Document, title: &str) -> &'a Section {
+        document.sections.iter().find(|s| s.title == title).unwrap_or_else(|| panic!("section {title}"))
+    }
+
+    fn table(section: &Section, index: usize) -> &Table {
+        section
+            .blocks
+            .iter()
+            .filter_map(|b| if let Block::Table(t) = b { Some(t) } else { None })
+            .nth(index)
+            .expect("table")
+    }
+
+    #[test]
+    fn headline_has_one_row_per_signal_and_headline_calibrator() {
+        let document = document(&fixture::results());
+        let rows = &table(section(&document, "Headline"), 0).rows;
+        let keys: Vec<(&str, &str)> = rows.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
+        // logits has no resoftmax_ts; `vector` is not a headline calibrator.
+        assert_eq!(keys, [("verbalized", "none"), ("verbalized", "ts"), ("verbalized", "resoftmax_ts"), ("logits", "none"), ("logits", "ts")]);
+        // ece_15_equal_width is the 4th column after signal and calibrator.
+        assert_eq!(rows[0][3], "0.1234 [0.0987, 0.1500]");
+    }
+
+    #[test]
+    fn thresholds_say_not_reachable_for_a_missing_threshold() {
+        let document = document(&fixture::results());
+        let rows = &table(section(&document, "Decision thresholds"), 0).rows;
+        assert_eq!(rows[0][2..5], ["0.9", "0.8125", "0.4000"]);
+        assert_eq!(rows[1][3], "not reachable");
+        assert_eq!(rows[1][5], "n/a");
+    }
+
+    #[test]
+    fn statuses_follow_the_parse_order_with_shares() {
+        let document = document(&fixture::results());
+        let rows = &table(section(&document, "How the signals were read"), 0).rows;
+        let statuses: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(statuses, ["ok", "renormalized", "partial", "unparseable"]);
+        assert_eq!(rows[1][1], "6 (10.0%)");
+    }
+
+    #[test]
+    fn temperatures_come_from_the_params() {
+        let document = document(&fixture::results());
+        let rows = &table(section(&document, "Fitted temperatures"), 0).rows;
+        assert_eq!(rows[0], ["verbalized", "ts", "2.5000"]);
+        assert_eq!(rows.len(), 3);
+    }
+}
