@@ -29,11 +29,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
 /// Crates that must not reach candle, directly or through any dependency.
 const MODEL_FREE: &[&str] = &["candor-calib", "candor-data", "candor-backend", "candor-results", "candor-report", "candor-experiment"];
 
+/// The host's target triple (`rustc -vV`), so `cargo metadata` needs only this platform's
+/// packages, which the build has already fetched (it runs offline).
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let output = Command::new(rustc).arg("-vV").output().expect("rustc -vV runs");
+    let text = String::from_utf8(output.stdout).expect("rustc prints UTF-8");
+    text.lines().find_map(|line| line.strip_prefix("host: ")).expect("rustc -vV names the host").to_string()
+}
+
 fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--locked", "--manifest-path"])
+        .args(["metadata", "--format-version", "1", "--offline", "--locked", "--filter-platform"])
+        .arg(host_triple())
+        .arg("--manifest-path")
         .arg(&manifest)
         .output()
         .expect("cargo metadata runs");

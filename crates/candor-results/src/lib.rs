@@ -5,6 +5,32 @@
 //!
 //! Metric keys are the public names of `candor_calib::metrics::Metric` (those of `candor eval`).
 //! Numbers that are undefined (NaN, e.g. AUROC when every test row is correct) are `null`.
+//! This crate holds the data model and its file I/O only: `candor-experiment` fills it,
+//! `candor-report` renders it.
+//!
+//! ```
+//! use candor_results::{CalibrationResults, CALIBRATION_FILE};
+//!
+//! let dir = tempfile::tempdir()?;
+//! // Before `candor calibrate` ran, reading names the file and the command that writes it.
+//! let missing = CalibrationResults::read(dir.path()).unwrap_err().to_string();
+//! assert!(missing.contains(CALIBRATION_FILE) && missing.contains("candor calibrate --run"));
+//!
+//! let results: CalibrationResults = serde_json::from_value(serde_json::json!({
+//!     "candor_version": "0.1.0",
+//!     "run": {"dir": "runs/x", "model": "m.gguf", "architecture": "llama", "weights": "f32",
+//!             "model_sha256": "00", "dataset": "emotion", "split": "test",
+//!             "verbalized_mode": null, "examples": 0, "truncated": 0, "model_seconds": 0.0,
+//!             "calibration_run": null},
+//!     "settings": {"calib_fraction": 0.5, "seed": 0, "bootstrap_resamples": 0, "level": 0.95,
+//!                  "epsilon": 1e-6, "unparseable": "uniform", "target_precisions": [0.9]},
+//!     "labels": ["joy", "sadness"], "n_calibration": 0, "n_test": 0,
+//!     "signals": [], "comparisons": []
+//! }))?;
+//! results.write(dir.path())?; // atomically, via calibration.json.tmp
+//! assert_eq!(CalibrationResults::read(dir.path())?, results);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod json_file;
 
