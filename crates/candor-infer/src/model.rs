@@ -2,12 +2,21 @@
 //! that the caller owns and can clone, logits for every position of a chunk, and a batched
 //! variant that runs several continuations on top of one shared cache.
 //!
+//! The cache never copies on append: keys and values live in preallocated per-layer buffers
+//! that grow in large steps, new positions are written in place and attention reads a view of
+//! the filled part. Clones share a buffer; only the clone at the buffer's frontier appends in
+//! place, any other copies its own prefix first (copy on write), so no position ever changes
+//! under a reader. Batched continuations attend to the shared prefix as one batch-1 view and to
+//! their own tokens separately: the prefix is never materialised per continuation.
+//!
 //! Projection and embedding matrices are dense f32 or kept quantized (see [`crate::quantized`]);
 //! either way activations stay f32. Weights are held in Hugging Face layout and naming (`model.layers.N.self_attn.q_proj.weight`,
 //! rows = output features); GGUF llama q/k rows, which llama.cpp permutes for its interleaved
 //! rope, are permuted back at load, so one half-rotation rope serves every source.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -47,23 +56,28 @@ struct Block {
 
 /// Per-layer keys and values of the tokens seen so far, owned by the caller.
 ///
-/// Cloning is cheap (tensors are reference counted); a cloned cache can be extended
-/// independently, which is how a shared prompt prefix is reused.
+/// Cloning is cheap (the buffer is shared); a cloned cache can be extended independently, which
+/// is how a shared prompt prefix is reused (see the module docs for how appends stay in place).
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    num_layers: usize,
+    buffer: Option<Arc<KvBuffer>>,
     len: usize,
-    batch: usize,
+}
+
+/// Keys and values `[1, kv_heads, capacity, head_dim]` of every layer, filled in place.
+#[derive(Debug)]
+struct KvBuffer {
+    layers: Vec<(Tensor, Tensor)>,
+    capacity: usize,
+    /// Positions `0..filled` have been claimed by some cache sharing this buffer.
+    filled: AtomicUsize,
 }
 
 impl KvCache {
     /// An empty cache for a model with `num_layers` blocks.
     pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-            len: 0,
-            batch: 1,
-        }
+        Self { num_layers, buffer: None, len: 0 }
     }
 
     /// Number of positions already processed (the position of the next token).
@@ -76,9 +90,42 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Number of sequences the cache holds (1 unless it came out of a batched call).
-    pub fn batch_size(&self) -> usize {
-        self.batch
+    /// Keys and values of `layer` for the cached positions, as views `[1, kv, len, d]`.
+    fn layer_view(&self, layer: usize) -> Result<Option<(Tensor, Tensor)>> {
+        match (&self.buffer, self.len) {
+            (Some(buffer), len) if len > 0 => {
+                let (k, v) = &buffer.layers[layer];
+                Ok(Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A buffer this cache may write positions `len..len + extra` into: its own, when it sits at
+    /// the buffer's frontier and the buffer has room, else a new one holding a copy of its
+    /// prefix (sized `needed · 1.5 + 64`, at most `max_positions`).
+    fn writable_buffer(&self, extra: usize, shape: (usize, usize), max_positions: usize, device: &Device) -> Result<Arc<KvBuffer>> {
+        let needed = self.len + extra;
+        if let Some(buffer) = &self.buffer {
+            let claimed = needed <= buffer.capacity
+                && buffer.filled.compare_exchange(self.len, needed, Ordering::AcqRel, Ordering::Acquire).is_ok();
+            if claimed {
+                return Ok(buffer.clone());
+            }
+        }
+        let capacity = (needed + needed / 2 + 64).min(max_positions).max(needed);
+        let (kv_heads, head_dim) = shape;
+        let mut layers = Vec::with_capacity(self.num_layers);
+        for layer in 0..self.num_layers {
+            let k = Tensor::zeros((1, kv_heads, capacity, head_dim), DType::F32, device)?;
+            let v = Tensor::zeros((1, kv_heads, capacity, head_dim), DType::F32, device)?;
+            if let Some((k_past, v_past)) = self.layer_view(layer)? {
+                k.slice_set(&k_past.contiguous()?, 2, 0)?;
+                v.slice_set(&v_past.contiguous()?, 2, 0)?;
+            }
+            layers.push((k, v));
+        }
+        Ok(Arc::new(KvBuffer { layers, capacity, filled: AtomicUsize::new(needed) }))
     }
 }
 
@@ -272,7 +319,7 @@ impl Model {
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         self.check_single_sequence(tokens, cache)?;
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        Ok(self.run(&ids, cache, LogitRows::All)?.squeeze(0)?)
+        Ok(self.run_appending(&ids, cache, LogitRows::All)?.squeeze(0)?)
     }
 
     /// Like [`Model::forward`] but returns only the last position's logits, `[vocab]`,
@@ -280,7 +327,7 @@ impl Model {
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         self.check_single_sequence(tokens, cache)?;
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        Ok(self.run(&ids, cache, LogitRows::Last)?.flatten_all()?)
+        Ok(self.run_appending(&ids, cache, LogitRows::Last)?.flatten_all()?)
     }
 
     fn check_single_sequence(&self, tokens: &[u32], cache: &KvCache) -> Result<()> {
@@ -289,10 +336,11 @@ impl Model {
                 "forward called with no tokens".into(),
             ));
         }
-        if cache.batch != 1 {
+        if cache.num_layers != self.blocks.len() {
             return Err(InferError::InvalidInput(format!(
-                "forward needs a single-sequence cache, this one holds {} sequences",
-                cache.batch
+                "cache has {} layers, model has {}",
+                cache.num_layers,
+                self.blocks.len()
             )));
         }
         self.check_token_ids(tokens)
@@ -311,12 +359,6 @@ impl Model {
         if continuations.is_empty() {
             return Ok(Vec::new());
         }
-        if cache.batch != 1 {
-            return Err(InferError::InvalidInput(format!(
-                "forward_batch needs a single-sequence cache, this one holds {} sequences",
-                cache.batch
-            )));
-        }
         let max_len = continuations.iter().map(Vec::len).max().unwrap_or(0);
         if let Some(i) = continuations.iter().position(Vec::is_empty) {
             return Err(InferError::InvalidInput(format!(
@@ -333,8 +375,7 @@ impl Model {
             ids.extend(std::iter::repeat_n(pad, max_len - c.len()));
         }
         let ids = Tensor::from_vec(ids, (continuations.len(), max_len), &self.device)?;
-        let mut batch_cache = cache.clone();
-        let logits = self.run(&ids, &mut batch_cache, LogitRows::All)?;
+        let logits = self.run(&ids, cache, &CacheUse::Read, LogitRows::All)?;
         continuations
             .iter()
             .enumerate()
@@ -353,21 +394,39 @@ impl Model {
         }
     }
 
-    /// Embedding-to-logits pass over ids `[B, S]`; a batch-1 cache is broadcast to `B`.
-    /// Returns `[B, S, vocab]`, or `[B, 1, vocab]` with [`LogitRows::Last`].
-    fn run(&self, ids: &Tensor, cache: &mut KvCache, rows: LogitRows) -> Result<Tensor> {
-        let (batch, seq_len) = ids.dims2()?;
-        let offset = cache.len;
-        if offset + seq_len > self.config.context_length {
-            return Err(InferError::ContextOverflow {
+    /// [`Model::run`] for one sequence, appending its keys and values to `cache`.
+    fn run_appending(&self, ids: &Tensor, cache: &mut KvCache, rows: LogitRows) -> Result<Tensor> {
+        let seq_len = ids.dim(1)?;
+        self.check_room(cache.len, seq_len)?;
+        let shape = (self.config.num_kv_heads, self.config.head_dim);
+        let buffer = cache.writable_buffer(seq_len, shape, self.config.context_length, &self.device)?;
+        let logits = self.run(ids, cache, &CacheUse::Append(&buffer), rows)?;
+        cache.buffer = Some(buffer);
+        cache.len += seq_len;
+        Ok(logits)
+    }
+
+    fn check_room(&self, offset: usize, seq_len: usize) -> Result<()> {
+        match offset + seq_len > self.config.context_length {
+            true => Err(InferError::ContextOverflow {
                 needed: offset + seq_len,
                 context_length: self.config.context_length,
-            });
+            }),
+            false => Ok(()),
         }
-        if cache.layers.len() != self.blocks.len() {
+    }
+
+    /// Embedding-to-logits pass over ids `[B, S]` after the positions of `cache`; its new keys
+    /// and values go into the buffer of `cache_use` (batch 1) or are only attended (any batch).
+    /// Returns `[B, S, vocab]`, or `[B, 1, vocab]` with [`LogitRows::Last`].
+    fn run(&self, ids: &Tensor, cache: &KvCache, cache_use: &CacheUse<'_>, rows: LogitRows) -> Result<Tensor> {
+        let (batch, seq_len) = ids.dims2()?;
+        let offset = cache.len;
+        self.check_room(offset, seq_len)?;
+        if cache.num_layers != self.blocks.len() {
             return Err(InferError::InvalidInput(format!(
                 "cache has {} layers, model has {}",
-                cache.layers.len(),
+                cache.num_layers,
                 self.blocks.len()
             )));
         }
@@ -375,18 +434,21 @@ impl Model {
         let mask = causal_mask(seq_len, offset, &self.device)?;
         let flat_ids = ids.flatten_all()?;
         let mut x = self.embed.rows(&flat_ids)?.to_device(&self.device)?; // [B*S, hidden]
-        for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+        for (layer, block) in self.blocks.iter().enumerate() {
             let ctx = AttentionInput {
                 batch,
                 seq_len,
                 cos: &cos,
                 sin: &sin,
                 mask: mask.as_ref(),
+                past: cache.layer_view(layer)?,
+                store: match cache_use {
+                    CacheUse::Append(buffer) => Some((&buffer.layers[layer], offset)),
+                    CacheUse::Read => None,
+                },
             };
-            x = self.block_forward(block, &x, &ctx, layer_cache)?;
+            x = self.block_forward(block, &x, &ctx)?;
         }
-        cache.len = offset + seq_len;
-        cache.batch = batch;
         let (x, kept) = match rows {
             LogitRows::All => (x, seq_len),
             LogitRows::Last => {
@@ -405,24 +467,17 @@ impl Model {
         block: &Block,
         x: &Tensor,
         ctx: &AttentionInput<'_>,
-        layer_cache: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
-        let attn = self.attention(block, &h, ctx, layer_cache)?;
+        let attn = self.attention(block, &h, ctx)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
         let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
         Ok((x + block.down.forward(&gated)?)?)
     }
 
-    fn attention(
-        &self,
-        block: &Block,
-        h: &Tensor,
-        ctx: &AttentionInput<'_>,
-        layer_cache: &mut Option<(Tensor, Tensor)>,
-    ) -> Result<Tensor> {
+    fn attention(&self, block: &Block, h: &Tensor, ctx: &AttentionInput<'_>) -> Result<Tensor> {
         let c = &self.config;
         let (b, s, d) = (ctx.batch, ctx.seq_len, c.head_dim);
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
@@ -433,40 +488,70 @@ impl Model {
         let v = heads(block.v.forward(h)?, c.num_kv_heads)?;
         let q = candle_nn::rotary_emb::rope(&q, ctx.cos, ctx.sin)?;
         let k = candle_nn::rotary_emb::rope(&k, ctx.cos, ctx.sin)?;
-        let (k, v) = match layer_cache.take() {
-            None => (k, v),
-            Some((k_past, v_past)) => {
-                let widen = |t: Tensor| -> Result<Tensor> {
-                    match t.dim(0)? == b {
-                        true => Ok(t),
-                        false => Ok(t.broadcast_as((b, t.dim(1)?, t.dim(2)?, d))?.contiguous()?),
-                    }
-                };
-                (
-                    Tensor::cat(&[widen(k_past)?, k], 2)?,
-                    Tensor::cat(&[widen(v_past)?, v], 2)?,
-                )
-            }
-        };
-        *layer_cache = Some((k.clone(), v.clone()));
-        let total = k.dim(2)?;
         let group = c.num_heads / c.num_kv_heads;
         // Heads sharing a kv head are adjacent: fold them into the row dimension.
         let q = q.reshape((b, c.num_kv_heads, group * s, d))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let out = match (&ctx.store, &ctx.past) {
+            // One sequence: write the chunk into the buffer, attend to the filled view.
+            (Some(((k_buffer, v_buffer), offset)), _) => {
+                k_buffer.slice_set(&k, 2, *offset)?;
+                v_buffer.slice_set(&v, 2, *offset)?;
+                let total = offset + s;
+                let (k, v) = (k_buffer.narrow(2, 0, total)?, v_buffer.narrow(2, 0, total)?);
+                let scores = (q.matmul(&k.t()?)? * scale)?;
+                let probs = self.masked_softmax(scores, ctx, b, s, total)?;
+                probs.matmul(&v)?
+            }
+            // Branches without a stored cache and no shared prefix.
+            (None, None) => {
+                let scores = (q.matmul(&k.t()?)? * scale)?;
+                let probs = self.masked_softmax(scores, ctx, b, s, s)?;
+                probs.matmul(&v)?
+            }
+            // Branches over a shared batch-1 prefix: all branches' query rows against the
+            // prefix in one product, each branch against its own tokens, one softmax.
+            (None, Some((k_past, v_past))) => {
+                let past = k_past.dim(2)?;
+                let rows = (1, c.num_kv_heads, b * group * s, d);
+                let q_rows = q.transpose(0, 1)?.contiguous()?.reshape(rows)?;
+                let scores_past = q_rows
+                    .matmul(&k_past.t()?)?
+                    .reshape((c.num_kv_heads, b, group * s, past))?
+                    .transpose(0, 1)?;
+                let scores_own = q.matmul(&k.t()?)?;
+                let scores = (Tensor::cat(&[scores_past, scores_own], 3)? * scale)?;
+                let probs = self.masked_softmax(scores, ctx, b, s, past + s)?;
+                let probs_past = probs
+                    .narrow(3, 0, past)?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((1, c.num_kv_heads, b * group * s, past))?;
+                let out_past = probs_past
+                    .matmul(v_past)?
+                    .reshape((c.num_kv_heads, b, group * s, d))?
+                    .transpose(0, 1)?;
+                let out_own = probs.narrow(3, past, s)?.contiguous()?.matmul(&v)?;
+                (out_past + out_own)?
+            }
+        }; // [b, kv, group*s, d]
+        let out = out
+            .reshape((b, c.num_heads, s, d))?
+            .transpose(1, 2)?
+            .reshape((b * s, c.num_heads * d))?;
+        block.o.forward(&out)
+    }
+
+    /// Softmax over keys of scores `[b, kv, group*s, total]` after the causal mask, in that shape.
+    fn masked_softmax(&self, scores: Tensor, ctx: &AttentionInput<'_>, b: usize, s: usize, total: usize) -> Result<Tensor> {
+        let c = &self.config;
         let scores = scores.reshape((b, c.num_heads, s, total))?;
         let scores = match ctx.mask {
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let probs = probs.reshape((b, c.num_kv_heads, group * s, total))?;
-        let out = probs.matmul(&v)?; // [b, kv, group*s, d]
-        let out = out
-            .reshape((b, c.num_heads, s, d))?
-            .transpose(1, 2)?
-            .reshape((b * s, c.num_heads * d))?;
-        block.o.forward(&out)
+        Ok(probs.reshape((b, c.num_kv_heads, (c.num_heads / c.num_kv_heads) * s, total))?)
     }
 
     /// cos/sin of the rope angles for positions `offset..offset+len`, `[len, head_dim/2]`,
@@ -547,12 +632,24 @@ enum LogitRows {
     Last,
 }
 
+/// What a forward pass does with the cache it runs after.
+enum CacheUse<'a> {
+    /// Write the chunk's keys and values into this buffer (one sequence).
+    Append(&'a Arc<KvBuffer>),
+    /// Only attend to the cache (any batch; the chunk's keys and values are dropped).
+    Read,
+}
+
 struct AttentionInput<'a> {
     batch: usize,
     seq_len: usize,
     cos: &'a Tensor,
     sin: &'a Tensor,
     mask: Option<&'a Tensor>,
+    /// The cached positions of this layer, `[1, kv, offset, d]`.
+    past: Option<(Tensor, Tensor)>,
+    /// Where to write the chunk: this layer's buffer and the offset.
+    store: Option<(&'a (Tensor, Tensor), usize)>,
 }
 
 fn check_shape(dims: &[usize], name: &str, expected: &[usize], source_name: &str) -> Result<()> {

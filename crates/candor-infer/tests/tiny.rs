@@ -147,7 +147,7 @@ fn save(dir: &Path, w: &Weights, model_type: &str) {
         "model_type": model_type, "hidden_size": HIDDEN, "intermediate_size": FFN,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "vocab_size": VOCAB, "rope_theta": THETA, "rms_norm_eps": EPS,
-        "max_position_embeddings": 64, "tie_word_embeddings": w.lm_head.is_none(),
+        "max_position_embeddings": 256, "tie_word_embeddings": w.lm_head.is_none(),
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let vocab = (0..VOCAB).map(|i| (format!("t{i}"), i as u32)).collect();
@@ -317,6 +317,66 @@ fn qwen2_with_biases_and_output_head_matches_naive_forward() {
 #[test]
 fn llama_with_tied_embeddings_matches_naive_forward() {
     check_model("llama", false, true, 11);
+}
+
+/// A sequence of `len` token ids in 0..VOCAB.
+fn token_sequence(len: usize, seed: u32) -> Vec<u32> {
+    (0..len as u32).map(|i| (i * 7 + seed * 13 + i * i) % VOCAB as u32).collect()
+}
+
+/// Logits `[vocab]` of the token after `prefix`, as f64 rows for comparison.
+fn next_logits(prefix: &candor_infer::Prefix) -> Tensor {
+    prefix.next_logits().unsqueeze(0).unwrap()
+}
+
+#[test]
+fn branches_of_one_cache_never_see_each_others_tokens() {
+    // Caught by design: in-place appends into a shared buffer must not leak one branch's
+    // positions into another (copy on write for any cache not at the buffer's frontier).
+    let dir = tempfile::tempdir().unwrap();
+    let weights = random_weights(5, true, false);
+    save(dir.path(), &weights, "qwen2");
+    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let left = token_sequence(12, 1);
+    let right: Vec<u32> = left[..5].iter().copied().chain(token_sequence(7, 2)).collect();
+    let trunk = m.prefill(&left[..5]).unwrap();
+    let left_branch = m.extend(&trunk, &left[5..]).unwrap(); // at the frontier: in place
+    let right_branch = m.extend(&trunk, &right[5..]).unwrap(); // behind it: copies the trunk
+    let expected_left = naive_forward(&weights, &left);
+    let expected_right = naive_forward(&weights, &right);
+    assert_close(&next_logits(&left_branch), &expected_left[left.len() - 1..], "left branch");
+    assert_close(&next_logits(&right_branch), &expected_right[right.len() - 1..], "right branch");
+    // The trunk still scores its own continuations, though its buffer holds the left branch.
+    let batch = m.model().forward_batch(&[right[5..].to_vec(), left[5..8].to_vec()], trunk.cache()).unwrap();
+    assert_close(&batch[0], &expected_right[5..], "batched right continuation");
+    assert_close(&batch[1], &expected_left[5..8], "batched left continuation");
+    // Extending the trunk again, and a branch again, still gives the naive logits.
+    let again = m.extend(&trunk, &left[5..9]).unwrap();
+    assert_close(&next_logits(&again), &expected_left[8..9], "trunk extended again");
+    let longer = m.extend(&left_branch, &[3]).unwrap();
+    let expected_longer = naive_forward(&weights, &[left.as_slice(), &[3]].concat());
+    assert_close(&next_logits(&longer), &expected_longer[left.len()..], "branch extended again");
+}
+
+#[test]
+fn one_token_appends_past_the_buffer_capacity_match_a_from_scratch_forward() {
+    // The buffer starts at 1.5 × the prompt + 64 positions; 150 single-token steps must grow it
+    // (copying the filled part) without changing any logits.
+    let dir = tempfile::tempdir().unwrap();
+    let weights = random_weights(9, false, true);
+    save(dir.path(), &weights, "llama");
+    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let tokens = token_sequence(150, 3);
+    let expected = naive_forward(&weights, &tokens);
+    let mut state = m.prefill(&tokens[..3]).unwrap();
+    for (position, &token) in tokens.iter().enumerate().skip(3) {
+        state = m.extend(&state, &[token]).unwrap();
+        assert_close(&next_logits(&state), &expected[position..=position], &format!("step {position}"));
+    }
+    assert_eq!(state.cache().len(), tokens.len());
+    let mut cache = m.model().new_cache();
+    let whole = m.model().forward(&tokens, &mut cache).unwrap();
+    assert_close(&whole, &expected, "one chunk of 150");
 }
 
 #[test]
