@@ -156,6 +156,21 @@ impl LanguageModel {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> Result<ConstrainedGeneration> {
+        let mut dicts = self.generate_constrained_many(&[prefix], labels, options)?;
+        Ok(dicts.remove(0))
+    }
+
+    /// [`LanguageModel::generate_constrained`] for several prompts at once: every dict advances
+    /// one step per batched forward ([`LanguageModel::extend_many`]), whatever its position —
+    /// a digit being decoded or a forced skeleton piece as one chunk. Each dict is exactly the
+    /// one its prompt gets alone (the same choices from the same logits, up to float rounding
+    /// of the batched products).
+    pub fn generate_constrained_many(
+        &self,
+        prefixes: &[&Prefix],
+        labels: &[String],
+        options: &ConstrainedOptions,
+    ) -> Result<Vec<ConstrainedGeneration>> {
         if labels.is_empty() {
             return Err(InferError::InvalidInput(
                 "constrained generation needs at least one label".into(),
@@ -166,88 +181,158 @@ impl LanguageModel {
                 "max_fraction_digits must be at least 1".into(),
             ));
         }
-        let pieces = skeleton_pieces(labels)?;
-        let mut text = pieces[0].clone();
-        let mut state = self.extend_text(prefix, &pieces[0])?;
-        let mut numbers = Vec::with_capacity(labels.len());
-        for (label, next_piece) in labels.iter().zip(&pieces[1..]) {
-            let next_ids = self.encode(next_piece)?;
-            let Some(&end_token) = next_ids.first() else {
-                return Err(InferError::InvalidInput(format!(
-                    "skeleton piece `{next_piece}` has no tokens"
-                )));
-            };
-            let (number, after_number) = self.generate_number(&state, label, end_token, options)?;
-            text.push_str(&number.text);
-            text.push_str(next_piece);
-            state = self.extend(&after_number, &next_ids)?;
-            numbers.push(number);
+        let skeleton = Skeleton::new(self, labels)?;
+        let first: Vec<&[u32]> = vec![&skeleton.first_ids; prefixes.len()];
+        let mut dicts: Vec<DictInProgress> = self
+            .extend_many(prefixes, &first)?
+            .into_iter()
+            .map(|state| DictInProgress::new(state, &skeleton.pieces[0]))
+            .collect();
+        loop {
+            let mut chunks: Vec<(usize, Vec<u32>)> = Vec::new();
+            for (i, dict) in dicts.iter_mut().enumerate().filter(|(_, d)| d.label < labels.len()) {
+                match dict.choose(self.number_tokens(), &skeleton, options)? {
+                    Choice::Digit(id) => chunks.push((i, vec![id])),
+                    Choice::End => {
+                        dict.finish_number(labels, &skeleton)?;
+                        // The closing brace needs no forward: nothing is read after it.
+                        if dict.label < labels.len() {
+                            chunks.push((i, skeleton.next_ids[dict.label - 1].clone()));
+                        }
+                    }
+                }
+            }
+            if chunks.is_empty() {
+                break;
+            }
+            let states: Vec<&Prefix> = chunks.iter().map(|(i, _)| &dicts[*i].state).collect();
+            let tokens: Vec<&[u32]> = chunks.iter().map(|(_, c)| c.as_slice()).collect();
+            let next = self.extend_many(&states, &tokens)?;
+            for ((i, _), state) in chunks.iter().zip(next) {
+                dicts[*i].state = state;
+            }
         }
-        Ok(ConstrainedGeneration { text, numbers })
+        Ok(dicts
+            .into_iter()
+            .map(|d| ConstrainedGeneration { text: d.text, numbers: d.numbers })
+            .collect())
+    }
+}
+
+/// The forced pieces of a dict and their tokens.
+struct Skeleton {
+    /// `{"A": `, `, "B": `, ..., `}`.
+    pieces: Vec<String>,
+    /// Tokens of the first piece.
+    first_ids: Vec<u32>,
+    /// Tokens of each later piece (never empty; the first one ends the number before it).
+    next_ids: Vec<Vec<u32>>,
+}
+
+impl Skeleton {
+    fn new(model: &LanguageModel, labels: &[String]) -> Result<Self> {
+        let pieces = skeleton_pieces(labels)?;
+        let next_ids = pieces[1..]
+            .iter()
+            .map(|piece| match model.encode(piece)? {
+                ids if ids.is_empty() => Err(InferError::InvalidInput(format!("skeleton piece `{piece}` has no tokens"))),
+                ids => Ok(ids),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { first_ids: model.encode(&pieces[0])?, pieces, next_ids })
+    }
+}
+
+/// What a dict does next.
+enum Choice {
+    /// Write this digit token of the current number.
+    Digit(u32),
+    /// The current number is complete.
+    End,
+}
+
+/// One dict being written: its state, the text so far, the finished numbers and the current one.
+struct DictInProgress {
+    state: Prefix,
+    /// Index of the label whose number is being generated.
+    label: usize,
+    text: String,
+    numbers: Vec<GeneratedNumber>,
+    number_text: String,
+    number_ids: Vec<u32>,
+    log_prob: f64,
+    masked_log_prob: f64,
+}
+
+impl DictInProgress {
+    fn new(state: Prefix, first_piece: &str) -> Self {
+        Self {
+            state,
+            label: 0,
+            text: first_piece.to_string(),
+            numbers: Vec::new(),
+            number_text: String::new(),
+            number_ids: Vec::new(),
+            log_prob: 0.0,
+            masked_log_prob: 0.0,
+        }
     }
 
-    /// Generate one number greedily under the grammar; returns it and the state after its tokens.
-    fn generate_number(
-        &self,
-        start: &Prefix,
-        label: &str,
-        end_token: u32,
-        options: &ConstrainedOptions,
-    ) -> Result<(GeneratedNumber, Prefix)> {
-        let number_tokens = self.number_tokens();
-        let mut state = start.clone();
-        let (mut text, mut token_ids) = (String::new(), Vec::new());
-        let (mut log_prob, mut masked_log_prob) = (0.0, 0.0);
-        loop {
-            let log_probs = state.next_log_probs()?;
-            let mut allowed: Vec<(u32, &str)> = number_tokens
-                .iter()
-                .filter(|(_, t)| {
-                    is_number_prefix(&format!("{text}{t}"), options.max_fraction_digits)
-                })
-                .map(|(id, t)| (*id, t.as_str()))
-                .collect();
-            let can_end = is_complete_number(&text, options.max_fraction_digits);
-            if allowed.is_empty() && can_end {
-                break;
-            }
-            if can_end {
-                allowed.push((end_token, ""));
-            }
-            if allowed.is_empty() {
-                return Err(InferError::InvalidInput(
-                    "the vocabulary has no digit tokens to write a number with".into(),
-                ));
-            }
-            let allowed_lp: Vec<f64> = allowed
-                .iter()
-                .map(|(id, _)| log_probs[*id as usize])
-                .collect();
-            let best = argmax(&allowed_lp);
-            let renormalised =
-                log_softmax_values(&allowed_lp.iter().map(|&v| v as f32).collect::<Vec<_>>());
-            masked_log_prob += renormalised[best];
-            let (id, piece) = allowed[best];
-            if can_end && best == allowed.len() - 1 {
-                break;
-            }
-            log_prob += allowed_lp[best];
-            text.push_str(piece);
-            token_ids.push(id);
-            state = self.extend(&state, &[id])?;
+    /// The greedy choice under the number grammar from the next-token logits: a digit token, or
+    /// the end of the number (the next piece's first token, once the number is complete).
+    fn choose(&mut self, number_tokens: &[(u32, String)], skeleton: &Skeleton, options: &ConstrainedOptions) -> Result<Choice> {
+        let end_token = skeleton.next_ids[self.label][0];
+        let log_probs = self.state.next_log_probs()?;
+        let text = &self.number_text;
+        let mut allowed: Vec<(u32, &str)> = number_tokens
+            .iter()
+            .filter(|(_, t)| is_number_prefix(&format!("{text}{t}"), options.max_fraction_digits))
+            .map(|(id, t)| (*id, t.as_str()))
+            .collect();
+        let can_end = is_complete_number(text, options.max_fraction_digits);
+        if allowed.is_empty() && can_end {
+            return Ok(Choice::End);
         }
+        if can_end {
+            allowed.push((end_token, ""));
+        }
+        if allowed.is_empty() {
+            return Err(InferError::InvalidInput(
+                "the vocabulary has no digit tokens to write a number with".into(),
+            ));
+        }
+        let allowed_lp: Vec<f64> = allowed.iter().map(|(id, _)| log_probs[*id as usize]).collect();
+        let best = argmax(&allowed_lp);
+        let renormalised = log_softmax_values(&allowed_lp.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        self.masked_log_prob += renormalised[best];
+        if can_end && best == allowed.len() - 1 {
+            return Ok(Choice::End);
+        }
+        let (id, piece) = allowed[best];
+        self.log_prob += allowed_lp[best];
+        self.number_text.push_str(piece);
+        self.number_ids.push(id);
+        Ok(Choice::Digit(id))
+    }
+
+    /// Records the finished number and the piece that follows it; moves to the next label.
+    fn finish_number(&mut self, labels: &[String], skeleton: &Skeleton) -> Result<()> {
+        let text = std::mem::take(&mut self.number_text);
         let value = text.parse::<f64>().map_err(|e| {
             InferError::InvalidInput(format!("generated number `{text}` does not parse: {e}"))
         })?;
-        let number = GeneratedNumber {
-            label: label.to_string(),
+        self.text.push_str(&text);
+        self.text.push_str(&skeleton.pieces[self.label + 1]);
+        self.numbers.push(GeneratedNumber {
+            label: labels[self.label].clone(),
             text,
             value,
-            token_ids,
-            log_prob,
-            masked_log_prob,
-        };
-        Ok((number, state))
+            token_ids: std::mem::take(&mut self.number_ids),
+            log_prob: std::mem::take(&mut self.log_prob),
+            masked_log_prob: std::mem::take(&mut self.masked_log_prob),
+        });
+        self.label += 1;
+        Ok(())
     }
 }
 

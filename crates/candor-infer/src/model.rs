@@ -318,16 +318,36 @@ impl Model {
     /// (row `i` is the distribution of the token that follows `tokens[i]`).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         self.check_single_sequence(tokens, cache)?;
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        Ok(self.run_appending(&ids, cache, LogitRows::All)?.squeeze(0)?)
+        let logits = self.run_sequences(&[tokens], &mut [cache], LogitRows::All)?;
+        Ok(logits.into_iter().next().expect("one sequence in, one out"))
     }
 
     /// Like [`Model::forward`] but returns only the last position's logits, `[vocab]`,
     /// skipping the output projection of the other positions (the cheaper way to prefill).
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         self.check_single_sequence(tokens, cache)?;
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        Ok(self.run_appending(&ids, cache, LogitRows::Last)?.flatten_all()?)
+        let logits = self.run_sequences(&[tokens], &mut [cache], LogitRows::Last)?;
+        Ok(logits.into_iter().next().expect("one sequence in, one out").flatten_all()?)
+    }
+
+    /// Runs several independent sequences as one batch: `chunks[i]` after the positions of
+    /// `caches[i]` (ragged lengths and offsets, no padding). Projections and feed-forward layers
+    /// see all rows in one product, so the weights are read once per step for every sequence;
+    /// attention runs per sequence on its own cache. Appends each chunk to its cache and returns
+    /// each sequence's last-position logits `[vocab]`.
+    pub fn forward_many_last(&self, chunks: &[&[u32]], caches: &mut [&mut KvCache]) -> Result<Vec<Tensor>> {
+        if chunks.len() != caches.len() {
+            return Err(InferError::InvalidInput(format!(
+                "forward_many_last got {} chunks for {} caches",
+                chunks.len(),
+                caches.len()
+            )));
+        }
+        for (tokens, cache) in chunks.iter().zip(caches.iter()) {
+            self.check_single_sequence(tokens, cache)?;
+        }
+        let logits = self.run_sequences(chunks, caches, LogitRows::Last)?;
+        logits.into_iter().map(|l| Ok(l.flatten_all()?)).collect()
     }
 
     fn check_single_sequence(&self, tokens: &[u32], cache: &KvCache) -> Result<()> {
@@ -375,7 +395,7 @@ impl Model {
             ids.extend(std::iter::repeat_n(pad, max_len - c.len()));
         }
         let ids = Tensor::from_vec(ids, (continuations.len(), max_len), &self.device)?;
-        let logits = self.run(&ids, cache, &CacheUse::Read, LogitRows::All)?;
+        let logits = self.run_branches(&ids, cache)?;
         continuations
             .iter()
             .enumerate()
@@ -394,16 +414,89 @@ impl Model {
         }
     }
 
-    /// [`Model::run`] for one sequence, appending its keys and values to `cache`.
-    fn run_appending(&self, ids: &Tensor, cache: &mut KvCache, rows: LogitRows) -> Result<Tensor> {
-        let seq_len = ids.dim(1)?;
-        self.check_room(cache.len, seq_len)?;
+    /// Embedding-to-logits pass over independent sequences, each chunk appended to its cache.
+    /// Returns per sequence `[len_i, vocab]`, or `[1, vocab]` with [`LogitRows::Last`].
+    fn run_sequences(&self, chunks: &[&[u32]], caches: &mut [&mut KvCache], rows: LogitRows) -> Result<Vec<Tensor>> {
         let shape = (self.config.num_kv_heads, self.config.head_dim);
-        let buffer = cache.writable_buffer(seq_len, shape, self.config.context_length, &self.device)?;
-        let logits = self.run(ids, cache, &CacheUse::Append(&buffer), rows)?;
-        cache.buffer = Some(buffer);
-        cache.len += seq_len;
-        Ok(logits)
+        let mut sequences = Vec::with_capacity(chunks.len());
+        let mut start = 0;
+        for (tokens, cache) in chunks.iter().zip(caches.iter()) {
+            self.check_room(cache.len, tokens.len())?;
+            if cache.num_layers != self.blocks.len() {
+                return Err(InferError::InvalidInput(format!(
+                    "cache has {} layers, model has {}",
+                    cache.num_layers,
+                    self.blocks.len()
+                )));
+            }
+            let (cos, sin) = self.rope_tables(cache.len, tokens.len())?;
+            sequences.push(SequenceChunk {
+                start,
+                len: tokens.len(),
+                offset: cache.len,
+                cos,
+                sin,
+                mask: causal_mask(tokens.len(), cache.len, &self.device)?,
+                buffer: cache.writable_buffer(tokens.len(), shape, self.config.context_length, &self.device)?,
+            });
+            start += tokens.len();
+        }
+        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let ids = Tensor::from_vec(ids, start, &self.device)?;
+        let mut x = self.embed.rows(&ids)?.to_device(&self.device)?; // [rows, hidden]
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = self.block_forward_sequences(block, layer, &x, &sequences)?;
+        }
+        for (sequence, cache) in sequences.iter().zip(caches.iter_mut()) {
+            cache.buffer = Some(sequence.buffer.clone());
+            cache.len += sequence.len;
+        }
+        let kept: Vec<Tensor> = sequences
+            .iter()
+            .map(|s| match rows {
+                LogitRows::All => x.narrow(0, s.start, s.len),
+                LogitRows::Last => x.narrow(0, s.start + s.len - 1, 1),
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let x = Tensor::cat(&kept, 0)?;
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
+        let logits = self.lm_head.matmul_t(&x)?;
+        let mut at = 0;
+        kept.iter()
+            .map(|k| {
+                let n = k.dim(0)?;
+                let part = logits.narrow(0, at, n)?;
+                at += n;
+                Ok(part)
+            })
+            .collect()
+    }
+
+    /// One block over the rows of several sequences: shared projections and feed-forward, and
+    /// each sequence's attention over its own buffer.
+    fn block_forward_sequences(&self, block: &Block, layer: usize, x: &Tensor, sequences: &[SequenceChunk]) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps as f32;
+        let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
+        let (q, k, v) = (block.q.forward(&h)?, block.k.forward(&h)?, block.v.forward(&h)?);
+        let mut outs = Vec::with_capacity(sequences.len());
+        for sequence in sequences {
+            let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
+            let ctx = AttentionInput {
+                batch: 1,
+                seq_len: sequence.len,
+                cos: &sequence.cos,
+                sin: &sequence.sin,
+                mask: sequence.mask.as_ref(),
+                past: None,
+                store: Some((&sequence.buffer.layers[layer], sequence.offset)),
+            };
+            outs.push(self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)?);
+        }
+        let attn = block.o.forward(&Tensor::cat(&outs, 0)?)?;
+        let x = (x + attn)?;
+        let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
+        let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
+        Ok((x + block.down.forward(&gated)?)?)
     }
 
     fn check_room(&self, offset: usize, seq_len: usize) -> Result<()> {
@@ -416,10 +509,10 @@ impl Model {
         }
     }
 
-    /// Embedding-to-logits pass over ids `[B, S]` after the positions of `cache`; its new keys
-    /// and values go into the buffer of `cache_use` (batch 1) or are only attended (any batch).
-    /// Returns `[B, S, vocab]`, or `[B, 1, vocab]` with [`LogitRows::Last`].
-    fn run(&self, ids: &Tensor, cache: &KvCache, cache_use: &CacheUse<'_>, rows: LogitRows) -> Result<Tensor> {
+    /// Embedding-to-logits pass over continuations `[B, S]` after the positions of `cache`,
+    /// which is only read (the continuations' keys and values are dropped). Returns
+    /// `[B, S, vocab]`.
+    fn run_branches(&self, ids: &Tensor, cache: &KvCache) -> Result<Tensor> {
         let (batch, seq_len) = ids.dims2()?;
         let offset = cache.len;
         self.check_room(offset, seq_len)?;
@@ -442,24 +535,13 @@ impl Model {
                 sin: &sin,
                 mask: mask.as_ref(),
                 past: cache.layer_view(layer)?,
-                store: match cache_use {
-                    CacheUse::Append(buffer) => Some((&buffer.layers[layer], offset)),
-                    CacheUse::Read => None,
-                },
+                store: None,
             };
             x = self.block_forward(block, &x, &ctx)?;
         }
-        let (x, kept) = match rows {
-            LogitRows::All => (x, seq_len),
-            LogitRows::Last => {
-                let x = x.reshape((batch, seq_len, self.config.hidden_size))?;
-                let last = x.narrow(1, seq_len - 1, 1)?;
-                (last.reshape((batch, self.config.hidden_size))?, 1)
-            }
-        };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
         let logits = self.lm_head.matmul_t(&x)?;
-        Ok(logits.reshape((batch, kept, self.config.vocab_size))?)
+        Ok(logits.reshape((batch, seq_len, self.config.vocab_size))?)
     }
 
     fn block_forward(
@@ -478,14 +560,21 @@ impl Model {
     }
 
     fn attention(&self, block: &Block, h: &Tensor, ctx: &AttentionInput<'_>) -> Result<Tensor> {
+        let projected = (block.q.forward(h)?, block.k.forward(h)?, block.v.forward(h)?);
+        block.o.forward(&self.attend(projected, ctx)?)
+    }
+
+    /// Attention of projected rows `(q, k, v)` `[b·s, heads·d]` under `ctx`; returns the
+    /// attended rows `[b·s, heads·d]` before the output projection.
+    fn attend(&self, (q, k, v): (Tensor, Tensor, Tensor), ctx: &AttentionInput<'_>) -> Result<Tensor> {
         let c = &self.config;
         let (b, s, d) = (ctx.batch, ctx.seq_len, c.head_dim);
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(block.q.forward(h)?, c.num_heads)?;
-        let k = heads(block.k.forward(h)?, c.num_kv_heads)?;
-        let v = heads(block.v.forward(h)?, c.num_kv_heads)?;
+        let q = heads(q, c.num_heads)?;
+        let k = heads(k, c.num_kv_heads)?;
+        let v = heads(v, c.num_kv_heads)?;
         let q = candle_nn::rotary_emb::rope(&q, ctx.cos, ctx.sin)?;
         let k = candle_nn::rotary_emb::rope(&k, ctx.cos, ctx.sin)?;
         let group = c.num_heads / c.num_kv_heads;
@@ -535,11 +624,7 @@ impl Model {
                 (out_past + out_own)?
             }
         }; // [b, kv, group*s, d]
-        let out = out
-            .reshape((b, c.num_heads, s, d))?
-            .transpose(1, 2)?
-            .reshape((b * s, c.num_heads * d))?;
-        block.o.forward(&out)
+        Ok(out.reshape((b, c.num_heads, s, d))?.transpose(1, 2)?.reshape((b * s, c.num_heads * d))?)
     }
 
     /// Softmax over keys of scores `[b, kv, group*s, total]` after the causal mask, in that shape.
@@ -632,12 +717,18 @@ enum LogitRows {
     Last,
 }
 
-/// What a forward pass does with the cache it runs after.
-enum CacheUse<'a> {
-    /// Write the chunk's keys and values into this buffer (one sequence).
-    Append(&'a Arc<KvBuffer>),
-    /// Only attend to the cache (any batch; the chunk's keys and values are dropped).
-    Read,
+/// One sequence's chunk in a multi-sequence pass: its rows, position and buffer.
+struct SequenceChunk {
+    /// First row of the chunk among all sequences' rows.
+    start: usize,
+    len: usize,
+    /// Positions already cached before the chunk.
+    offset: usize,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    /// The buffer the chunk's keys and values are written into.
+    buffer: Arc<KvBuffer>,
 }
 
 struct AttentionInput<'a> {

@@ -112,6 +112,24 @@ impl LanguageModel {
         })
     }
 
+    /// Process `chunks[i]` after `prefixes[i]` for every i as one batch (see
+    /// [`crate::Model::forward_many_last`]); the prefixes are left as they are.
+    pub fn extend_many(&self, prefixes: &[&Prefix], chunks: &[&[u32]]) -> Result<Vec<Prefix>> {
+        let mut caches: Vec<KvCache> = prefixes.iter().map(|p| p.cache.clone()).collect();
+        let mut cache_refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let logits = self.model().forward_many_last(chunks, &mut cache_refs)?;
+        Ok(prefixes
+            .iter()
+            .zip(chunks)
+            .zip(caches.into_iter().zip(logits))
+            .map(|((prefix, chunk), (cache, next_logits))| Prefix {
+                cache,
+                tokens: [prefix.tokens.as_slice(), chunk].concat(),
+                next_logits,
+            })
+            .collect())
+    }
+
     /// Tokenize `text` and process it after `prefix`.
     pub fn extend_text(&self, prefix: &Prefix, text: &str) -> Result<Prefix> {
         self.extend(prefix, &self.encode(text)?)

@@ -303,6 +303,34 @@ fn constrained_cases() -> Vec<(String, Vec<String>)> {
 }
 
 #[test]
+fn constrained_dicts_generated_together_equal_each_alone() {
+    let Some(m) = model() else { return };
+    let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2 };
+    let cases = constrained_cases();
+    // Ragged prompts (different lengths, so the dicts are at different positions at each step)
+    // and two label sets of different sizes.
+    for labels in [&cases[0].1, &cases[3].1] {
+        let texts = [cases[0].0.clone(), format!("{} Think it over carefully first.", cases[11].0), cases[27].0.clone()];
+        let prefixes: Vec<_> =
+            texts.iter().map(|t| m.prefill(&m.encode(&m.chat_prompt(t).unwrap()).unwrap()).unwrap()).collect();
+        let lengths: Vec<usize> = prefixes.iter().map(|p| p.tokens().len()).collect();
+        assert!(lengths[0] != lengths[1] && lengths[1] != lengths[2], "{lengths:?}");
+        let refs: Vec<_> = prefixes.iter().collect();
+        let together = m.generate_constrained_many(&refs, labels, &options).unwrap();
+        assert_eq!(together.len(), prefixes.len());
+        for (prefix, dict) in prefixes.iter().zip(&together) {
+            let alone = m.generate_constrained(prefix, labels, &options).unwrap();
+            assert_eq!(dict.text, alone.text);
+            for (a, b) in dict.numbers.iter().zip(&alone.numbers) {
+                assert_eq!((&a.label, &a.token_ids), (&b.label, &b.token_ids));
+                assert!((a.log_prob - b.log_prob).abs() < 1e-5, "{} vs {}", a.log_prob, b.log_prob);
+                assert!((a.masked_log_prob - b.masked_log_prob).abs() < 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
 fn constrained_generation_always_writes_a_valid_dict() {
     let Some(m) = model() else { return };
     // One fractional digit keeps this 50-prompt test short; the grammar is unit-tested for more.

@@ -380,6 +380,31 @@ fn one_token_appends_past_the_buffer_capacity_match_a_from_scratch_forward() {
 }
 
 #[test]
+fn ragged_sequences_in_one_pass_match_each_naive_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = random_weights(13, true, false);
+    save(dir.path(), &weights, "qwen2");
+    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    // Three sequences at different positions, fed chunks of 1, 4 and 2 tokens, twice.
+    let sequences = [token_sequence(9, 4), token_sequence(20, 5), token_sequence(14, 6)];
+    let prompt_lengths = [2, 11, 5];
+    let chunk_lengths = [1, 4, 2];
+    let mut states: Vec<_> = sequences.iter().zip(prompt_lengths).map(|(s, n)| m.prefill(&s[..n]).unwrap()).collect();
+    let mut at = prompt_lengths;
+    for round in 0..2 {
+        let chunks: Vec<&[u32]> = (0..3).map(|i| &sequences[i][at[i]..at[i] + chunk_lengths[i]]).collect();
+        let refs: Vec<_> = states.iter().collect();
+        states = m.extend_many(&refs, &chunks).unwrap();
+        for i in 0..3 {
+            at[i] += chunk_lengths[i];
+            let expected = naive_forward(&weights, &sequences[i][..at[i]]);
+            assert_close(&next_logits(&states[i]), &expected[at[i] - 1..], &format!("round {round}, sequence {i}"));
+            assert_eq!(states[i].tokens(), &sequences[i][..at[i]]);
+        }
+    }
+}
+
+#[test]
 fn token_ids_outside_the_vocabulary_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     save(dir.path(), &random_weights(3, false, true), "llama");
