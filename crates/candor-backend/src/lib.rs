@@ -25,7 +25,7 @@
 //!     type Prefix = Seen;
 //!     fn identity(&self) -> &ModelIdentity { &self.0 }
 //!     fn capabilities(&self) -> Capabilities {
-//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false }
+//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false, batched_generation: false }
 //!     }
 //!     fn chat_prompt(&self, user_message: &str) -> Result<String> { Ok(format!("Q: {user_message}\nA:")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
@@ -113,6 +113,8 @@ pub struct Capabilities {
     pub constrained_generation: bool,
     /// Several continuations of one prefix are scored in one batched forward.
     pub batched_continuations: bool,
+    /// Several prompts' constrained dicts advance in one batched forward per step.
+    pub batched_generation: bool,
 }
 
 /// How a backend's weights are identified and stored.
@@ -246,6 +248,14 @@ pub trait ModelBackend {
     /// What the backend can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// How many prompts of up to `positions` tokens (prompt and answer) to keep in flight at
+    /// once: as many as fit the backend's memory, at most what batching still gains. The
+    /// default is 1 (no batching).
+    fn suggested_batch(&self, positions: usize) -> usize {
+        let _ = positions;
+        1
+    }
+
     /// The context window in tokens.
     fn context_length(&self) -> usize {
         self.identity().context_length
@@ -280,4 +290,16 @@ pub trait ModelBackend {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> Result<ConstrainedGeneration>;
+
+    /// [`ModelBackend::generate_constrained`] after each of `prefixes`, in order. A backend that
+    /// can advance several dicts in one batched forward overrides this (the results must equal
+    /// one-at-a-time generation); the default generates them one after another.
+    fn generate_constrained_batch(
+        &self,
+        prefixes: &[&Self::Prefix],
+        labels: &[String],
+        options: &ConstrainedOptions,
+    ) -> Result<Vec<ConstrainedGeneration>> {
+        prefixes.iter().map(|prefix| self.generate_constrained(prefix, labels, options)).collect()
+    }
 }

@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// Run only shard I of N: the examples whose position (after --limit sampling) is I mod N.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
+    /// Examples in flight at once: their constrained verbalized dicts advance together, one
+    /// batched forward per step (the records are the same for any value; 1 runs one example
+    /// after another) [default: as many as fit a quarter of the available memory, at most 8].
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -94,6 +99,7 @@ impl RunArgs {
             label_prompt: self.label_prompt.clone(),
             label_answer_prefix: self.label_answer_prefix.clone(),
             shard: self.shard,
+            batch: self.batch,
         }
     }
 

@@ -49,7 +49,7 @@ pub use error::{InferError, Result};
 pub use generate::{
     ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, StopReason,
 };
-pub use loader::{export_dense, LanguageModel, LoadOptions};
+pub use loader::{available_memory_bytes, export_dense, LanguageModel, LoadOptions};
 pub use model::{KvCache, Model};
 pub use quantized::WeightStorage;
 pub use score::{LabelScore, LabelScores, Prefix};

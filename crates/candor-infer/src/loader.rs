@@ -158,7 +158,8 @@ impl LanguageModel {
     }
 }
 
-fn available_memory_bytes() -> Option<u64> {
+/// Memory the system can still hand out (`MemAvailable` of `/proc/meminfo`), when readable.
+pub fn available_memory_bytes() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

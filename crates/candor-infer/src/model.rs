@@ -308,6 +308,12 @@ impl Model {
         &self.device
     }
 
+    /// Bytes one cached position takes (f32 keys and values of every layer).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let c = &self.config;
+        c.num_layers * 2 * c.num_kv_heads * c.head_dim * std::mem::size_of::<f32>()
+    }
+
     /// A fresh, empty cache for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.num_layers)
@@ -367,19 +373,16 @@ impl Model {
     }
 
     /// Run several continuations on top of one shared single-sequence cache (which is not
-    /// modified) as one batch, and return each continuation's logits, `[len_i, vocab]`.
+    /// modified) and return each continuation's logits, `[len_i, vocab]`.
     ///
-    /// Shorter continuations are right-padded; causal attention means padding never affects
-    /// the positions that are returned.
+    /// Continuations of equal length run as one batch each, so no row is spent on padding
+    /// (MASSIVE's 60 labels span a few lengths; right-padding them to the longest one doubled
+    /// the rows).
     pub fn forward_batch(
         &self,
         continuations: &[Vec<u32>],
         cache: &KvCache,
     ) -> Result<Vec<Tensor>> {
-        if continuations.is_empty() {
-            return Ok(Vec::new());
-        }
-        let max_len = continuations.iter().map(Vec::len).max().unwrap_or(0);
         if let Some(i) = continuations.iter().position(Vec::is_empty) {
             return Err(InferError::InvalidInput(format!(
                 "continuation {i} of the batch has no tokens"
@@ -388,19 +391,20 @@ impl Model {
         for c in continuations {
             self.check_token_ids(c)?;
         }
-        let pad = continuations[0][0];
-        let mut ids = Vec::with_capacity(continuations.len() * max_len);
-        for c in continuations {
-            ids.extend_from_slice(c);
-            ids.extend(std::iter::repeat_n(pad, max_len - c.len()));
+        let mut lengths: Vec<usize> = continuations.iter().map(Vec::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        let mut logits: Vec<Option<Tensor>> = vec![None; continuations.len()];
+        for length in lengths {
+            let members: Vec<usize> = (0..continuations.len()).filter(|&i| continuations[i].len() == length).collect();
+            let ids: Vec<u32> = members.iter().flat_map(|&i| continuations[i].iter().copied()).collect();
+            let ids = Tensor::from_vec(ids, (members.len(), length), &self.device)?;
+            let group = self.run_branches(&ids, cache)?;
+            for (row, &i) in members.iter().enumerate() {
+                logits[i] = Some(group.get(row)?);
+            }
         }
-        let ids = Tensor::from_vec(ids, (continuations.len(), max_len), &self.device)?;
-        let logits = self.run_branches(&ids, cache)?;
-        continuations
-            .iter()
-            .enumerate()
-            .map(|(b, c)| Ok(logits.get(b)?.narrow(0, 0, c.len())?))
-            .collect()
+        Ok(logits.into_iter().map(|l| l.expect("every continuation is in one length group")).collect())
     }
 
     /// An error naming the first id that has no embedding row.

@@ -81,6 +81,10 @@ impl LocalModelOptions {
     }
 }
 
+/// Most prompts [`LocalBackend`] suggests keeping in flight: beyond this the per-sequence work
+/// (attention, logits) dominates a decode step on a CPU and batching gains little more.
+pub const MAX_SUGGESTED_BATCH: usize = 8;
+
 /// A loaded local model as a [`ModelBackend`].
 pub struct LocalBackend {
     model: LanguageModel,
@@ -131,6 +135,25 @@ fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A constrained dict in the backend's terms.
+fn constrained_generation(generation: candor_infer::ConstrainedGeneration) -> ConstrainedGeneration {
+    ConstrainedGeneration {
+        text: generation.text,
+        numbers: generation
+            .numbers
+            .into_iter()
+            .map(|number| GeneratedNumber {
+                label: number.label,
+                text: number.text,
+                value: number.value,
+                token_ids: number.token_ids,
+                log_prob: number.log_prob,
+                masked_log_prob: number.masked_log_prob,
+            })
+            .collect(),
+    }
+}
+
 /// The model's own error, passed through unchanged.
 fn model_error(error: candor_infer::InferError) -> BackendError {
     BackendError::Model(Box::new(error))
@@ -148,7 +171,16 @@ impl ModelBackend for LocalBackend {
             exact_log_probs: true,
             constrained_generation: true,
             batched_continuations: true,
+            batched_generation: true,
         }
+    }
+
+    /// Up to [`MAX_SUGGESTED_BATCH`] sequences whose caches (f32 keys and values of
+    /// `positions` tokens, grown by half again) take at most a quarter of the available memory.
+    fn suggested_batch(&self, positions: usize) -> usize {
+        let per_sequence = (self.model.model().kv_bytes_per_position() * (positions + positions / 2 + 64)) as u64;
+        let budget = candor_infer::available_memory_bytes().map_or(1 << 30, |bytes| bytes / 4);
+        usize::try_from(budget / per_sequence.max(1)).unwrap_or(usize::MAX).clamp(1, MAX_SUGGESTED_BATCH)
     }
 
     fn chat_prompt(&self, user_message: &str) -> candor_backend::Result<String> {
@@ -203,22 +235,19 @@ impl ModelBackend for LocalBackend {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> candor_backend::Result<ConstrainedGeneration> {
+        let mut dicts = self.generate_constrained_batch(&[prefix], labels, options)?;
+        Ok(dicts.remove(0))
+    }
+
+    fn generate_constrained_batch(
+        &self,
+        prefixes: &[&LocalPrefix],
+        labels: &[String],
+        options: &ConstrainedOptions,
+    ) -> candor_backend::Result<Vec<ConstrainedGeneration>> {
         let options = candor_infer::ConstrainedOptions { max_fraction_digits: options.max_fraction_digits };
-        let generation = self.model.generate_constrained(&prefix.0, labels, &options).map_err(model_error)?;
-        Ok(ConstrainedGeneration {
-            text: generation.text,
-            numbers: generation
-                .numbers
-                .into_iter()
-                .map(|number| GeneratedNumber {
-                    label: number.label,
-                    text: number.text,
-                    value: number.value,
-                    token_ids: number.token_ids,
-                    log_prob: number.log_prob,
-                    masked_log_prob: number.masked_log_prob,
-                })
-                .collect(),
-        })
+        let prefixes: Vec<&candor_infer::Prefix> = prefixes.iter().map(|prefix| &prefix.0).collect();
+        let dicts = self.model.generate_constrained_many(&prefixes, labels, &options).map_err(model_error)?;
+        Ok(dicts.into_iter().map(constrained_generation).collect())
     }
 }

@@ -172,44 +172,54 @@ pub struct Evaluator<'a, B: ModelBackend> {
 }
 
 impl<B: ModelBackend> Evaluator<'_, B> {
-    /// The verbalized record of `text`, if that signal is on.
-    pub fn verbalized(&self, text: &str) -> Result<Option<VerbalizedRecord>> {
+    /// The verbalized records of `examples` (id, text), if that signal is on. Constrained dicts
+    /// of all of them are generated together ([`ModelBackend::generate_constrained_batch`]);
+    /// free answers one after another. Errors name the example.
+    pub fn verbalized(&self, examples: &[(&str, &str)]) -> Result<Vec<Option<VerbalizedRecord>>> {
         let Some(setup) = &self.verbalized else {
-            return Ok(None);
+            return Ok(vec![None; examples.len()]);
         };
-        let (prefix, prefix_reused) = setup.prompt.prefix(self.model, text)?;
-        let prompt_tokens = prefix.tokens().len();
-        let record = match setup.mode {
-            VerbalizedMode::Free => {
-                let generation = self.model.generate(&prefix, setup.max_tokens)?;
-                VerbalizedRecord {
-                    mode: setup.mode.name().into(),
-                    prompt_tokens,
-                    prefix_reused,
-                    parsed: setup.parser.parse(&generation.text),
-                    generated_tokens: generation.token_ids.len(),
-                    stop_reason: Some(generation.stop_reason),
-                    raw_text: generation.text,
-                    numbers: None,
-                }
-            }
+        let mut prefixes = Vec::with_capacity(examples.len());
+        for (id, text) in examples {
+            prefixes.push(setup.prompt.prefix(self.model, text).with_context(|| format!("example '{id}'"))?);
+        }
+        let record = |prefix: &B::Prefix, prefix_reused: bool, raw_text: String, generated_tokens, stop_reason, numbers| VerbalizedRecord {
+            mode: setup.mode.name().into(),
+            prompt_tokens: prefix.tokens().len(),
+            prefix_reused,
+            parsed: setup.parser.parse(&raw_text),
+            generated_tokens,
+            stop_reason,
+            raw_text,
+            numbers,
+        };
+        match setup.mode {
+            VerbalizedMode::Free => examples
+                .iter()
+                .zip(&prefixes)
+                .map(|((id, _), (prefix, reused))| {
+                    let generation =
+                        self.model.generate(prefix, setup.max_tokens).with_context(|| format!("example '{id}'"))?;
+                    let tokens = generation.token_ids.len();
+                    Ok(Some(record(prefix, *reused, generation.text, tokens, Some(generation.stop_reason), None)))
+                })
+                .collect(),
             VerbalizedMode::Constrained => {
-                let generation =
-                    self.model
-                        .generate_constrained(&prefix, &self.labels, &setup.constrained)?;
-                VerbalizedRecord {
-                    mode: setup.mode.name().into(),
-                    prompt_tokens,
-                    prefix_reused,
-                    parsed: setup.parser.parse(&generation.text),
-                    generated_tokens: generation.numbers.iter().map(|n| n.token_ids.len()).sum(),
-                    stop_reason: None,
-                    raw_text: generation.text,
-                    numbers: Some(generation.numbers),
-                }
+                let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
+                let dicts = self
+                    .model
+                    .generate_constrained_batch(&refs, &self.labels, &setup.constrained)
+                    .with_context(|| examples_context(examples))?;
+                Ok(dicts
+                    .into_iter()
+                    .zip(&prefixes)
+                    .map(|(dict, (prefix, reused))| {
+                        let tokens = dict.numbers.iter().map(|n| n.token_ids.len()).sum();
+                        Some(record(prefix, *reused, dict.text, tokens, None, Some(dict.numbers)))
+                    })
+                    .collect())
             }
-        };
-        Ok(Some(record))
+        }
     }
 
     /// The label-score record of `text`, if that signal is on.
@@ -233,6 +243,15 @@ impl<B: ModelBackend> Evaluator<'_, B> {
             outside_mass: scores.first_token_mass_outside,
             log_probs,
         }))
+    }
+}
+
+/// `example 'a'` or `examples 'a', 'b'`, for errors of a batch.
+fn examples_context(examples: &[(&str, &str)]) -> String {
+    let ids: Vec<String> = examples.iter().map(|(id, _)| format!("'{id}'")).collect();
+    match ids.len() {
+        1 => format!("example {}", ids[0]),
+        _ => format!("examples {}", ids.join(", ")),
     }
 }
 

@@ -88,6 +88,9 @@ pub struct RunSettings {
     pub label_answer_prefix: String,
     /// Only the examples whose position (after sampling) is I mod N (`--shard I/N`).
     pub shard: Option<Shard>,
+    /// Examples in flight at once (their constrained dicts advance together); `None`: what the
+    /// backend suggests for the prompt size. The records do not depend on it (`--batch`).
+    pub batch: Option<usize>,
 }
 
 impl RunSettings {
@@ -106,6 +109,7 @@ impl RunSettings {
             label_prompt: None,
             label_answer_prefix: DEFAULT_LABEL_ANSWER_PREFIX.to_string(),
             shard: None,
+            batch: None,
         }
     }
 
@@ -169,6 +173,7 @@ impl RunPlan {
     /// Checks `settings`, reads the prompt templates and loads the dataset.
     pub fn new(settings: RunSettings) -> Result<Self> {
         ensure!(!settings.signals.is_empty(), "--signals needs at least one signal");
+        ensure!(settings.batch != Some(0), "--batch must be at least 1");
         ensure!(
             !(settings.wants(Signal::Verbalized)
                 && settings.verbalized == VerbalizedMode::Free
@@ -236,11 +241,13 @@ impl RunPlan {
         let prepared = prepare_examples(&self.dataset, settings.shard, backend, limits.text_budget)?;
         let manifest = self.manifest(backend, &evaluator, &limits, &prepared)?;
         let (mut writer, done) = open_run_dir(&settings.out, &manifest, &prepared)?;
+        let batch = settings.batch.unwrap_or_else(|| backend.suggested_batch(limits.max_prompt_tokens + limits.reserve));
         progress.start(prepared.len(), done);
-        for item in &prepared[done..] {
-            let record = evaluate_example(&evaluator, &self.dataset, item, limits.max_prompt_tokens)?;
-            writer.append(&record)?;
-            progress.advance();
+        for group in prepared[done..].chunks(batch) {
+            for record in evaluate_group(&evaluator, &self.dataset, group, limits.max_prompt_tokens)? {
+                writer.append(&record)?;
+                progress.advance();
+            }
         }
         progress.finish();
         Ok(RunOutcome {
@@ -264,6 +271,8 @@ struct PreparedExample<'a> {
 struct PromptLimits {
     max_prompt_tokens: usize,
     text_budget: usize,
+    /// Tokens the signals need after the prompt.
+    reserve: usize,
 }
 
 impl PromptLimits {
@@ -293,7 +302,7 @@ impl PromptLimits {
                  (the templates take {overhead} tokens)"
             );
         };
-        Ok(Self { max_prompt_tokens, text_budget })
+        Ok(Self { max_prompt_tokens, text_budget, reserve })
     }
 }
 
@@ -347,34 +356,45 @@ fn prepare_examples<'a, B: ModelBackend>(
         .collect()
 }
 
-fn evaluate_example<B: ModelBackend>(
+/// The records of a group of examples, in order: their verbalized answers generated together,
+/// their labels scored one example at a time. Each record's `elapsed_ms` is an equal share of
+/// the group's time.
+fn evaluate_group<B: ModelBackend>(
     evaluator: &Evaluator<'_, B>,
     dataset: &Dataset,
-    item: &PreparedExample<'_>,
+    group: &[PreparedExample<'_>],
     max_prompt_tokens: usize,
-) -> Result<Record> {
+) -> Result<Vec<Record>> {
     let started = Instant::now();
-    let context = || format!("example '{}'", item.example.id);
-    let verbalized = evaluator.verbalized(&item.text).with_context(context)?;
-    let logits = evaluator.logits(&item.text).with_context(context)?;
-    let prompt_tokens = [verbalized.as_ref().map(|v| v.prompt_tokens), logits.as_ref().map(|l| l.prompt_tokens)];
-    if let Some(longest) = prompt_tokens.into_iter().flatten().max() {
-        ensure!(
-            longest <= max_prompt_tokens,
-            "example '{}': its prompt has {longest} tokens, more than the limit of {max_prompt_tokens}",
-            item.example.id
-        );
+    let examples: Vec<(&str, &str)> = group.iter().map(|item| (item.example.id.as_str(), item.text.as_str())).collect();
+    let verbalized = evaluator.verbalized(&examples)?;
+    let mut records = Vec::with_capacity(group.len());
+    for (item, verbalized) in group.iter().zip(verbalized) {
+        let logits = evaluator.logits(&item.text).with_context(|| format!("example '{}'", item.example.id))?;
+        let prompt_tokens = [verbalized.as_ref().map(|v| v.prompt_tokens), logits.as_ref().map(|l| l.prompt_tokens)];
+        if let Some(longest) = prompt_tokens.into_iter().flatten().max() {
+            ensure!(
+                longest <= max_prompt_tokens,
+                "example '{}': its prompt has {longest} tokens, more than the limit of {max_prompt_tokens}",
+                item.example.id
+            );
+        }
+        records.push(Record {
+            index: item.position,
+            id: item.example.id.clone(),
+            gold: dataset.labels[item.example.label].name.clone(),
+            gold_index: item.example.label,
+            truncated: item.truncated,
+            verbalized,
+            logits,
+            elapsed_ms: 0,
+        });
     }
-    Ok(Record {
-        index: item.position,
-        id: item.example.id.clone(),
-        gold: dataset.labels[item.example.label].name.clone(),
-        gold_index: item.example.label,
-        truncated: item.truncated,
-        verbalized,
-        logits,
-        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
+    let share = started.elapsed().as_millis() / group.len().max(1) as u128;
+    for record in &mut records {
+        record.elapsed_ms = u64::try_from(share).unwrap_or(u64::MAX);
+    }
+    Ok(records)
 }
 
 impl RunPlan {
