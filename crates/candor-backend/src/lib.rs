@@ -158,6 +158,10 @@ pub struct ModelIdentity {
     pub chat_template_sha256: Option<String>,
 }
 
+// The result types below mirror candor-infer's on purpose: candor-infer may depend on no other
+// Candor crate and this crate may not reach candle, so each side owns its types and
+// candor-local converts field by field.
+
 /// The score of one label continuation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelScore {
