@@ -403,6 +403,8 @@ fn bad_datasets_fail_before_a_run_directory_exists() {
         &["--label-prompt", template.to_str().unwrap()],
     ));
     assert!(error.contains("unknown placeholder {txt}"), "{error}");
+    let error = fail(&run_args(&out, &["--batch", "0"]));
+    assert!(error.contains("--batch must be at least 1"), "{error}");
     assert!(!out.exists(), "no run directory after bad input");
 }
 
