@@ -36,6 +36,7 @@ mod config;
 mod error;
 mod generate;
 mod hub;
+mod kernels;
 mod loader;
 mod model;
 mod quantized;

@@ -443,15 +443,9 @@ impl Model {
         let shape = (self.config.num_kv_heads, self.config.head_dim);
         let mut sequences = Vec::with_capacity(chunks.len());
         let mut start = 0;
+        // Token ids and cache shapes were checked by the public callers (check_single_sequence).
         for (tokens, cache) in chunks.iter().zip(caches.iter()) {
             self.check_room(cache.len, tokens.len())?;
-            if cache.num_layers != self.blocks.len() {
-                return Err(InferError::InvalidInput(format!(
-                    "cache has {} layers, model has {}",
-                    cache.num_layers,
-                    self.blocks.len()
-                )));
-            }
             let (cos, sin) = self.rope_tables(cache.len, tokens.len())?;
             sequences.push(SequenceChunk {
                 start,

@@ -1,12 +1,13 @@
 //! Weight matrices kept quantized in memory (GGUF block formats) and multiplied with exact f32
-//! activations: rows are dequantized on the fly into f32 with candle's own block dequantizer
-//! and the products are accumulated in f32, so nothing rounds the activations (unlike
-//! candle's and llama.cpp's quantized matmuls, which round them to 8 bits).
+//! activations: rows are dequantized on the fly into f32 (by the vectorised block decoders of
+//! [`crate::kernels`], bit-identical to candle's; formats without one there go through candle's
+//! own dequantizer) and the products are accumulated in f32, so nothing rounds the activations
+//! (unlike candle's and llama.cpp's quantized matmuls, which round them to 8 bits).
 //!
 //! Two paths, both exact to f32 rounding:
 //! - few activation rows (decode, small batches): a candle custom op where each rayon task
-//!   dequantizes a block of [`ROWS_PER_TASK`] weight rows once and dots every activation row
-//!   with them;
+//!   dequantizes [`ROWS_PER_TASK`] weight rows one at a time into an L1-sized buffer and dots
+//!   every activation row with each;
 //! - many activation rows (prefill, label batches): slices of the weight of at most
 //!   [`DENSE_SLICE_BYTES`] are dequantized in turn and multiplied through candle's f32 gemm.
 //!
@@ -21,6 +22,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
+use crate::kernels::{self, BlockFormat};
 
 /// Weight rows dequantized together by one task of the few-rows path.
 const ROWS_PER_TASK: usize = 16;
@@ -73,11 +75,18 @@ impl std::str::FromStr for WeightStorage {
 /// is stored row `row_order[r]`), which is how llama q/k rope rows are un-permuted without
 /// touching the blocks.
 pub(crate) struct QuantizedMatrix {
-    blocks: Box<dyn QuantizedType>,
+    blocks: Blocks,
     dtype: GgmlDType,
     rows: usize,
     cols: usize,
     row_order: Vec<u32>,
+}
+
+/// The stored blocks: raw bytes for the formats with their own kernels, candle's block type for
+/// the rest (Q2_K, Q3_K, ...: decoded by candle's scalar dequantizer, slower but as exact).
+enum Blocks {
+    Native { format: BlockFormat, bytes: Vec<u8>, row_bytes: usize },
+    Candle(Box<dyn QuantizedType>),
 }
 
 impl fmt::Debug for QuantizedMatrix {
@@ -100,13 +109,18 @@ impl QuantizedMatrix {
                 "quantized {dtype:?} tensor of shape {rows}x{cols} is empty"
             )));
         }
-        let blocks = dtype.from_data(tensor.data()?);
-        if blocks.storage_size_in_bytes() != rows * cols / dtype.block_size() * dtype.type_size() {
+        let data = tensor.data()?;
+        let expected = rows * cols / dtype.block_size() * dtype.type_size();
+        if cols % dtype.block_size() != 0 || data.len() != expected {
             return Err(InferError::InvalidInput(format!(
-                "quantized {dtype:?} tensor of shape {rows}x{cols} holds {} bytes",
-                blocks.storage_size_in_bytes()
+                "quantized {dtype:?} tensor of shape {rows}x{cols} holds {} bytes, expected {expected}",
+                data.len()
             )));
         }
+        let blocks = match BlockFormat::of(dtype) {
+            Some(format) => Blocks::Native { format, row_bytes: expected / rows, bytes: data.into_owned() },
+            None => Blocks::Candle(dtype.from_data(data)),
+        };
         let row_order = (0..rows as u32).collect();
         Ok(Self {
             blocks,
@@ -160,11 +174,19 @@ impl QuantizedMatrix {
     }
 
     fn dequantize_stored(&self, stored: &[u32]) -> Result<Vec<f32>> {
-        match self.blocks.embedding(stored, self.rows, self.cols)? {
-            CpuStorage::F32(values) => Ok(values),
-            _ => Err(InferError::InvalidInput(
-                "dequantized rows did not come back as f32".into(),
-            )),
+        match &self.blocks {
+            Blocks::Native { format, bytes, row_bytes } => {
+                let mut values = vec![0f32; stored.len() * self.cols];
+                for (&row, out) in stored.iter().zip(values.chunks_exact_mut(self.cols)) {
+                    let start = row as usize * row_bytes;
+                    kernels::dequantize(*format, &bytes[start..start + row_bytes], out);
+                }
+                Ok(values)
+            }
+            Blocks::Candle(blocks) => match blocks.embedding(stored, self.rows, self.cols)? {
+                CpuStorage::F32(values) => Ok(values),
+                _ => Err(InferError::InvalidInput("dequantized rows did not come back as f32".into())),
+            },
         }
     }
 
@@ -241,11 +263,22 @@ impl QuantizedMatrix {
                 .try_for_each(|(task, out)| {
                     let first = task * ROWS_PER_TASK;
                     let ids = &self.row_order[first..first + out.len() / n];
-                    let weights = self.dequantize_stored(ids)?;
-                    for (w_row, out_row) in weights.chunks_exact(cols).zip(out.chunks_exact_mut(n))
-                    {
-                        for (x_row, y) in x.chunks_exact(cols).zip(out_row.iter_mut()) {
-                            *y = dot(w_row, x_row);
+                    match &self.blocks {
+                        Blocks::Native { format, bytes, row_bytes } => {
+                            let weight_rows: Vec<&[u8]> = ids
+                                .iter()
+                                .map(|&r| &bytes[r as usize * row_bytes..(r as usize + 1) * row_bytes])
+                                .collect();
+                            let mut scratch = vec![0f32; cols];
+                            kernels::rows_dot(*format, &weight_rows, x, cols, &mut scratch, out);
+                        }
+                        Blocks::Candle(_) => {
+                            let weights = self.dequantize_stored(ids)?;
+                            for (w_row, out_row) in weights.chunks_exact(cols).zip(out.chunks_exact_mut(n)) {
+                                for (x_row, y) in x.chunks_exact(cols).zip(out_row.iter_mut()) {
+                                    *y = kernels::dot(w_row, x_row);
+                                }
+                            }
                         }
                     }
                     Ok::<_, InferError>(())
@@ -295,26 +328,6 @@ impl CustomOp1 for QuantizedMatrix {
         shape.push(self.rows);
         Ok((CpuStorage::F32(y), Shape::from(shape)))
     }
-}
-
-/// f32 dot product with 16 independent partial sums, which the compiler keeps in vector
-/// registers.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut partial = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for ((p, a), b) in partial.iter_mut().zip(x).zip(y) {
-            *p += a * b;
-        }
-    }
-    partial.iter().sum::<f32>() + tail
 }
 
 /// A projection weight or embedding table, `[rows, cols]`: dense f32, or quantized blocks
@@ -412,12 +425,17 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
-    const BLOCK_TYPES: [GgmlDType; 5] = [
+    /// Every format with its own kernel, and Q3_K, which goes through candle's dequantizer.
+    const BLOCK_TYPES: [GgmlDType; 9] = [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
         GgmlDType::Q8_0,
         GgmlDType::Q4K,
+        GgmlDType::Q5K,
         GgmlDType::Q6K,
+        GgmlDType::Q3K,
     ];
 
     #[test]

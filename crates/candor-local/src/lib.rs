@@ -118,21 +118,11 @@ impl LocalBackend {
                 WeightStorage::Quantized => "f32, quantized weights".into(),
             },
             device: options.device.clone(),
-            chat_template_sha256: chat_template.as_deref().map(|source| hex_sha256(source.as_bytes())),
+            chat_template_sha256: chat_template.as_deref().map(|source| weights::hex(&Sha256::digest(source.as_bytes()))),
             chat_template,
         };
         Ok(Self { model, identity })
     }
-
-    /// The underlying model (for the model-inspection commands).
-    pub fn model(&self) -> &LanguageModel {
-        &self.model
-    }
-}
-
-/// Lower-case hex sha256 of `bytes`.
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A constrained dict in the backend's terms.
