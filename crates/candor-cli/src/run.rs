@@ -10,6 +10,7 @@ use candor_experiment::run::prompts::DEFAULT_LABEL_ANSWER_PREFIX;
 use candor_experiment::run::{RunPlan, RunSettings, Shard, Signal, VerbalizedMode};
 use candor_local::{LocalBackend, LocalModelOptions};
 use clap::Args;
+use std::io::Write;
 use std::path::PathBuf;
 
 
@@ -36,8 +37,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub dataset: DatasetArgs,
     /// The run directory (created; re-running the same command resumes it).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "print_prompts")]
+    pub out: Option<PathBuf>,
+    /// Print each example's prompts exactly as the model would receive them (one JSON line per
+    /// example: id, gold, verbalized, label, label_continuations) instead of running it; for
+    /// checking the prompts or sending the same ones to another engine. Writes nothing.
+    #[arg(long)]
+    print_prompts: bool,
     /// Signals to collect, comma-separated.
     #[arg(
         long,
@@ -89,7 +95,7 @@ impl RunArgs {
     pub fn settings(&self) -> RunSettings {
         RunSettings {
             dataset: self.dataset.request(),
-            out: self.out.clone(),
+            out: self.out.clone().unwrap_or_default(),
             signals: self.signals.clone(),
             verbalized: self.verbalized,
             max_tokens: self.max_tokens,
@@ -115,9 +121,23 @@ impl RunArgs {
     }
 }
 
-/// Runs `candor run`.
+/// Runs `candor run` (or prints its prompts).
 pub fn run(args: &RunArgs) -> Result<()> {
-    run_local(args.settings(), &args.model_options(), args.quiet)
+    match args.print_prompts {
+        true => print_prompts(args.settings(), &args.model_options()),
+        false => run_local(args.settings(), &args.model_options(), args.quiet),
+    }
+}
+
+/// Prints the prompts of every example of `settings` as JSON lines.
+fn print_prompts(settings: RunSettings, model: &LocalModelOptions) -> Result<()> {
+    let plan = RunPlan::new(settings)?;
+    let backend = LocalBackend::new(model.load()?, model)?;
+    let mut out = std::io::stdout().lock();
+    for prompts in plan.prompts(&backend)? {
+        writeln!(out, "{}", serde_json::to_string(&prompts)?)?;
+    }
+    Ok(())
 }
 
 /// Plans `settings` (templates, dataset), loads the local model of `model`, executes the run and

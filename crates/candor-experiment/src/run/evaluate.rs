@@ -107,8 +107,14 @@ impl<B: ModelBackend> ChatPrompt<B> {
         Ok(self.prepare(model, text)?.tokens.len())
     }
 
+    /// The whole prompt for `text` as the model receives it: the chat-rendered template followed
+    /// by the answer prefix.
+    pub fn full_text(&self, model: &B, text: &str) -> Result<String> {
+        Ok(model.chat_prompt(&self.template.render(&self.values, text))? + &self.answer_prefix)
+    }
+
     fn prepare(&self, model: &B, text: &str) -> Result<PreparedPrompt> {
-        let full = model.chat_prompt(&self.template.render(&self.values, text))? + &self.answer_prefix;
+        let full = self.full_text(model, text)?;
         let tokens = model.encode(&full)?;
         let reuses_head = self.head.as_ref().is_some_and(|head| {
             full.starts_with(&self.head_text)

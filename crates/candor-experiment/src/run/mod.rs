@@ -25,6 +25,7 @@ use candor_backend::{ConstrainedOptions, ModelBackend};
 use candor_calib::VerbalizedParser;
 use candor_data::truncate::fit_to_budget;
 use candor_data::{Dataset, DatasetRequest, Example};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -210,6 +211,54 @@ impl RunPlan {
                 "--verbalized constrained needs constrained decoding, which the model backend does not offer; use --verbalized free"
             );
         }
+        let evaluator = self.evaluator(backend)?;
+        let limits = PromptLimits::new(settings, &evaluator)?;
+        let prepared = prepare_examples(&self.dataset, settings.shard, backend, limits.text_budget)?;
+        let manifest = self.manifest(backend, &evaluator, &limits, &prepared)?;
+        let (mut writer, done) = open_run_dir(&settings.out, &manifest, &prepared)?;
+        let batch = settings.batch.unwrap_or_else(|| backend.suggested_batch(limits.max_prompt_tokens + limits.reserve));
+        progress.start(prepared.len(), done);
+        for group in prepared[done..].chunks(batch) {
+            for record in evaluate_group(&evaluator, &self.dataset, group, limits.max_prompt_tokens)? {
+                writer.append(&record)?;
+                progress.advance();
+            }
+        }
+        progress.finish();
+        Ok(RunOutcome {
+            examples: prepared.len(),
+            new_records: prepared.len() - done,
+            truncated: manifest.selection.truncated,
+            predictions: settings.out.join(PREDICTIONS_FILE),
+        })
+    }
+
+    /// The prompts each example of this run (its shard) would be sent, exactly as the model
+    /// receives them (texts truncated to the budget as in a run), without running the examples
+    /// (only the templates' shared prefixes are processed). Nothing is written.
+    pub fn prompts<B: ModelBackend>(&self, backend: &B) -> Result<Vec<ExamplePrompts>> {
+        let evaluator = self.evaluator(backend)?;
+        let limits = PromptLimits::new(&self.settings, &evaluator)?;
+        let prepared = prepare_examples(&self.dataset, self.settings.shard, backend, limits.text_budget)?;
+        prepared
+            .iter()
+            .map(|item| {
+                let verbalized = evaluator.verbalized.as_ref().map(|setup| setup.prompt.full_text(backend, &item.text));
+                let label = evaluator.label_prompt.as_ref().map(|prompt| prompt.full_text(backend, &item.text));
+                Ok(ExamplePrompts {
+                    id: item.example.id.clone(),
+                    gold: self.dataset.labels[item.example.label].name.clone(),
+                    verbalized: verbalized.transpose()?,
+                    label: label.transpose()?,
+                    label_continuations: evaluator.label_continuations.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The prompts (shared prefixes prefilled) and settings of both signals.
+    fn evaluator<'b, B: ModelBackend>(&self, backend: &'b B) -> Result<Evaluator<'b, B>> {
+        let settings = &self.settings;
         let values = PromptValues::for_dataset(&self.dataset);
         let chat_prompt = |template: &PromptTemplate, answer_prefix: &str| {
             ChatPrompt::new(backend, template.clone(), values.clone(), answer_prefix)
@@ -237,26 +286,24 @@ impl RunPlan {
                 .map(|template| chat_prompt(template, &settings.label_answer_prefix))
                 .transpose()?,
         };
-        let limits = PromptLimits::new(settings, &evaluator)?;
-        let prepared = prepare_examples(&self.dataset, settings.shard, backend, limits.text_budget)?;
-        let manifest = self.manifest(backend, &evaluator, &limits, &prepared)?;
-        let (mut writer, done) = open_run_dir(&settings.out, &manifest, &prepared)?;
-        let batch = settings.batch.unwrap_or_else(|| backend.suggested_batch(limits.max_prompt_tokens + limits.reserve));
-        progress.start(prepared.len(), done);
-        for group in prepared[done..].chunks(batch) {
-            for record in evaluate_group(&evaluator, &self.dataset, group, limits.max_prompt_tokens)? {
-                writer.append(&record)?;
-                progress.advance();
-            }
-        }
-        progress.finish();
-        Ok(RunOutcome {
-            examples: prepared.len(),
-            new_records: prepared.len() - done,
-            truncated: manifest.selection.truncated,
-            predictions: settings.out.join(PREDICTIONS_FILE),
-        })
+        Ok(evaluator)
     }
+}
+
+/// One example's prompts as the model receives them ([`RunPlan::prompts`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExamplePrompts {
+    /// The example's id.
+    pub id: String,
+    /// Its gold label.
+    pub gold: String,
+    /// The chat-rendered verbalized prompt, when that signal is collected.
+    pub verbalized: Option<String>,
+    /// The chat-rendered label prompt followed by the answer prefix, when the logit signal is
+    /// collected.
+    pub label: Option<String>,
+    /// The continuation scored for each label after `label`, in label order.
+    pub label_continuations: Vec<String>,
 }
 
 /// An example ready to run: its position in the sampled dataset and its fitted text.
