@@ -187,6 +187,32 @@ fn bench_decode(model: &LanguageModel, prompt: &Prefix) -> Result<f64> {
     Ok(DECODE_STEPS as f64 / median(times))
 }
 
+/// Sequences decoded together in the batched decode figure.
+const BATCHED_SEQUENCES: usize = 16;
+
+/// Greedy decode of [`BATCHED_SEQUENCES`] sequences at once (the prompt with a different last
+/// token each, so they diverge), one batched forward per step: total tokens/s.
+fn bench_batched_decode(model: &LanguageModel, prompt: &[u32]) -> Result<f64> {
+    let starts: Vec<Prefix> = (0..BATCHED_SEQUENCES as u32)
+        .map(|i| model.prefill(&[&prompt[..prompt.len() - 1], &[prompt[prompt.len() - 1] + i]].concat()))
+        .collect::<Result<_>>()?;
+    let mut times = Vec::with_capacity(REPEATS);
+    for _ in 0..REPEATS {
+        let ((), seconds) = timed(|| {
+            let mut states = starts.clone();
+            for _ in 0..DECODE_STEPS {
+                let next: Vec<[u32; 1]> = states.iter().map(|s| Ok([argmax(&s.next_log_probs()?)])).collect::<Result<_>>()?;
+                let refs: Vec<&Prefix> = states.iter().collect();
+                let chunks: Vec<&[u32]> = next.iter().map(|n| n.as_slice()).collect();
+                states = model.extend_many(&refs, &chunks)?;
+            }
+            Ok(())
+        })?;
+        times.push(seconds);
+    }
+    Ok((BATCHED_SEQUENCES * DECODE_STEPS) as f64 / median(times))
+}
+
 /// Label log-probs of one prompt, naively: a fresh forward of `prompt + label` per label.
 fn naive_label_log_probs(
     model: &LanguageModel,
@@ -363,6 +389,7 @@ fn run(args: &Args) -> Result<()> {
     let long = long_prompt(&model)?;
     let prefill = bench_prefill(&model, &long)?;
     let decode = bench_decode(&model, &model.prefill(&long)?)?;
+    let batched_decode = bench_batched_decode(&model, &long)?;
     let (scoring, max_diff) = bench_label_scoring(&model, texts, &labels)?;
     let (constrained, dict) = bench_constrained(&model, texts, &labels)?;
 
@@ -375,6 +402,10 @@ fn run(args: &Args) -> Result<()> {
     );
     println!(
         "| decode, {DECODE_STEPS} greedy steps (median of {REPEATS}) | {decode:.1} tok/s | | |"
+    );
+    println!(
+        "| batched decode, {BATCHED_SEQUENCES} sequences x {DECODE_STEPS} steps (median of {REPEATS}) | {batched_decode:.1} tok/s | | {:.1}x single |",
+        batched_decode / decode
     );
     println!(
         "| label scoring, {} labels, {} examples | {:.2} ex/s | {:.2} ex/s | {:.1}x |",

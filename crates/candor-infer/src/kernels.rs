@@ -132,14 +132,46 @@ fn rows_dot_portable(format: BlockFormat, rows: &[&[u8]], x: &[f32], cols: usize
     let n = x.len() / cols;
     for (row, out_row) in rows.iter().zip(out.chunks_exact_mut(n)) {
         dequantize_portable(format, row, scratch);
-        let mut x_groups = x.chunks_exact(4 * cols);
-        let mut out_groups = out_row.chunks_exact_mut(4);
-        for (x4, y4) in (&mut x_groups).zip(&mut out_groups) {
-            y4.copy_from_slice(&dot4(scratch, x4, cols));
-        }
-        for (x_row, y) in x_groups.remainder().chunks_exact(cols).zip(out_groups.into_remainder()) {
-            *y = dot(scratch, x_row);
-        }
+        dots_portable(scratch, x, cols, out_row);
+    }
+}
+
+/// `out[r * n + t] = W[r] · x[t]` for dense f32 weight rows `weights` (`[rows, cols]`) and the
+/// `n` activation rows of `x` (`[n, cols]`). Each output is summed in the same order whatever
+/// `n` is, so a row's product does not depend on the rows batched with it.
+pub(crate) fn dense_rows_dot(weights: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: use_avx2() checked at run time that the CPU has AVX2 and FMA.
+        return unsafe { dense_rows_dot_avx2(weights, x, cols, out) };
+    }
+    dense_rows_dot_portable(weights, x, cols, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dense_rows_dot_avx2(weights: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
+    dense_rows_dot_portable(weights, x, cols, out)
+}
+
+#[inline(always)]
+fn dense_rows_dot_portable(weights: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
+    let n = x.len() / cols;
+    for (w_row, out_row) in weights.chunks_exact(cols).zip(out.chunks_exact_mut(n)) {
+        dots_portable(w_row, x, cols, out_row);
+    }
+}
+
+/// `out[t] = w · x[t]` for every activation row of `x`, four rows per pass over `w`.
+#[inline(always)]
+fn dots_portable(w: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
+    let mut x_groups = x.chunks_exact(4 * cols);
+    let mut out_groups = out.chunks_exact_mut(4);
+    for (x4, y4) in (&mut x_groups).zip(&mut out_groups) {
+        y4.copy_from_slice(&dot4(w, x4, cols));
+    }
+    for (x_row, y) in x_groups.remainder().chunks_exact(cols).zip(out_groups.into_remainder()) {
+        *y = dot(w, x_row);
     }
 }
 
@@ -207,19 +239,20 @@ fn decode_blocks<const BYTES: usize, const VALUES: usize>(
     }
 }
 
-/// f32 dot product with 32 independent partial sums, which the compiler keeps in four vector
-/// registers (enough independent additions to hide their latency).
+/// f32 dot product with 16 independent partial sums, which the compiler keeps in vector
+/// registers; summed exactly like each row of [`dot4`], so a product is the same bits whichever
+/// of the two computes it.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 32;
+    const LANES: usize = 16;
     let mut partial = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for ((p, a), b) in partial.iter_mut().zip(x).zip(y) {
-            *p += a * b;
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            partial[i] += x[i] * y[i];
         }
     }
+    let full = a.len() / LANES * LANES;
+    let tail: f32 = a[full..].iter().zip(&b[full..]).map(|(x, y)| x * y).sum();
     partial.iter().sum::<f32>() + tail
 }
 

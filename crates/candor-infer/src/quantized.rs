@@ -12,13 +12,15 @@
 //!   [`DENSE_SLICE_BYTES`] are dequantized in turn and multiplied through candle's f32 gemm.
 //!
 //! [`Weight`] is what the model holds for a projection or the embedding table: dense f32 or
-//! quantized behind the same calls.
+//! quantized behind the same calls. Dense weights take the same two paths: the dot kernels for
+//! few activation rows (candle's gemm would repack the whole weight for every product), gemm
+//! for many.
 
 use std::fmt;
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor, QuantizedType};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
@@ -26,8 +28,9 @@ use crate::kernels::{self, BlockFormat};
 
 /// Weight rows dequantized together by one task of the few-rows path.
 const ROWS_PER_TASK: usize = 16;
-/// From this many activation rows on, the product goes through dequantized slices and gemm.
-const GEMM_MIN_ACTIVATION_ROWS: usize = 8;
+/// From this many activation rows on, products go through gemm (on dequantized slices for
+/// quantized weights); below, through the dot kernels, which read each weight row once.
+const GEMM_MIN_ACTIVATION_ROWS: usize = 32;
 /// Largest dequantized f32 slice of a weight held at once on the gemm path.
 const DENSE_SLICE_BYTES: usize = 8 << 20;
 
@@ -256,44 +259,82 @@ impl QuantizedMatrix {
 
     /// The few-rows product on raw slices: `x` is `[n, cols]` row-major, the result `[n, rows]`.
     fn matmul_t_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let (rows, cols) = (self.rows, self.cols);
-        // Computed as [rows, n] so that every task owns a contiguous run of the output.
-        let mut transposed = vec![0f32; rows * n];
-        if n > 0 {
-            transposed
-                .par_chunks_mut(ROWS_PER_TASK * n)
-                .enumerate()
-                .try_for_each(|(task, out)| {
-                    let first = task * ROWS_PER_TASK;
-                    let ids = &self.row_order[first..first + out.len() / n];
-                    match &self.blocks {
-                        Blocks::Native { format, bytes, row_bytes } => {
-                            let weight_rows: Vec<&[u8]> = ids
-                                .iter()
-                                .map(|&r| &bytes[r as usize * row_bytes..(r as usize + 1) * row_bytes])
-                                .collect();
-                            let mut scratch = vec![0f32; cols];
-                            kernels::rows_dot(*format, &weight_rows, x, cols, &mut scratch, out);
-                        }
-                        Blocks::Candle(_) => {
-                            let weights = self.dequantize_stored(ids)?;
-                            for (w_row, out_row) in weights.chunks_exact(cols).zip(out.chunks_exact_mut(n)) {
-                                for (x_row, y) in x.chunks_exact(cols).zip(out_row.iter_mut()) {
-                                    *y = kernels::dot(w_row, x_row);
-                                }
-                            }
-                        }
-                    }
-                    Ok::<_, InferError>(())
-                })?;
-        }
-        let mut y = vec![0f32; n * rows];
-        for (r, column) in transposed.chunks_exact(n.max(1)).enumerate() {
-            for (t, &v) in column.iter().enumerate() {
-                y[t * rows + r] = v;
+        let cols = self.cols;
+        parallel_row_products(self.rows, n, |first, out| {
+            let ids = &self.row_order[first..first + out.len() / n];
+            match &self.blocks {
+                Blocks::Native { format, bytes, row_bytes } => {
+                    let weight_rows: Vec<&[u8]> =
+                        ids.iter().map(|&r| &bytes[r as usize * row_bytes..(r as usize + 1) * row_bytes]).collect();
+                    let mut scratch = vec![0f32; cols];
+                    kernels::rows_dot(*format, &weight_rows, x, cols, &mut scratch, out);
+                }
+                Blocks::Candle(_) => kernels::dense_rows_dot(&self.dequantize_stored(ids)?, x, cols, out),
             }
+            Ok(())
+        })
+    }
+}
+
+/// Products of `n` activation rows with `rows` weight rows, `[n, rows]` row-major. Rayon tasks
+/// own [`ROWS_PER_TASK`] weight rows each: `task(first, out)` fills the outputs of weight rows
+/// `first..first + out.len() / n`, laid out `[weight row, activation row]`.
+fn parallel_row_products(rows: usize, n: usize, task: impl Fn(usize, &mut [f32]) -> Result<()> + Sync) -> Result<Vec<f32>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    // Computed as [rows, n] so that every task owns a contiguous run of the output.
+    let mut transposed = vec![0f32; rows * n];
+    transposed
+        .par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .try_for_each(|(index, out)| task(index * ROWS_PER_TASK, out))?;
+    let mut y = vec![0f32; n * rows];
+    for (r, column) in transposed.chunks_exact(n).enumerate() {
+        for (t, &v) in column.iter().enumerate() {
+            y[t * rows + r] = v;
         }
-        Ok(y)
+    }
+    Ok(y)
+}
+
+/// `x Wᵀ` for a few activation rows and a dense f32 weight `[rows, cols]` on the CPU, by the
+/// dot kernels of [`kernels::dense_rows_dot`]. candle's matmul packs the whole weight for every
+/// product (41% of a MASSIVE run went to packing and gemm with the few rows of decode steps);
+/// this reads each weight row once, and a row's result does not depend on the rows batched
+/// with it.
+struct DenseSmallBatch;
+
+impl CustomOp2 for DenseSmallBatch {
+    fn name(&self) -> &'static str {
+        "f32-activations-times-dense-weight-few-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+        w_storage: &CpuStorage,
+        w_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w) = match (x_storage, x_layout.contiguous_offsets(), w_storage, w_layout.contiguous_offsets()) {
+            (CpuStorage::F32(x), Some((xs, xe)), CpuStorage::F32(w), Some((ws, we))) => (&x[xs..xe], &w[ws..we]),
+            _ => candle_core::bail!("{}: expected contiguous f32 tensors", self.name()),
+        };
+        let (rows, cols) = w_layout.shape().dims2()?;
+        let dims = x_layout.dims();
+        if dims.last() != Some(&cols) {
+            candle_core::bail!("{}: activations of shape {dims:?} for a {rows}x{cols} weight", self.name());
+        }
+        let n = x.len() / cols.max(1);
+        let y = parallel_row_products(rows, n, |first, out| {
+            kernels::dense_rows_dot(&w[first * cols..(first + out.len() / n) * cols], x, cols, out);
+            Ok(())
+        })
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut shape = dims[..dims.len() - 1].to_vec();
+        shape.push(rows);
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
     }
 }
 
@@ -347,7 +388,13 @@ impl Weight {
     /// `x Wᵀ` for `x` of shape `[.., cols]`.
     pub(crate) fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Dense(w) => Ok(x.matmul(&w.t()?)?),
+            Self::Dense(w) => {
+                let activation_rows = x.elem_count() / w.dim(1)?.max(1);
+                match w.device().is_cpu() && activation_rows < GEMM_MIN_ACTIVATION_ROWS {
+                    true => Ok(x.contiguous()?.apply_op2_no_bwd(w, &DenseSmallBatch)?),
+                    false => Ok(x.matmul(&w.t()?)?),
+                }
+            }
             Self::Quantized(q) => q.matmul_t(x),
         }
     }
