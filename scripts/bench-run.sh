@@ -31,20 +31,34 @@ model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 cargo build --release --locked -p candor-cli -p candor-infer --example bench_infer
 candor="$root/target/release/candor"
 
+# ggml's CPU feature switches for what this CPU has. Not GGML_NATIVE: -march=native turns on
+# ggml's AMX kernels where the CPU lists AMX, and they crash (SIGSEGV in ggml_backend_amx_mul_mat)
+# in virtual machines that do not grant the AMX tile state.
+ggml_cpu_flags() {
+  local flags="" feature option
+  for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx512f:AVX512 avx512vbmi:AVX512_VBMI \
+    avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16 avx_vnni:AVX_VNNI; do
+    feature="${pair%%:*}" option="${pair##*:}"
+    grep -qw "$feature" /proc/cpuinfo && flags+=" -DGGML_$option=ON"
+  done
+  echo "$flags"
+}
+
 if [[ ! -x "$llama_dir/venv/bin/python" ]] || ! "$llama_dir/venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "== building llama-cpp-python $llama_version (llama.cpp) into $llama_dir/venv, once"
   mkdir -p "$llama_dir"
   python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python \
     "llama-cpp-python==$llama_version" -d "$llama_dir"
   python3 -m venv "$llama_dir/venv"
-  CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+  CMAKE_ARGS="-DGGML_NATIVE=OFF$(ggml_cpu_flags) -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
     CMAKE_BUILD_PARALLEL_LEVEL="$threads" \
     "$llama_dir/venv/bin/pip" install --quiet "$llama_dir/llama_cpp_python-$llama_version.tar.gz"
 fi
 python="$llama_dir/venv/bin/python"
 pipeline="$root/scripts/bench/llama_cpp_pipeline.py"
 
-if pgrep -x 'rustc|cc1plus|cc1' >/dev/null && [[ "${BENCH_FORCE:-0}" != 1 ]]; then
+compiler_running() { pgrep -x rustc >/dev/null || pgrep -x cc1plus >/dev/null || pgrep -x cc1 >/dev/null; }
+if compiler_running && [[ "${BENCH_FORCE:-0}" != 1 ]]; then
   echo "error: a compiler is running; benchmark figures would be meaningless (BENCH_FORCE=1 to override)" >&2
   exit 1
 fi
@@ -90,5 +104,5 @@ echo
 echo "llama.cpp (llama-cpp-python $llama_version, $threads threads), same model file:"
 "$python" "$pipeline" --model "$model" --threads "$threads" --speed
 echo
-echo "candor (scripts/bench-infer.sh table: prefill, decode, batched decode, label scoring, constrained):"
-"$root/target/release/examples/bench_infer" "$model" --examples 6 | grep -E '^\| (prefill|decode|batched|workload)'
+echo "candor (the scripts/bench-infer.sh tables: prefill, decode, batched decode, label scoring, constrained; weight storages):"
+"$root/target/release/examples/bench_infer" "$model" --examples 6 2>/dev/null | grep -E '^\|'

@@ -67,19 +67,24 @@ impl DirectAttention<'_> {
         let total = keys.len() / d;
         let rows = q.len() / d;
         // Keys visible to row r: 0..=offset + r % s.
-        let visible = |r: usize| self.offset + r % self.s + 1;
+        let visible: Vec<usize> = (0..rows).map(|r| self.offset + r % self.s + 1).collect();
         let mut scores = vec![f32::NEG_INFINITY; rows * total];
         for (j, key) in keys.chunks_exact(d).enumerate() {
-            for (r, query) in q.chunks_exact(d).enumerate().filter(|(r, _)| j < visible(*r)) {
-                scores[r * total + j] = dot(query, key) * self.scale;
+            for ((query, &visible), scores) in q.chunks_exact(d).zip(&visible).zip(scores.chunks_exact_mut(total)) {
+                if j < visible {
+                    scores[j] = dot(query, key) * self.scale;
+                }
             }
         }
         for row in scores.chunks_exact_mut(total) {
             softmax_in_place(row);
         }
         for (j, value) in values.chunks_exact(d).enumerate() {
-            for (r, out_row) in out.chunks_exact_mut(d).enumerate().filter(|(r, _)| j < visible(*r)) {
-                let p = scores[r * total + j];
+            for ((out_row, &visible), scores) in out.chunks_exact_mut(d).zip(&visible).zip(scores.chunks_exact(total)) {
+                if j >= visible {
+                    continue;
+                }
+                let p = scores[j];
                 for (o, v) in out_row.iter_mut().zip(value) {
                     *o += p * v;
                 }
