@@ -54,46 +54,32 @@ impl DirectAttention<'_> {
         let q = cpu_slice(&q_storage, q_layout.contiguous_offsets())?;
         let keys = cpu_slice(&k_storage, k_layout.contiguous_offsets())?;
         let values = cpu_slice(&v_storage, v_layout.contiguous_offsets())?;
+        // One task per query row (not per head: a decode step has as few as 3 kv heads to
+        // spread over the cores); the rows of a head read the same keys and values from cache.
         let mut out = vec![0f32; kv_heads * rows * d];
-        out.par_chunks_mut(rows * d).enumerate().for_each(|(head, out)| {
-            let cached = head * capacity * d..(head * capacity + total) * d;
-            self.head(&q[head * rows * d..][..rows * d], &keys[cached.clone()], &values[cached], d, out);
+        out.par_chunks_mut(d).enumerate().for_each(|(index, out)| {
+            let (head, row) = (index / rows, index % rows);
+            // Keys visible to this row: 0..=offset + its chunk position.
+            let visible = (head * capacity * d)..(head * capacity + self.offset + row % self.s + 1) * d;
+            self.row(&q[index * d..][..d], &keys[visible.clone()], &values[visible], out);
         });
         Ok(Tensor::from_vec(out, (1, kv_heads, rows, d), &Device::Cpu)?)
     }
 
-    /// One kv head: `q` `[rows, d]`, `keys`/`values` `[total, d]`, `out` `[rows, d]`.
-    fn head(&self, q: &[f32], keys: &[f32], values: &[f32], d: usize, out: &mut [f32]) {
-        let total = keys.len() / d;
-        let rows = q.len() / d;
-        // Keys visible to row r: 0..=offset + r % s.
-        let visible: Vec<usize> = (0..rows).map(|r| self.offset + r % self.s + 1).collect();
-        let mut scores = vec![f32::NEG_INFINITY; rows * total];
-        for (j, key) in keys.chunks_exact(d).enumerate() {
-            for ((query, &visible), scores) in q.chunks_exact(d).zip(&visible).zip(scores.chunks_exact_mut(total)) {
-                if j < visible {
-                    scores[j] = dot(query, key) * self.scale;
-                }
-            }
-        }
-        for row in scores.chunks_exact_mut(total) {
-            softmax_in_place(row);
-        }
-        for (j, value) in values.chunks_exact(d).enumerate() {
-            for ((out_row, &visible), scores) in out.chunks_exact_mut(d).zip(&visible).zip(scores.chunks_exact(total)) {
-                if j >= visible {
-                    continue;
-                }
-                let p = scores[j];
-                for (o, v) in out_row.iter_mut().zip(value) {
-                    *o += p * v;
-                }
+    /// One query row against the keys and values it may see (`[visible, d]` each); `out` `[d]`.
+    fn row(&self, query: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+        let d = query.len();
+        let mut scores: Vec<f32> = keys.chunks_exact(d).map(|key| dot(query, key) * self.scale).collect();
+        softmax_in_place(&mut scores);
+        for (p, value) in scores.iter().zip(values.chunks_exact(d)) {
+            for (o, v) in out.iter_mut().zip(value) {
+                *o += p * v;
             }
         }
     }
 }
 
-/// Softmax of `row` in place (max subtracted first; `-inf` entries become 0).
+/// Softmax of `row` in place (max subtracted first).
 fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
