@@ -115,8 +115,9 @@ mod tests {
     }
 
     /// Naive f64 causal attention of query row `r` of head `h` (chunk position `r % s`).
-    fn naive(q: &[f32], keys: &[f32], values: &[f32], dims: (usize, usize, usize, usize), offset: usize, s: usize, h: usize, r: usize) -> Vec<f64> {
-        let (_, rows, capacity, d) = dims;
+    /// `shape` is (query rows per head, buffer capacity, d); `chunk` (offset, s); `at` (h, r).
+    fn naive(q: &[f32], keys: &[f32], values: &[f32], shape: (usize, usize, usize), chunk: (usize, usize), at: (usize, usize)) -> Vec<f64> {
+        let ((rows, capacity, d), (offset, s), (h, r)) = (shape, chunk, at);
         let scale = 1.0 / (d as f64).sqrt();
         let visible = offset + r % s + 1;
         let query = &q[(h * rows + r) * d..][..d];
@@ -150,7 +151,7 @@ mod tests {
             let got: Vec<f32> = direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap();
             for h in 0..kv_heads {
                 for r in 0..rows {
-                    let want = naive(&q, &keys, &values, (kv_heads, rows, capacity, d), offset, s, h, r);
+                    let want = naive(&q, &keys, &values, (rows, capacity, d), (offset, s), (h, r));
                     for (c, w) in want.iter().enumerate() {
                         let g = f64::from(got[(h * rows + r) * d + c]);
                         assert!((g - w).abs() < 1e-5, "offset {offset} s {s} head {h} row {r} col {c}: {g} vs {w}");
