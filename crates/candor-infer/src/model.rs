@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::attention::{DirectAttention, MAX_DIRECT_QUERY_ROWS};
 use crate::config::{Llama3RopeScaling, ModelConfig};
 use crate::error::{InferError, Result};
-use crate::quantized::{QuantizedMatrix, Weight, WeightStorage};
+use crate::quantized::{QuantizedMatrix, Weight, WeightStorage, GEMM_MIN_ACTIVATION_ROWS};
 
 /// A linear projection `y = x Wᵀ (+ b)` with `W` of shape `[out, in]`.
 #[derive(Debug, Clone)]
@@ -41,6 +41,38 @@ impl Linear {
             None => y,
         })
     }
+
+    /// [`Linear::forward`] of each group of rows apart (see [`row_groups`]).
+    fn forward_grouped(&self, x: &Tensor, groups: &[(usize, usize)]) -> Result<Tensor> {
+        in_row_groups(x, groups, |rows| self.forward(rows))
+    }
+}
+
+/// Row ranges `(start, len)` that meet the weights together in a multi-sequence pass:
+/// consecutive sequences packed while a group stays under [`GEMM_MIN_ACTIVATION_ROWS`] rows, a
+/// longer sequence alone. A sequence's rows then go through the same kernel, summing in the
+/// same order, as when it runs by itself, so a batch gives each sequence its lone numbers to
+/// the bit (one product over all rows would switch to gemm past that size).
+fn row_groups(lengths: impl IntoIterator<Item = usize>) -> Vec<(usize, usize)> {
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    for len in lengths {
+        match groups.last_mut() {
+            Some(last) if last.1 + len < GEMM_MIN_ACTIVATION_ROWS => last.1 += len,
+            _ => groups.push((start, len)),
+        }
+        start += len;
+    }
+    groups
+}
+
+/// `f` applied to each group of rows of `x` apart, the results stacked in row order.
+fn in_row_groups(x: &Tensor, groups: &[(usize, usize)], f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if groups.len() <= 1 {
+        return f(x);
+    }
+    let parts = groups.iter().map(|&(start, len)| f(&x.narrow(0, start, len)?)).collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 #[derive(Debug, Clone)]
@@ -463,8 +495,9 @@ impl Model {
         let ids: Vec<u32> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         let ids = Tensor::from_vec(ids, start, &self.device)?;
         let mut x = self.embed.rows(&ids)?.to_device(&self.device)?; // [rows, hidden]
+        let groups = row_groups(sequences.iter().map(|s| s.len));
         for (layer, block) in self.blocks.iter().enumerate() {
-            x = self.block_forward_sequences(block, layer, &x, &sequences)?;
+            x = self.block_forward_sequences(block, layer, &x, &sequences, &groups)?;
         }
         for (sequence, cache) in sequences.iter().zip(caches.iter_mut()) {
             cache.buffer = Some(sequence.buffer.clone());
@@ -479,7 +512,8 @@ impl Model {
             .collect::<candle_core::Result<_>>()?;
         let x = Tensor::cat(&kept, 0)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
-        let logits = self.lm_head.matmul_t(&x)?;
+        let kept_groups = row_groups(kept.iter().map(|k| k.dim(0)).collect::<candle_core::Result<Vec<_>>>()?);
+        let logits = in_row_groups(&x, &kept_groups, |rows| self.lm_head.matmul_t(rows))?;
         let mut at = 0;
         kept.iter()
             .map(|k| {
@@ -493,10 +527,18 @@ impl Model {
 
     /// One block over the rows of several sequences: shared projections and feed-forward, and
     /// each sequence's attention over its own buffer.
-    fn block_forward_sequences(&self, block: &Block, layer: usize, x: &Tensor, sequences: &[SequenceChunk]) -> Result<Tensor> {
+    fn block_forward_sequences(
+        &self,
+        block: &Block,
+        layer: usize,
+        x: &Tensor,
+        sequences: &[SequenceChunk],
+        groups: &[(usize, usize)],
+    ) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
-        let (q, k, v) = (block.q.forward(&h)?, block.k.forward(&h)?, block.v.forward(&h)?);
+        let project = |linear: &Linear, rows: &Tensor| linear.forward_grouped(rows, groups);
+        let (q, k, v) = (project(&block.q, &h)?, project(&block.k, &h)?, project(&block.v, &h)?);
         // Sequences attend in parallel: each writes and reads only its own buffer.
         let outs = sequences
             .par_iter()
@@ -514,11 +556,11 @@ impl Model {
                 self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)
             })
             .collect::<Result<Vec<_>>>()?;
-        let attn = block.o.forward(&Tensor::cat(&outs, 0)?)?;
+        let attn = project(&block.o, &Tensor::cat(&outs, 0)?)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
-        let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
-        Ok((x + block.down.forward(&gated)?)?)
+        let gated = (candle_nn::ops::silu(&project(&block.gate, &h)?)? * project(&block.up, &h)?)?;
+        Ok((x + project(&block.down, &gated)?)?)
     }
 
     fn check_room(&self, offset: usize, seq_len: usize) -> Result<()> {
@@ -862,6 +904,16 @@ pub(crate) fn unpermute_rope_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_groups_stay_under_the_gemm_size_and_keep_long_sequences_alone() {
+        let limit = GEMM_MIN_ACTIVATION_ROWS;
+        assert_eq!(row_groups([5, 6, 7]), vec![(0, 18)]);
+        assert_eq!(row_groups([20, 20, 5]), vec![(0, 20), (20, 25)]);
+        assert_eq!(row_groups([3, limit, 2]), vec![(0, 3), (3, limit), (3 + limit, 2)]);
+        assert_eq!(row_groups([limit - 1, 1]), vec![(0, limit - 1), (limit - 1, 1)]);
+        assert!(row_groups(std::iter::empty()).is_empty());
+    }
 
     #[test]
     fn mask_blocks_future_positions_after_offset() {

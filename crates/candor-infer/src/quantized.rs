@@ -30,7 +30,7 @@ use crate::kernels::{self, BlockFormat};
 const ROWS_PER_TASK: usize = 16;
 /// From this many activation rows on, products go through gemm (on dequantized slices for
 /// quantized weights); below, through the dot kernels, which read each weight row once.
-const GEMM_MIN_ACTIVATION_ROWS: usize = 32;
+pub(crate) const GEMM_MIN_ACTIVATION_ROWS: usize = 32;
 /// Largest dequantized f32 slice of a weight held at once on the gemm path.
 const DENSE_SLICE_BYTES: usize = 8 << 20;
 

@@ -308,13 +308,18 @@ fn constrained_dicts_generated_together_equal_each_alone() {
     let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2 };
     let cases = constrained_cases();
     // Ragged prompts (different lengths, so the dicts are at different positions at each step)
-    // and two label sets of different sizes.
+    // and two label sets of different sizes; eight dicts, so steps where all of them force a
+    // dict piece have more rows than one product takes through the dot kernels (the rows are
+    // then split into groups that each sequence alone would also meet).
     for labels in [&cases[0].1, &cases[3].1] {
-        let texts = [cases[0].0.clone(), format!("{} Think it over carefully first.", cases[11].0), cases[27].0.clone()];
+        let mut texts = vec![cases[0].0.clone(), format!("{} Think it over carefully first.", cases[11].0), cases[27].0.clone()];
+        texts.extend([2, 5, 8, 14, 20].map(|i| cases[i].0.clone()));
         let prefixes: Vec<_> =
             texts.iter().map(|t| m.prefill(&m.encode(&m.chat_prompt(t).unwrap()).unwrap()).unwrap()).collect();
         let lengths: Vec<usize> = prefixes.iter().map(|p| p.tokens().len()).collect();
         assert!(lengths[0] != lengths[1] && lengths[1] != lengths[2], "{lengths:?}");
+        let first_piece = m.encode(&format!("{{{}: ", serde_json::to_string(&labels[0]).unwrap())).unwrap().len();
+        assert!(texts.len() * first_piece >= 32, "the first step must exceed one product's rows");
         let refs: Vec<_> = prefixes.iter().collect();
         let together = m.generate_constrained_many(&refs, labels, &options).unwrap();
         assert_eq!(together.len(), prefixes.len());
