@@ -340,16 +340,23 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// `(d · scale, min · offset)` of the two 32-value sub-blocks of 64-value part `part` of a
+/// Q4_K / Q5_K block.
+#[inline(always)]
+fn part_scales(d: f32, min: f32, scales: &[u8], part: usize) -> [(f32, f32); 2] {
+    [2 * part, 2 * part + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * sc as f32, min * m as f32)
+    })
+}
+
 #[inline(always)]
 fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
     let (d, min) = (half_at(b, 0), half_at(b, 2));
     let scales = &b[4..16];
     let qs = &b[16..144];
     for (part, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-        let (sc, m) = scale_min_k4(2 * part, scales);
-        let (d1, m1) = (d * sc as f32, min * m as f32);
-        let (sc, m) = scale_min_k4(2 * part + 1, scales);
-        let (d2, m2) = (d * sc as f32, min * m as f32);
+        let [(d1, m1), (d2, m2)] = part_scales(d, min, scales, part);
         let (lo, hi) = y.split_at_mut(32);
         for ((q, l), h) in q.iter().zip(lo).zip(hi) {
             *l = d1 * (q & 0xF) as f32 - m1;
@@ -365,10 +372,7 @@ fn q5_k(b: &[u8; 176], y: &mut [f32; 256]) {
     let qh = &b[16..48];
     let qs = &b[48..176];
     for (part, (ql, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-        let (sc, m) = scale_min_k4(2 * part, scales);
-        let (d1, m1) = (d * sc as f32, min * m as f32);
-        let (sc, m) = scale_min_k4(2 * part + 1, scales);
-        let (d2, m2) = (d * sc as f32, min * m as f32);
+        let [(d1, m1), (d2, m2)] = part_scales(d, min, scales, part);
         let (u1, u2) = (1u8 << (2 * part), 2u8 << (2 * part));
         let (lo, hi) = y.split_at_mut(32);
         for (((ql, qh), l), h) in ql.iter().zip(qh).zip(lo).zip(hi) {
