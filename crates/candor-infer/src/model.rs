@@ -487,7 +487,11 @@ impl Model {
                 offset: cache.len,
                 cos,
                 sin,
-                mask: causal_mask(tokens.len(), cache.len, &self.device)?,
+                // The direct path applies causality itself; only candle's path reads a mask.
+                mask: match self.attends_directly(tokens.len()) {
+                    true => None,
+                    false => causal_mask(tokens.len(), cache.len, &self.device)?,
+                },
                 buffer: cache.writable_buffer(tokens.len(), shape, self.config.context_length, &self.device)?,
             });
             start += tokens.len();
@@ -561,6 +565,13 @@ impl Model {
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
         let gated = (candle_nn::ops::silu(&project(&block.gate, &h)?)? * project(&block.up, &h)?)?;
         Ok((x + project(&block.down, &gated)?)?)
+    }
+
+    /// Whether one sequence's chunk of `len` tokens attends through [`DirectAttention`] (few
+    /// query rows on the CPU) rather than candle's matmuls.
+    fn attends_directly(&self, len: usize) -> bool {
+        let group = self.config.num_heads / self.config.num_kv_heads;
+        self.device.is_cpu() && group * len <= MAX_DIRECT_QUERY_ROWS
     }
 
     fn check_room(&self, offset: usize, seq_len: usize) -> Result<()> {
@@ -650,7 +661,7 @@ impl Model {
             (Some(((k_buffer, v_buffer), offset)), _) => {
                 k_buffer.slice_set(&k, 2, *offset)?;
                 v_buffer.slice_set(&v, 2, *offset)?;
-                if b == 1 && self.device.is_cpu() && group * s <= MAX_DIRECT_QUERY_ROWS {
+                if b == 1 && self.attends_directly(s) {
                     let direct = DirectAttention { q: &q, keys: k_buffer, values: v_buffer, offset: *offset, s, scale: scale as f32 };
                     direct.run()?
                 } else {
