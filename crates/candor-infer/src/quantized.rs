@@ -260,14 +260,17 @@ impl QuantizedMatrix {
     /// The few-rows product on raw slices: `x` is `[n, cols]` row-major, the result `[n, rows]`.
     fn matmul_t_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let cols = self.cols;
+        let sums = match &self.blocks {
+            Blocks::Native { format, .. } => kernels::group_sums(*format, x),
+            Blocks::Candle(_) => Vec::new(),
+        };
         parallel_row_products(self.rows, n, |first, out| {
             let ids = &self.row_order[first..first + out.len() / n];
             match &self.blocks {
                 Blocks::Native { format, bytes, row_bytes } => {
                     let weight_rows: Vec<&[u8]> =
                         ids.iter().map(|&r| &bytes[r as usize * row_bytes..(r as usize + 1) * row_bytes]).collect();
-                    let mut scratch = vec![0f32; cols];
-                    kernels::rows_dot(*format, &weight_rows, x, cols, &mut scratch, out);
+                    kernels::rows_dot(*format, &weight_rows, x, &sums, cols, out);
                 }
                 Blocks::Candle(_) => kernels::dense_rows_dot(&self.dequantize_stored(ids)?, x, cols, out),
             }
