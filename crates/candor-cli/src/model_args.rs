@@ -41,7 +41,9 @@ pub struct ModelArgs {
 /// `--weights`: how GGUF weight matrices are held in memory.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightsArg {
-    /// Dense when the f32 weights fit in available memory, quantized otherwise.
+    /// On the CPU: quantized when every block format has Candor's own kernels (Q4_0, Q4_1,
+    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), else dense when the f32 weights fit in available
+    /// memory, else quantized. Dense on GPUs.
     Auto,
     /// Dequantized to f32 at load.
     Dense,

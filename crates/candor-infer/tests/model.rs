@@ -36,6 +36,24 @@ fn model() -> Option<&'static LanguageModel> {
         .as_ref()
 }
 
+/// The default model with its weights dequantized to f32 at load (auto storage keeps Q4_1 and
+/// Q8_0 quantized).
+fn dense_model() -> Option<&'static LanguageModel> {
+    static MODEL: OnceLock<Option<LanguageModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            model()?;
+            Some(
+                load_with(LoadOptions {
+                    weights: Some(WeightStorage::Dense),
+                    ..LoadOptions::default()
+                })
+                .expect("load default model dense"),
+            )
+        })
+        .as_ref()
+}
+
 #[test]
 fn tokenizer_splits_digits_without_prefix_space() {
     let Some(m) = model() else { return };
@@ -419,7 +437,7 @@ fn constrained_number_log_prob_matches_a_naive_rescoring() {
 
 #[test]
 fn dense_export_round_trips() {
-    let Some(m) = model() else { return };
+    let Some(m) = dense_model() else { return };
     let dir = tempfile::tempdir().unwrap();
     candor_infer::export_dense(m, dir.path()).unwrap();
     let dense = LanguageModel::load(
@@ -459,7 +477,7 @@ fn load_with(options: LoadOptions) -> Result<LanguageModel, InferError> {
 
 #[test]
 fn quantized_storage_matches_dense_storage() {
-    let Some(dense) = model() else { return };
+    let Some(dense) = dense_model() else { return };
     assert_eq!(dense.model().weight_storage(), WeightStorage::Dense);
     let quantized = load_with(LoadOptions {
         weights: Some(WeightStorage::Quantized),
@@ -526,17 +544,17 @@ fn quantized_storage_matches_dense_storage() {
 }
 
 #[test]
-fn auto_storage_quantizes_when_dense_weights_exceed_the_budget() {
+fn auto_storage_is_quantized_for_native_formats_and_checked_against_the_budget() {
     if model().is_none() {
         return;
     }
-    // SmolLM2-135M: ~540 MB as f32, ~100 MB as Q4_1/Q8_0 blocks.
+    // SmolLM2-135M: ~540 MB as f32, ~100 MB as Q4_1/Q8_0 blocks, formats with native kernels.
     let budget = |bytes: u64| LoadOptions {
         max_dense_bytes: Some(bytes),
         ..LoadOptions::default()
     };
-    let fits_dense = load_with(budget(1 << 30)).unwrap();
-    assert_eq!(fits_dense.model().weight_storage(), WeightStorage::Dense);
+    let roomy = load_with(budget(1 << 30)).unwrap();
+    assert_eq!(roomy.model().weight_storage(), WeightStorage::Quantized);
     let fits_quantized = load_with(budget(200 << 20)).unwrap();
     assert_eq!(
         fits_quantized.model().weight_storage(),

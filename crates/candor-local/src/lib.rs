@@ -42,7 +42,7 @@ pub struct LocalModelOptions {
     pub device: String,
     /// Compute threads (`None`: all cores).
     pub threads: Option<usize>,
-    /// GGUF weight storage (`None`: dense when the f32 weights fit in memory, else quantized).
+    /// GGUF weight storage (`None`: the loader's choice, see `candor_infer::LoadOptions::weights`).
     pub weights: Option<WeightStorage>,
     /// Use only the local Hugging Face cache for `hf:` models.
     pub offline: bool,
