@@ -35,15 +35,16 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for spec in "emotion:$emotion_limit" "massive:$massive_limit"; do
   dataset="${spec%%:*}" limit="${spec##*:}"
   args=(--dataset "$dataset" --data-dir "$data_dir" --split test --limit "$limit" --verbalized constrained)
-  for target in "$device" cpu; do
-    name="$dataset-${target//:/_}"
+  for side in accel cpu; do
+    target="$device" && [[ "$side" == cpu ]] && target=cpu
+    name="$dataset-$side"
     /usr/bin/time -f "%e" -o "$work/$name.time" \
       "$candor" run "${args[@]}" --device "$target" --out "$work/$name" --quiet >"$work/$name.log" 2>&1 \
       || { echo "error: candor run on $target failed, see $work/$name.log" >&2; tail -5 "$work/$name.log" >&2; exit 1; }
   done
-  accel_s="$(cat "$work/$dataset-${device//:/_}.time")"
+  accel_s="$(cat "$work/$dataset-accel.time")"
   cpu_s="$(cat "$work/$dataset-cpu.time")"
-  comparison="$(python3 - "$work/$dataset-${device//:/_}/predictions.jsonl" "$work/$dataset-cpu/predictions.jsonl" <<'PY'
+  comparison="$(python3 - "$work/$dataset-accel/predictions.jsonl" "$work/$dataset-cpu/predictions.jsonl" <<'PY'
 import json, sys
 load = lambda path: {r["id"]: r["logits"]["log_probs"] for r in map(json.loads, open(path))}
 accel, cpu = load(sys.argv[1]), load(sys.argv[2])
