@@ -231,6 +231,18 @@ struct Skeleton {
 
 impl Skeleton {
     fn new(model: &LanguageModel, labels: &[String]) -> Result<Self> {
+        // The pieces are tokenized on their own, which is how a byte-level BPE tokenizer reads
+        // them in the dict too (each starts a pre-token: `{`, `,`, `}` after a digit or a
+        // newline). A SentencePiece tokenizer would read them differently (its standalone
+        // encoding starts with `▁`, and it merges across the boundary with the number).
+        if !model.tokenizer().is_byte_level() {
+            return Err(InferError::InvalidInput(
+                "constrained verbalized dicts need a byte-level BPE tokenizer (gpt2-style); this model's \
+                 tokenizer is SentencePiece, whose dict pieces Candor does not yet tokenize in context: \
+                 use free verbalized generation"
+                    .into(),
+            ));
+        }
         let pieces = skeleton_pieces(labels)?;
         let next_ids = pieces[1..]
             .iter()

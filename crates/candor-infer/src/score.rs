@@ -154,19 +154,14 @@ impl LanguageModel {
                 "score_labels needs at least one label".into(),
             ));
         }
-        let label_tokens = labels
-            .iter()
-            .map(|label| {
-                let ids = self.encode(label)?;
-                self.model().check_token_ids(&ids)?;
-                match ids.is_empty() {
-                    true => Err(InferError::InvalidInput(format!(
-                        "label `{label}` has no tokens"
-                    ))),
-                    false => Ok(ids),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        if let Some(label) = labels.iter().find(|label| label.is_empty()) {
+            return Err(InferError::InvalidInput(format!("label `{label}` has no tokens")));
+        }
+        // Each label as the model reads it after the prompt, not tokenized on its own.
+        let label_tokens = self.tokenizer().encode_each_after(&prefix.tokens, labels)?;
+        for ids in &label_tokens {
+            self.model().check_token_ids(ids)?;
+        }
         let first_log_probs = prefix.next_log_probs()?;
         // Tokens after the first are predicted from the label's own earlier tokens.
         let multi: Vec<usize> = (0..labels.len())

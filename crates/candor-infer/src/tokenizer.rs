@@ -56,6 +56,7 @@ pub struct Tokenizer {
     bos_token_id: Option<u32>,
     eos_token_ids: Vec<u32>,
     add_bos: bool,
+    byte_level: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -66,6 +67,15 @@ impl std::fmt::Debug for Tokenizer {
             .field("eos_token_ids", &self.eos_token_ids)
             .field("add_bos", &self.add_bos)
             .finish()
+    }
+}
+
+/// Whether a pre-tokenizer is (or contains) the byte-level one.
+fn has_byte_level(pre: &PreTokenizerWrapper) -> bool {
+    match pre {
+        PreTokenizerWrapper::ByteLevel(_) => true,
+        PreTokenizerWrapper::Sequence(sequence) => sequence.as_ref().iter().any(has_byte_level),
+        _ => false,
     }
 }
 
@@ -80,11 +90,13 @@ impl Tokenizer {
         bos_token_id: Option<u32>,
         eos_token_ids: Vec<u32>,
     ) -> Self {
+        let byte_level = inner.get_pre_tokenizer().is_some_and(has_byte_level);
         Self {
             inner,
             bos_token_id,
             eos_token_ids,
             add_bos: false,
+            byte_level,
         }
     }
 
@@ -177,6 +189,56 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.inner.encode(text, false).map_err(tokenizer_error)?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` as the model sees it right after the prompt ids `context`: the ids
+    /// that tokenizing the context's text followed by `text` adds after the context's own ids.
+    /// A leading BOS of `context` is set aside (it is not part of the text). Errors when the
+    /// context does not re-tokenize to itself or when a token would straddle the boundary
+    /// (the continuation has no tokens of its own then).
+    ///
+    /// This is what a label or a dict piece is made of in context. Encoding it on its own can
+    /// differ: a SentencePiece tokenizer with `add_space_prefix` writes `▁` before every text
+    /// it encodes, so a standalone ` joy` becomes `▁▁joy` instead of the `▁joy` the model reads.
+    pub fn encode_after(&self, context: &[u32], text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_each_after(context, &[text])?.remove(0))
+    }
+
+    /// [`Tokenizer::encode_after`] for several continuations of one context (which is decoded
+    /// and checked once).
+    pub fn encode_each_after<S: AsRef<str>>(&self, context: &[u32], texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        let body = match (self.bos_token_id, context.split_first()) {
+            (Some(bos), Some((&first, rest))) if first == bos && self.add_bos => rest,
+            _ => context,
+        };
+        let context_text = self.decode(body)?;
+        if self.encode(&context_text)? != body {
+            return Err(InferError::Tokenizer(format!(
+                "the prompt's {} tokens do not re-tokenize to themselves from their text, so a continuation cannot be tokenized in context",
+                body.len()
+            )));
+        }
+        texts
+            .iter()
+            .map(|text| {
+                let text = text.as_ref();
+                let all = self.encode(&format!("{context_text}{text}"))?;
+                match all.strip_prefix(body) {
+                    Some(rest) if !rest.is_empty() => Ok(rest.to_vec()),
+                    _ => Err(InferError::Tokenizer(format!(
+                        "`{text}` does not tokenize as a continuation of the prompt: a token spans the boundary between the prompt and it"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a text's tokens are the same alone and after any text that ends where a
+    /// pre-token ends: byte-level BPE splits text into pre-tokens first (spaces, punctuation
+    /// and digits start new ones) and merges only inside them. SentencePiece tokenizers merge
+    /// across the whole text and (with `add_space_prefix`) prefix every encoded text with `▁`.
+    pub fn is_byte_level(&self) -> bool {
+        self.byte_level
     }
 
     /// Token ids of a whole prompt: [`Tokenizer::encode`], with BOS in front when the model
@@ -502,6 +564,56 @@ mod tests {
             tok.encode_prompt("<s>hello").unwrap(),
             tok.encode("<s>hello").unwrap()
         );
+    }
+
+    #[test]
+    fn sentencepiece_continuations_are_tokenized_in_context_not_with_a_second_space_prefix() {
+        let metadata = sentencepiece_metadata();
+        let meta = GgufMetadata {
+            metadata: &metadata,
+            source_name: "test".into(),
+        };
+        let tok = Tokenizer::from_gguf(&meta).unwrap();
+        let id = |t: &str| tok.token_to_id(t).unwrap();
+        assert!(!tok.is_byte_level());
+        // On its own, " hello" gets the space prefix in front of its own space: `▁ ▁hello`.
+        assert_eq!(tok.encode(" hello").unwrap(), [id("▁"), id("▁hello")]);
+        // After a prompt it is the single `▁hello` the model reads in "hello hello".
+        let prompt = tok.encode_prompt("hello").unwrap();
+        assert_eq!(prompt, [1, id("▁hello")]);
+        assert_eq!(tok.encode_after(&prompt, " hello").unwrap(), [id("▁hello")]);
+        assert_eq!(
+            tok.encode_each_after(&prompt, &[" hello", " h"]).unwrap(),
+            [vec![id("▁hello")], vec![id("▁h")]]
+        );
+        // "he" + "llo" merges into one token across the boundary: no tokens of its own.
+        let err = tok.encode_after(&tok.encode("he").unwrap(), "llo").unwrap_err().to_string();
+        assert!(err.contains("`llo`") && err.contains("boundary"), "{err}");
+    }
+
+    #[test]
+    fn byte_level_tokenizers_are_recognised() {
+        let tokens = ["a", "b", "Ġ"];
+        let metadata: std::collections::HashMap<String, Value> = [
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String("smollm".into())),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(tokens.iter().map(|t| Value::String(t.to_string())).collect()),
+            ),
+            ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let meta = GgufMetadata {
+            metadata: &metadata,
+            source_name: "test".into(),
+        };
+        let tok = Tokenizer::from_gguf(&meta).unwrap();
+        assert!(tok.is_byte_level());
+        let context = tok.encode("ab").unwrap();
+        assert_eq!(tok.encode_after(&context, " a").unwrap(), tok.encode(" a").unwrap());
     }
 
     #[test]
