@@ -130,6 +130,20 @@ impl Tokenizer {
     }
 
     /// Build the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
+    /// The tokenizer of a GGUF file, from its metadata alone (any architecture, vocab-only
+    /// files included): what [`crate::LanguageModel::load`] uses for the model.
+    pub fn from_gguf_file(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).map_err(|e| InferError::io(path, e))?;
+        let content = candle_core::quantized::gguf_file::Content::read(&mut file).map_err(|e| InferError::InvalidGguf {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_gguf(&GgufMetadata {
+            metadata: &content.metadata,
+            source_name: path.display().to_string(),
+        })
+    }
+
     pub(crate) fn from_gguf(meta: &GgufMetadata<'_>) -> Result<Self> {
         let model = meta.string("tokenizer.ggml.model")?;
         let tokens = meta.string_array("tokenizer.ggml.tokens")?;
