@@ -204,6 +204,23 @@ impl ModelConfig {
         let vocab_size = meta
             .optional_usize(&key("vocab_size"))?
             .unwrap_or(vocab_len);
+        // Rope scaling other than per-frequency factors (GGUF `rope_freqs.weight`, which
+        // Llama 3.x files carry) would change every angle: refused, not ignored.
+        let scaling_key = key("rope.scaling.type");
+        if let Some(kind) = meta.optional_string(&scaling_key).filter(|kind| *kind != "none") {
+            return Err(meta.invalid(
+                &scaling_key,
+                &format!("no rope scaling (supported: none, or per-frequency factors in rope_freqs.weight); `{kind}` is not implemented"),
+            ));
+        }
+        // Sliding-window attention (Mistral): while a sequence fits in the window every
+        // position sees its whole past, so full attention is exact; the usable context is
+        // the window, and longer sequences are refused as context overflows.
+        let trained_context = meta.usize(&key("context_length"))?;
+        let context_length = match meta.optional_usize(&key("attention.sliding_window"))? {
+            Some(window) if window > 0 && window < trained_context => window,
+            _ => trained_context,
+        };
         let config = Self {
             architecture,
             hidden_size,
@@ -220,7 +237,7 @@ impl ModelConfig {
             rms_norm_eps: meta
                 .optional_f64(&key("attention.layer_norm_rms_epsilon"))?
                 .ok_or_else(|| meta.invalid(&key("attention.layer_norm_rms_epsilon"), "a float"))?,
-            context_length: meta.usize(&key("context_length"))?,
+            context_length,
             tie_word_embeddings: !has_output_weight,
         };
         config.validate(&meta.source_name)?;
@@ -265,7 +282,11 @@ impl ModelConfig {
             rope_theta: raw.rope_theta.unwrap_or(10_000.0),
             rope_scaling,
             rms_norm_eps: raw.rms_norm_eps,
-            context_length: raw.max_position_embeddings,
+            // As for GGUF: within the window, full attention is exact.
+            context_length: match (raw.sliding_window, raw.use_sliding_window) {
+                (Some(window), None | Some(true)) if window > 0 => window.min(raw.max_position_embeddings),
+                _ => raw.max_position_embeddings,
+            },
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
         };
         config.validate(source_name)?;
@@ -367,6 +388,9 @@ struct HfConfig {
     rms_norm_eps: f64,
     max_position_embeddings: usize,
     tie_word_embeddings: Option<bool>,
+    /// Mistral's attention window (null when none); Qwen2 also has `use_sliding_window`.
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
 }
 
 #[cfg(test)]
@@ -394,6 +418,49 @@ mod tests {
         assert_eq!(ModelConfig::from_hf_config(&json, "test").unwrap(), config);
     }
 
+    /// GGUF metadata of a small llama model plus `extra` keys.
+    fn llama_metadata(extra: &[(&str, Value)]) -> HashMap<String, Value> {
+        let mut metadata: HashMap<String, Value> = [
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.embedding_length", Value::U32(64)),
+            ("llama.feed_forward_length", Value::U32(128)),
+            ("llama.block_count", Value::U32(2)),
+            ("llama.attention.head_count", Value::U32(4)),
+            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+            ("llama.context_length", Value::U32(4096)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        metadata
+    }
+
+    fn config_of(metadata: &HashMap<String, Value>) -> Result<ModelConfig> {
+        let meta = GgufMetadata { metadata, source_name: "m.gguf".into() };
+        ModelConfig::from_gguf(&meta, false, 100)
+    }
+
+    #[test]
+    fn unimplemented_rope_scaling_is_refused_by_name() {
+        assert_eq!(config_of(&llama_metadata(&[])).unwrap().context_length, 4096);
+        let none = llama_metadata(&[("llama.rope.scaling.type", Value::String("none".into()))]);
+        assert!(config_of(&none).is_ok());
+        for kind in ["linear", "yarn"] {
+            let metadata = llama_metadata(&[("llama.rope.scaling.type", Value::String(kind.into()))]);
+            let err = config_of(&metadata).unwrap_err().to_string();
+            assert!(err.contains("llama.rope.scaling.type") && err.contains(kind), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_sliding_window_shorter_than_the_context_becomes_the_usable_context() {
+        let windowed = llama_metadata(&[("llama.attention.sliding_window", Value::U32(1024))]);
+        assert_eq!(config_of(&windowed).unwrap().context_length, 1024);
+        let wide = llama_metadata(&[("llama.attention.sliding_window", Value::U32(8192))]);
+        assert_eq!(config_of(&wide).unwrap().context_length, 4096);
+    }
+
     #[test]
     fn unknown_architecture_lists_supported() {
         let err = Architecture::from_name("gemma3").unwrap_err().to_string();
@@ -401,6 +468,22 @@ mod tests {
             err.contains("gemma3") && err.contains("llama") && err.contains("qwen2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hf_sliding_window_limits_the_context_unless_switched_off() {
+        let config = |window: &str| {
+            let json = format!(
+                r#"{{"model_type":"mistral","hidden_size":64,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,
+                "rms_norm_eps":1e-5,"max_position_embeddings":4096{window}}}"#
+            );
+            ModelConfig::from_hf_config(&json, "cfg").unwrap().context_length
+        };
+        assert_eq!(config(""), 4096);
+        assert_eq!(config(r#","sliding_window":null"#), 4096);
+        assert_eq!(config(r#","sliding_window":1024"#), 1024);
+        assert_eq!(config(r#","sliding_window":1024,"use_sliding_window":false"#), 4096);
     }
 
     #[test]
