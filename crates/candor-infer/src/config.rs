@@ -1,5 +1,5 @@
 //! Model hyperparameters of the supported architectures, read from GGUF metadata
-//! (`llama.*`, `qwen2.*`) or from a Hugging Face `config.json`.
+//! (`llama.*`, `qwen2.*`, `gemma3.*`) or from a Hugging Face `config.json`.
 
 use std::collections::HashMap;
 
@@ -16,10 +16,20 @@ pub enum Architecture {
     Llama,
     /// Qwen2 / Qwen2.5: like llama plus biases on the q, k and v projections.
     Qwen2,
+    /// Gemma 3 (GGUF only): embeddings scaled by √hidden, q/k RMSNorm per head, norms after
+    /// attention and feed-forward too, GeGLU with tanh-GELU, local layers (five of every six)
+    /// with their own rope base. Norm weights in GGUF already hold Gemma's `1 + w`.
+    Gemma3,
 }
 
 /// The architecture names accepted in GGUF `general.architecture` / config `model_type`.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, gemma3 (GGUF)";
+
+/// Gemma 3: every this-many-th layer is global (full attention, the model's rope base); the
+/// others are local (sliding window, [`GEMMA3_LOCAL_ROPE_THETA`]), as in llama.cpp.
+pub const GEMMA3_GLOBAL_LAYER_PERIOD: usize = 6;
+/// Gemma 3's rope base of local layers (not in the GGUF metadata; llama.cpp's value).
+pub const GEMMA3_LOCAL_ROPE_THETA: f64 = 10_000.0;
 
 impl Architecture {
     /// Map a GGUF `general.architecture` or config.json `model_type` to an architecture.
@@ -27,6 +37,7 @@ impl Architecture {
         match name {
             "llama" | "mistral" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
+            "gemma3" => Ok(Self::Gemma3),
             other => Err(InferError::UnsupportedArchitecture {
                 found: other.to_string(),
                 supported: SUPPORTED_ARCHITECTURES.to_string(),
@@ -39,7 +50,13 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Gemma3 => "gemma3",
         }
+    }
+
+    /// Whether layer `layer` is a local (sliding-window) layer with its own rope base.
+    pub fn is_local_layer(self, layer: usize) -> bool {
+        self == Self::Gemma3 && (layer + 1) % GEMMA3_GLOBAL_LAYER_PERIOD != 0
     }
 
     /// Whether the q, k, v projections carry a bias.
@@ -249,6 +266,13 @@ impl ModelConfig {
         let raw: HfConfig = serde_json::from_str(json)
             .map_err(|e| InferError::invalid_model(source_name, "config.json", e.to_string()))?;
         let architecture = Architecture::from_name(&raw.model_type)?;
+        if architecture == Architecture::Gemma3 {
+            return Err(InferError::invalid_model(
+                source_name,
+                "config.json model_type",
+                "llama, mistral or qwen2 (Gemma 3 is read from GGUF files only)",
+            ));
+        }
         let rope_scaling = match raw.rope_scaling {
             None => None,
             Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
@@ -299,6 +323,7 @@ impl ModelConfig {
             "architectures": [match self.architecture {
                 Architecture::Llama => "LlamaForCausalLM",
                 Architecture::Qwen2 => "Qwen2ForCausalLM",
+                Architecture::Gemma3 => "Gemma3ForCausalLM",
             }],
             "model_type": self.architecture.name(),
             "hidden_size": self.hidden_size,
@@ -463,9 +488,9 @@ mod tests {
 
     #[test]
     fn unknown_architecture_lists_supported() {
-        let err = Architecture::from_name("gemma3").unwrap_err().to_string();
+        let err = Architecture::from_name("phi3").unwrap_err().to_string();
         assert!(
-            err.contains("gemma3") && err.contains("llama") && err.contains("qwen2"),
+            err.contains("phi3") && err.contains("llama") && err.contains("gemma3"),
             "{err}"
         );
     }

@@ -222,7 +222,7 @@ fn rope_row_order(rows: usize, heads: usize) -> Result<Vec<u32>> {
 }
 
 /// GGUF tensor name for a Hugging Face tensor name.
-fn gguf_name(hf_name: &str) -> Option<String> {
+fn gguf_name(architecture: Architecture, hf_name: &str) -> Option<String> {
     match hf_name {
         TensorNames::EMBED => return Some("token_embd.weight".into()),
         TensorNames::NORM => return Some("output_norm.weight".into()),
@@ -232,16 +232,23 @@ fn gguf_name(hf_name: &str) -> Option<String> {
     let rest = hf_name.strip_prefix("model.layers.")?;
     let (layer, suffix) = rest.split_once('.')?;
     let (module, kind) = suffix.rsplit_once('.')?;
-    let gguf_module = match module {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
+    let gguf_module = match (architecture, module) {
+        (_, "input_layernorm") => "attn_norm",
+        // Gemma 3 normalises the attention output; llama's post-attention norm is the
+        // feed-forward's input norm.
+        (Architecture::Gemma3, "post_attention_layernorm") => "post_attention_norm",
+        (_, "post_attention_layernorm") => "ffn_norm",
+        (_, "pre_feedforward_layernorm") => "ffn_norm",
+        (_, "post_feedforward_layernorm") => "post_ffw_norm",
+        (_, "self_attn.q_norm") => "attn_q_norm",
+        (_, "self_attn.k_norm") => "attn_k_norm",
+        (_, "self_attn.q_proj") => "attn_q",
+        (_, "self_attn.k_proj") => "attn_k",
+        (_, "self_attn.v_proj") => "attn_v",
+        (_, "self_attn.o_proj") => "attn_output",
+        (_, "mlp.gate_proj") => "ffn_gate",
+        (_, "mlp.up_proj") => "ffn_up",
+        (_, "mlp.down_proj") => "ffn_down",
         _ => return None,
     };
     Some(format!("blk.{layer}.{gguf_module}.{kind}"))
@@ -256,9 +263,18 @@ fn expected_tensor_names(config: &ModelConfig) -> Vec<String> {
         names.push(TensorNames::LM_HEAD.to_string());
     }
     for i in 0..config.num_layers {
-        for module in [
-            "input_layernorm",
-            "post_attention_layernorm",
+        let norms: &[&str] = match config.architecture {
+            Architecture::Gemma3 => &[
+                "input_layernorm",
+                "post_attention_layernorm",
+                "pre_feedforward_layernorm",
+                "post_feedforward_layernorm",
+                "self_attn.q_norm",
+                "self_attn.k_norm",
+            ],
+            _ => &["input_layernorm", "post_attention_layernorm"],
+        };
+        for module in norms.iter().copied().chain([
             "self_attn.q_proj",
             "self_attn.k_proj",
             "self_attn.v_proj",
@@ -266,7 +282,7 @@ fn expected_tensor_names(config: &ModelConfig) -> Vec<String> {
             "mlp.gate_proj",
             "mlp.up_proj",
             "mlp.down_proj",
-        ] {
+        ]) {
             names.push(TensorNames::layer(i, &format!("{module}.weight")));
         }
         if config.architecture.has_qkv_bias() {
@@ -301,7 +317,7 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
     let names = expected_tensor_names(&config);
     let infos: Vec<&gguf_file::TensorInfo> = names
         .iter()
-        .filter_map(|n| gguf_name(n))
+        .filter_map(|n| gguf_name(config.architecture, n))
         .filter_map(|n| content.tensor_infos.get(&n))
         .collect();
     let dense_bytes: u64 = infos.iter().map(|i| 4 * i.shape.elem_count() as u64).sum();
@@ -330,7 +346,7 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         quantized: HashMap::new(),
     };
     for name in names {
-        let Some(gguf) = gguf_name(&name) else {
+        let Some(gguf) = gguf_name(config.architecture, &name) else {
             continue;
         };
         if !content.tensor_infos.contains_key(&gguf) {
@@ -608,22 +624,27 @@ mod tests {
     #[test]
     fn maps_hf_names_to_gguf() {
         assert_eq!(
-            gguf_name("model.embed_tokens.weight").unwrap(),
+            gguf_name(Architecture::Llama, "model.embed_tokens.weight").unwrap(),
             "token_embd.weight"
         );
         assert_eq!(
-            gguf_name("model.layers.12.self_attn.k_proj.bias").unwrap(),
+            gguf_name(Architecture::Llama, "model.layers.12.self_attn.k_proj.bias").unwrap(),
             "blk.12.attn_k.bias"
         );
         assert_eq!(
-            gguf_name("model.layers.0.mlp.down_proj.weight").unwrap(),
+            gguf_name(Architecture::Llama, "model.layers.0.mlp.down_proj.weight").unwrap(),
             "blk.0.ffn_down.weight"
         );
         assert_eq!(
-            gguf_name("model.layers.3.post_attention_layernorm.weight").unwrap(),
+            gguf_name(Architecture::Llama, "model.layers.3.post_attention_layernorm.weight").unwrap(),
             "blk.3.ffn_norm.weight"
         );
-        assert!(gguf_name("model.layers.0.unknown.weight").is_none());
+        let gemma = |name: &str| gguf_name(Architecture::Gemma3, name).unwrap();
+        assert_eq!(gemma("model.layers.3.post_attention_layernorm.weight"), "blk.3.post_attention_norm.weight");
+        assert_eq!(gemma("model.layers.3.pre_feedforward_layernorm.weight"), "blk.3.ffn_norm.weight");
+        assert_eq!(gemma("model.layers.3.post_feedforward_layernorm.weight"), "blk.3.post_ffw_norm.weight");
+        assert_eq!(gemma("model.layers.3.self_attn.k_norm.weight"), "blk.3.attn_k_norm.weight");
+        assert!(gguf_name(Architecture::Llama, "model.layers.0.unknown.weight").is_none());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::attention::{DirectAttention, MAX_DIRECT_QUERY_ROWS};
-use crate::config::{Llama3RopeScaling, ModelConfig};
+use crate::config::{Architecture, Llama3RopeScaling, ModelConfig, GEMMA3_LOCAL_ROPE_THETA};
 use crate::error::{InferError, Result};
 use crate::quantized::{QuantizedMatrix, Weight, WeightStorage, GEMM_MIN_ACTIVATION_ROWS};
 
@@ -86,6 +86,13 @@ struct Block {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// Gemma 3: RMSNorm of each query and key head (`[head_dim]`), before rope.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    /// Gemma 3: RMSNorm of the attention output and of the feed-forward output, before each
+    /// joins the residual stream.
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
 }
 
 /// Per-layer keys and values of the tokens seen so far, owned by the caller.
@@ -223,6 +230,8 @@ pub struct Model {
     lm_head: Weight,
     /// Rope inverse frequencies (after any scaling), length `head_dim / 2`.
     inv_freq: Vec<f64>,
+    /// Those of local layers, where they have their own rope base (Gemma 3).
+    local_inv_freq: Option<Vec<f64>>,
 }
 
 impl Model {
@@ -277,16 +286,24 @@ impl Model {
             let gate = linear("mlp.gate_proj", c.intermediate_size, h, false)?;
             let up = linear("mlp.up_proj", c.intermediate_size, h, false)?;
             let down = linear("mlp.down_proj", h, c.intermediate_size, false)?;
+            let gemma = c.architecture == Architecture::Gemma3;
+            let mut norm = |name: &str, len: usize| take.dense(&TensorNames::layer(i, &format!("{name}.weight")), &[len]);
+            let ffn_norm = match gemma {
+                true => norm("pre_feedforward_layernorm", h)?,
+                false => norm("post_attention_layernorm", h)?,
+            };
+            let mut gemma_norm = |name: &str, len: usize| gemma.then(|| norm(name, len)).transpose();
             blocks.push(Block {
+                q_norm: gemma_norm("self_attn.q_norm", c.head_dim)?,
+                k_norm: gemma_norm("self_attn.k_norm", c.head_dim)?,
+                post_attn_norm: gemma_norm("post_attention_layernorm", h)?,
+                post_ffn_norm: gemma_norm("post_feedforward_layernorm", h)?,
                 attn_norm: take.dense(&TensorNames::layer(i, "input_layernorm.weight"), &[h])?,
                 q,
                 k,
                 v,
                 o,
-                ffn_norm: take.dense(
-                    &TensorNames::layer(i, "post_attention_layernorm.weight"),
-                    &[h],
-                )?,
+                ffn_norm,
                 gate,
                 up,
                 down,
@@ -306,6 +323,10 @@ impl Model {
         .map_err(|expected| {
             InferError::invalid_model(source_name, "rope_freqs.weight", expected)
         })?;
+        let local_inv_freq = (c.architecture == Architecture::Gemma3)
+            .then(|| rope_inverse_frequencies(c.head_dim, GEMMA3_LOCAL_ROPE_THETA, None, None))
+            .transpose()
+            .map_err(|expected| InferError::invalid_model(source_name, "rope", expected))?;
         Ok(Self {
             config,
             device: device.clone(),
@@ -314,6 +335,7 @@ impl Model {
             norm,
             lm_head,
             inv_freq,
+            local_inv_freq,
         })
     }
 
@@ -480,13 +502,11 @@ impl Model {
         // Token ids and cache shapes were checked by the public callers (check_single_sequence).
         for (tokens, cache) in chunks.iter().zip(caches.iter()) {
             self.check_room(cache.len, tokens.len())?;
-            let (cos, sin) = self.rope_tables(cache.len, tokens.len())?;
             sequences.push(SequenceChunk {
                 start,
                 len: tokens.len(),
                 offset: cache.len,
-                cos,
-                sin,
+                rope: self.rope_tables(cache.len, tokens.len())?,
                 // The direct path applies causality itself; only candle's path reads a mask.
                 mask: match self.attends_directly(tokens.len()) {
                     true => None,
@@ -498,7 +518,7 @@ impl Model {
         }
         let ids: Vec<u32> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         let ids = Tensor::from_vec(ids, start, &self.device)?;
-        let mut x = self.embed.rows(&ids)?.to_device(&self.device)?; // [rows, hidden]
+        let mut x = self.embed_rows(&ids)?; // [rows, hidden]
         let groups = row_groups(sequences.iter().map(|s| s.len));
         for (layer, block) in self.blocks.iter().enumerate() {
             x = self.block_forward_sequences(block, layer, &x, &sequences, &groups)?;
@@ -543,16 +563,18 @@ impl Model {
         let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
         let project = |linear: &Linear, rows: &Tensor| linear.forward_grouped(rows, groups);
         let (q, k, v) = (project(&block.q, &h)?, project(&block.k, &h)?, project(&block.v, &h)?);
+        let (q, k) = self.normed_heads(block, q, k)?;
         // Sequences attend in parallel: each writes and reads only its own buffer.
         let outs = sequences
             .par_iter()
             .map(|sequence| {
                 let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
+                let (cos, sin) = sequence.rope.for_layer(self.config.architecture, layer);
                 let ctx = AttentionInput {
                     batch: 1,
                     seq_len: sequence.len,
-                    cos: &sequence.cos,
-                    sin: &sequence.sin,
+                    cos,
+                    sin,
                     mask: sequence.mask.as_ref(),
                     past: None,
                     store: Some((&sequence.buffer.layers[layer], sequence.offset)),
@@ -560,11 +582,12 @@ impl Model {
                 self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)
             })
             .collect::<Result<Vec<_>>>()?;
-        let attn = project(&block.o, &Tensor::cat(&outs, 0)?)?;
+        let attn = self.post_norm(project(&block.o, &Tensor::cat(&outs, 0)?)?, block.post_attn_norm.as_ref())?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
-        let gated = (candle_nn::ops::silu(&project(&block.gate, &h)?)? * project(&block.up, &h)?)?;
-        Ok((x + project(&block.down, &gated)?)?)
+        let gated = (self.activate(&project(&block.gate, &h)?)? * project(&block.up, &h)?)?;
+        let ffn = self.post_norm(project(&block.down, &gated)?, block.post_ffn_norm.as_ref())?;
+        Ok((x + ffn)?)
     }
 
     /// Whether one sequence's chunk of `len` tokens attends through [`DirectAttention`] (few
@@ -598,16 +621,17 @@ impl Model {
                 self.blocks.len()
             )));
         }
-        let (cos, sin) = self.rope_tables(offset, seq_len)?;
+        let rope = self.rope_tables(offset, seq_len)?;
         let mask = causal_mask(seq_len, offset, &self.device)?;
         let flat_ids = ids.flatten_all()?;
-        let mut x = self.embed.rows(&flat_ids)?.to_device(&self.device)?; // [B*S, hidden]
+        let mut x = self.embed_rows(&flat_ids)?; // [B*S, hidden]
         for (layer, block) in self.blocks.iter().enumerate() {
+            let (cos, sin) = rope.for_layer(self.config.architecture, layer);
             let ctx = AttentionInput {
                 batch,
                 seq_len,
-                cos: &cos,
-                sin: &sin,
+                cos,
+                sin,
                 mask: mask.as_ref(),
                 past: cache.layer_view(layer)?,
                 store: None,
@@ -627,16 +651,65 @@ impl Model {
     ) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
-        let attn = self.attention(block, &h, ctx)?;
+        let attn = self.post_norm(self.attention(block, &h, ctx)?, block.post_attn_norm.as_ref())?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
-        let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
-        Ok((x + block.down.forward(&gated)?)?)
+        let gated = (self.activate(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
+        let ffn = self.post_norm(block.down.forward(&gated)?, block.post_ffn_norm.as_ref())?;
+        Ok((x + ffn)?)
     }
 
     fn attention(&self, block: &Block, h: &Tensor, ctx: &AttentionInput<'_>) -> Result<Tensor> {
-        let projected = (block.q.forward(h)?, block.k.forward(h)?, block.v.forward(h)?);
-        block.o.forward(&self.attend(projected, ctx)?)
+        let (q, k) = self.normed_heads(block, block.q.forward(h)?, block.k.forward(h)?)?;
+        block.o.forward(&self.attend((q, k, block.v.forward(h)?), ctx)?)
+    }
+
+    /// Token embeddings of `ids` on the model's device (scaled by √hidden for Gemma 3, in f32
+    /// like llama.cpp).
+    fn embed_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.embed.rows(ids)?.to_device(&self.device)?;
+        Ok(match self.config.architecture {
+            Architecture::Gemma3 => (x * (self.config.hidden_size as f64).sqrt())?,
+            _ => x,
+        })
+    }
+
+    /// The feed-forward gate's activation: SiLU, or tanh-approximated GELU for Gemma 3.
+    fn activate(&self, gate: &Tensor) -> Result<Tensor> {
+        Ok(match self.config.architecture {
+            Architecture::Gemma3 => gate.gelu()?,
+            _ => candle_nn::ops::silu(gate)?,
+        })
+    }
+
+    /// `t` through the RMSNorm `norm` when the block has it.
+    fn post_norm(&self, t: Tensor, norm: Option<&Tensor>) -> Result<Tensor> {
+        Ok(match norm {
+            Some(weight) => candle_nn::ops::rms_norm(&t, weight, self.config.rms_norm_eps as f32)?,
+            None => t,
+        })
+    }
+
+    /// Projected queries and keys `[rows, heads · d]` with the block's per-head RMSNorms applied.
+    fn normed_heads(&self, block: &Block, q: Tensor, k: Tensor) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        let per_head = |t: Tensor, heads: usize, norm: Option<&Tensor>| -> Result<Tensor> {
+            let Some(weight) = norm else { return Ok(t) };
+            let rows = t.dim(0)?;
+            let normed = candle_nn::ops::rms_norm(&t.reshape((rows, heads, c.head_dim))?, weight, c.rms_norm_eps as f32)?;
+            Ok(normed.reshape((rows, heads * c.head_dim))?)
+        };
+        Ok((per_head(q, c.num_heads, block.q_norm.as_ref())?, per_head(k, c.num_kv_heads, block.k_norm.as_ref())?))
+    }
+
+    /// `1 / √d` for the attention scores; Gemma 3 27B scales by its hidden size per head
+    /// instead (its query_pre_attn_scalar), as llama.cpp does for that model (62 layers).
+    fn attention_scale(&self) -> f64 {
+        let c = &self.config;
+        match (c.architecture, c.num_layers) {
+            (Architecture::Gemma3, 62) => 1.0 / ((c.hidden_size / c.num_heads) as f64).sqrt(),
+            _ => 1.0 / (c.head_dim as f64).sqrt(),
+        }
     }
 
     /// Attention of projected rows `(q, k, v)` `[b·s, heads·d]` under `ctx`; returns the
@@ -655,7 +728,7 @@ impl Model {
         let group = c.num_heads / c.num_kv_heads;
         // Heads sharing a kv head are adjacent: fold them into the row dimension.
         let q = q.reshape((b, c.num_kv_heads, group * s, d))?;
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = self.attention_scale();
         let out = match (&ctx.store, &ctx.past) {
             // One sequence: write the chunk into the buffer, attend to the filled view.
             (Some(((k_buffer, v_buffer), offset)), _) => {
@@ -720,13 +793,20 @@ impl Model {
     }
 
     /// cos/sin of the rope angles for positions `offset..offset+len`, `[len, head_dim/2]`,
-    /// computed in f64 and rounded once.
-    fn rope_tables(&self, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
+    /// computed in f64 and rounded once; also for local layers when they have their own base.
+    fn rope_tables(&self, offset: usize, len: usize) -> Result<RopeTables> {
+        Ok(RopeTables {
+            global: self.rope_angles(&self.inv_freq, offset, len)?,
+            local: self.local_inv_freq.as_ref().map(|f| self.rope_angles(f, offset, len)).transpose()?,
+        })
+    }
+
+    fn rope_angles(&self, inv_freq: &[f64], offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
         for pos in offset..offset + len {
-            for f in &self.inv_freq {
+            for f in inv_freq {
                 let angle = pos as f64 * f;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
@@ -740,6 +820,11 @@ impl Model {
 
     /// All tensors under their Hugging Face names, quantized ones dequantized (for export).
     pub(crate) fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        if self.config.architecture == Architecture::Gemma3 {
+            return Err(InferError::InvalidInput(
+                "export of gemma3 models is not supported (llama and qwen2 are)".into(),
+            ));
+        }
         let mut out = vec![
             (
                 TensorNames::EMBED.to_string(),
@@ -807,11 +892,26 @@ struct SequenceChunk {
     len: usize,
     /// Positions already cached before the chunk.
     offset: usize,
-    cos: Tensor,
-    sin: Tensor,
+    rope: RopeTables,
     mask: Option<Tensor>,
     /// The buffer the chunk's keys and values are written into.
     buffer: Arc<KvBuffer>,
+}
+
+/// cos/sin rope tables of a chunk's positions: for the model's base, and for local layers'
+/// base when they have one.
+struct RopeTables {
+    global: (Tensor, Tensor),
+    local: Option<(Tensor, Tensor)>,
+}
+
+impl RopeTables {
+    fn for_layer(&self, architecture: Architecture, layer: usize) -> (&Tensor, &Tensor) {
+        match (&self.local, architecture.is_local_layer(layer)) {
+            (Some((cos, sin)), true) => (cos, sin),
+            _ => (&self.global.0, &self.global.1),
+        }
+    }
 }
 
 struct AttentionInput<'a> {

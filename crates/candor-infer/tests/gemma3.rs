@@ -1,0 +1,90 @@
+//! Gemma 3 270M (Q4_K_M GGUF: Q5_0, Q4_K, Q6_K and Q8_0 blocks, 262k vocabulary) against the
+//! float64 numpy reference of `scripts/reference/gemma3_reference.py`
+//! (`tests/fixtures/gemma3_reference.json`), in both weight storages: the logits at every
+//! position of three prompts (logsumexp, the ten largest with their ids, a fixed set of ids)
+//! within 1e-3, label log-probs within 1e-3 nats, and the 32-token greedy continuation
+//! identical.
+//!
+//! The model comes from `scripts/fetch-model.sh gemma3-270m` (run by `scripts/test.sh`); a
+//! missing file fails the test with that command.
+
+use std::path::PathBuf;
+
+use candor_infer::{LanguageModel, LoadOptions, ModelSpec, WeightStorage};
+use serde_json::Value;
+
+const TOLERANCE: f64 = 1e-3;
+
+fn fixture() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gemma3_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn numbers(value: &Value) -> Vec<f64> {
+    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+fn ids(value: &Value) -> Vec<u32> {
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+fn load(weights: WeightStorage) -> LanguageModel {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/gemma-3-270m-q4_k_m.gguf"));
+    assert!(path.exists(), "{} is missing: run scripts/fetch-model.sh gemma3-270m", path.display());
+    let options = LoadOptions { weights: Some(weights), ..LoadOptions::default() };
+    LanguageModel::load(&ModelSpec::Gguf(path), &options).unwrap()
+}
+
+fn logsumexp(row: &[f32]) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
+}
+
+fn check_against_reference(weights: WeightStorage) {
+    let fixture = fixture();
+    let m = load(weights);
+    assert_eq!(m.model().weight_storage(), weights);
+    let fixed = ids(&fixture["fixed_ids"]);
+    for prompt in fixture["prompts"].as_array().unwrap() {
+        let text = prompt["text"].as_str().unwrap();
+        let prompt_ids = ids(&prompt["ids"]);
+        // Candor's own tokenization of the text gives llama.cpp's ids.
+        assert_eq!(m.tokenizer().encode_prompt(text).unwrap(), prompt_ids, "{text:?}");
+        let mut cache = m.model().new_cache();
+        let logits: Vec<Vec<f32>> = m.model().forward(&prompt_ids, &mut cache).unwrap().to_vec2().unwrap();
+        for (position, (row, want)) in logits.iter().zip(prompt["positions"].as_array().unwrap()).enumerate() {
+            let at = |what: &str, got: f64, want: f64| {
+                assert!((got - want).abs() < TOLERANCE, "{weights} {text:?} position {position} {what}: {got} vs reference {want}");
+            };
+            at("logsumexp", logsumexp(row), want["logsumexp"].as_f64().unwrap());
+            for (id, value) in ids(&want["top_ids"]).iter().zip(numbers(&want["top_logits"])) {
+                at(&format!("logit of {id}"), row[*id as usize] as f64, value);
+            }
+            for (id, value) in fixed.iter().zip(numbers(&want["fixed_logits"])) {
+                at(&format!("logit of {id}"), row[*id as usize] as f64, value);
+            }
+        }
+    }
+    let classification = fixture["prompts"].as_array().unwrap().last().unwrap();
+    let prefix = m.prefill(&ids(&classification["ids"])).unwrap();
+    let labels: Vec<String> = fixture["labels"].as_array().unwrap().iter().map(|l| l["label"].as_str().unwrap().to_string()).collect();
+    let scores = m.score_labels(&prefix, &labels).unwrap();
+    for (score, want) in scores.labels.iter().zip(fixture["labels"].as_array().unwrap()) {
+        assert_eq!(score.token_ids, ids(&want["ids"]), "{weights} label {:?} tokens in context", score.label);
+        let reference = want["log_prob"].as_f64().unwrap();
+        assert!((score.log_prob - reference).abs() < TOLERANCE, "{weights} label {:?}: {} vs reference {reference}", score.label, score.log_prob);
+    }
+    let first = &fixture["prompts"][0];
+    let answer = m.generate(&m.prefill(&ids(&first["ids"])).unwrap(), 32).unwrap();
+    assert_eq!(answer.token_ids, ids(&fixture["greedy"]["ids"]), "{weights} greedy continuation");
+}
+
+#[test]
+fn gemma3_quantized_storage_matches_the_float64_reference() {
+    check_against_reference(WeightStorage::Quantized);
+}
+
+#[test]
+fn gemma3_dense_storage_matches_the_float64_reference() {
+    check_against_reference(WeightStorage::Dense);
+}
