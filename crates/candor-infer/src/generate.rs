@@ -182,22 +182,37 @@ impl LanguageModel {
             ));
         }
         let skeleton = Skeleton::new(self, labels)?;
-        let first: Vec<&[u32]> = vec![&skeleton.first_ids; prefixes.len()];
+        // Each dict's text before its first piece: the prompt's, when pieces are tokenized in
+        // context (see `Skeleton`).
+        let prompt_texts: Vec<Option<String>> = prefixes
+            .iter()
+            .map(|prefix| match skeleton.context_free {
+                true => Ok(None),
+                false => Ok(Some(self.tokenizer().context_text(prefix.tokens())?.1)),
+            })
+            .collect::<Result<_>>()?;
+        let first_ids: Vec<Vec<u32>> = prompt_texts
+            .iter()
+            .map(|prompt| skeleton.piece_ids(self, prompt.as_deref(), "", 0))
+            .collect::<Result<_>>()?;
+        let first: Vec<&[u32]> = first_ids.iter().map(Vec::as_slice).collect();
         let mut dicts: Vec<DictInProgress> = self
             .extend_many(prefixes, &first)?
             .into_iter()
-            .map(|state| DictInProgress::new(state, &skeleton.pieces[0]))
+            .zip(prompt_texts)
+            .map(|(state, prompt_text)| DictInProgress::new(state, prompt_text, &skeleton.pieces[0]))
             .collect();
         loop {
             let mut chunks: Vec<(usize, Vec<u32>)> = Vec::new();
             for (i, dict) in dicts.iter_mut().enumerate().filter(|(_, d)| d.label < labels.len()) {
-                match dict.choose(self.number_tokens(), &skeleton, options)? {
+                match dict.choose(self, &skeleton, options)? {
                     Choice::Digit(id) => chunks.push((i, vec![id])),
                     Choice::End => {
+                        let piece_ids = dict.next_piece_ids(self, &skeleton)?;
                         dict.finish_number(labels, &skeleton)?;
                         // The closing brace needs no forward: nothing is read after it.
                         if dict.label < labels.len() {
-                            chunks.push((i, skeleton.next_ids[dict.label - 1].clone()));
+                            chunks.push((i, piece_ids));
                         }
                     }
                 }
@@ -219,39 +234,48 @@ impl LanguageModel {
     }
 }
 
-/// The forced pieces of a dict and their tokens.
+/// The forced pieces of a dict and how they are tokenized.
+///
+/// A piece's tokens are those it has in the dict's text, after the prompt and the numbers
+/// before it. With a byte-level BPE tokenizer they are its tokens on its own (each piece starts
+/// a pre-token: `{` after a newline or a space, `,` and `}` after a digit, and merges never
+/// cross pre-tokens), computed once. Other tokenizers (SentencePiece) merge across the whole
+/// text and may prefix a standalone text with `▁`, so each piece is tokenized in context: the
+/// ids that the prompt's text, the dict so far and the piece get past those of the text before
+/// the piece ([`crate::Tokenizer::encode_after_text`]).
 struct Skeleton {
     /// `{"A": `, `, "B": `, ..., `}`.
     pieces: Vec<String>,
-    /// Tokens of the first piece.
-    first_ids: Vec<u32>,
-    /// Tokens of each later piece (never empty; the first one ends the number before it).
-    next_ids: Vec<Vec<u32>>,
+    /// Whether the pieces' standalone tokens are their tokens in context.
+    context_free: bool,
+    /// Standalone tokens of every piece (never empty), when context-free.
+    standalone_ids: Vec<Vec<u32>>,
 }
 
 impl Skeleton {
     fn new(model: &LanguageModel, labels: &[String]) -> Result<Self> {
-        // The pieces are tokenized on their own, which is how a byte-level BPE tokenizer reads
-        // them in the dict too (each starts a pre-token: `{`, `,`, `}` after a digit or a
-        // newline). A SentencePiece tokenizer would read them differently (its standalone
-        // encoding starts with `▁`, and it merges across the boundary with the number).
-        if !model.tokenizer().is_byte_level() {
-            return Err(InferError::InvalidInput(
-                "constrained verbalized dicts need a byte-level BPE tokenizer (gpt2-style); this model's \
-                 tokenizer is SentencePiece, whose dict pieces Candor does not yet tokenize in context: \
-                 use free verbalized generation"
-                    .into(),
-            ));
-        }
         let pieces = skeleton_pieces(labels)?;
-        let next_ids = pieces[1..]
-            .iter()
-            .map(|piece| match model.encode(piece)? {
-                ids if ids.is_empty() => Err(InferError::InvalidInput(format!("skeleton piece `{piece}` has no tokens"))),
-                ids => Ok(ids),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { first_ids: model.encode(&pieces[0])?, pieces, next_ids })
+        let context_free = model.tokenizer().is_byte_level();
+        let standalone_ids = match context_free {
+            true => pieces
+                .iter()
+                .map(|piece| match model.encode(piece)? {
+                    ids if ids.is_empty() => Err(InferError::InvalidInput(format!("skeleton piece `{piece}` has no tokens"))),
+                    ids => Ok(ids),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            false => Vec::new(),
+        };
+        Ok(Self { pieces, context_free, standalone_ids })
+    }
+
+    /// Tokens of piece `index` after the prompt text `prompt` (`None` when context-free) and
+    /// the dict text `before` it.
+    fn piece_ids(&self, model: &LanguageModel, prompt: Option<&str>, before: &str, index: usize) -> Result<Vec<u32>> {
+        match prompt {
+            None => Ok(self.standalone_ids[index].clone()),
+            Some(prompt) => model.tokenizer().encode_after_text(&format!("{prompt}{before}"), &self.pieces[index]),
+        }
     }
 }
 
@@ -266,6 +290,8 @@ enum Choice {
 /// One dict being written: its state, the text so far, the finished numbers and the current one.
 struct DictInProgress {
     state: Prefix,
+    /// The prompt's text, when pieces are tokenized in context.
+    prompt_text: Option<String>,
     /// Index of the label whose number is being generated.
     label: usize,
     text: String,
@@ -277,9 +303,10 @@ struct DictInProgress {
 }
 
 impl DictInProgress {
-    fn new(state: Prefix, first_piece: &str) -> Self {
+    fn new(state: Prefix, prompt_text: Option<String>, first_piece: &str) -> Self {
         Self {
             state,
+            prompt_text,
             label: 0,
             text: first_piece.to_string(),
             numbers: Vec::new(),
@@ -292,8 +319,8 @@ impl DictInProgress {
 
     /// The greedy choice under the number grammar from the next-token logits: a digit token, or
     /// the end of the number (the next piece's first token, once the number is complete).
-    fn choose(&mut self, number_tokens: &[(u32, String)], skeleton: &Skeleton, options: &ConstrainedOptions) -> Result<Choice> {
-        let end_token = skeleton.next_ids[self.label][0];
+    fn choose(&mut self, model: &LanguageModel, skeleton: &Skeleton, options: &ConstrainedOptions) -> Result<Choice> {
+        let number_tokens = model.number_tokens();
         let log_probs = self.state.next_log_probs()?;
         let text = &self.number_text;
         let mut allowed: Vec<(u32, &str)> = number_tokens
@@ -306,7 +333,7 @@ impl DictInProgress {
             return Ok(Choice::End);
         }
         if can_end {
-            allowed.push((end_token, ""));
+            allowed.push((self.next_piece_ids(model, skeleton)?[0], ""));
         }
         if allowed.is_empty() {
             return Err(InferError::InvalidInput(
@@ -325,6 +352,12 @@ impl DictInProgress {
         self.number_text.push_str(piece);
         self.number_ids.push(id);
         Ok(Choice::Digit(id))
+    }
+
+    /// Tokens of the piece after the current number, as they follow the dict so far.
+    fn next_piece_ids(&self, model: &LanguageModel, skeleton: &Skeleton) -> Result<Vec<u32>> {
+        let before = format!("{}{}", self.text, self.number_text);
+        skeleton.piece_ids(model, self.prompt_text.as_deref(), &before, self.label + 1)
     }
 
     /// Records the finished number and the piece that follows it; moves to the next label.

@@ -221,30 +221,42 @@ impl Tokenizer {
     /// [`Tokenizer::encode_after`] for several continuations of one context (which is decoded
     /// and checked once).
     pub fn encode_each_after<S: AsRef<str>>(&self, context: &[u32], texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        let (body, context_text) = self.context_text(context)?;
+        texts.iter().map(|text| self.continuation(body, &context_text, text.as_ref())).collect()
+    }
+
+    /// [`Tokenizer::encode_after`] after a context given as text: the ids that tokenizing
+    /// `context_text` followed by `text` adds after the ids of `context_text` alone.
+    pub fn encode_after_text(&self, context_text: &str, text: &str) -> Result<Vec<u32>> {
+        self.continuation(&self.encode(context_text)?, context_text, text)
+    }
+
+    /// The prompt ids `context` without a leading BOS, and their text, checked to re-tokenize
+    /// to those ids.
+    pub(crate) fn context_text<'c>(&self, context: &'c [u32]) -> Result<(&'c [u32], String)> {
         let body = match (self.bos_token_id, context.split_first()) {
             (Some(bos), Some((&first, rest))) if first == bos && self.add_bos => rest,
             _ => context,
         };
-        let context_text = self.decode(body)?;
-        if self.encode(&context_text)? != body {
+        let text = self.decode(body)?;
+        if self.encode(&text)? != body {
             return Err(InferError::Tokenizer(format!(
                 "the prompt's {} tokens do not re-tokenize to themselves from their text, so a continuation cannot be tokenized in context",
                 body.len()
             )));
         }
-        texts
-            .iter()
-            .map(|text| {
-                let text = text.as_ref();
-                let all = self.encode(&format!("{context_text}{text}"))?;
-                match all.strip_prefix(body) {
-                    Some(rest) if !rest.is_empty() => Ok(rest.to_vec()),
-                    _ => Err(InferError::Tokenizer(format!(
-                        "`{text}` does not tokenize as a continuation of the prompt: a token spans the boundary between the prompt and it"
-                    ))),
-                }
-            })
-            .collect()
+        Ok((body, text))
+    }
+
+    /// The ids `context_text + text` has past `before` (the ids of `context_text`).
+    fn continuation(&self, before: &[u32], context_text: &str, text: &str) -> Result<Vec<u32>> {
+        let all = self.encode(&format!("{context_text}{text}"))?;
+        match all.strip_prefix(before) {
+            Some(rest) if !rest.is_empty() => Ok(rest.to_vec()),
+            _ => Err(InferError::Tokenizer(format!(
+                "`{text}` does not tokenize as a continuation of the prompt: a token spans the boundary between the prompt and it"
+            ))),
+        }
     }
 
     /// Whether a text's tokens are the same alone and after any text that ends where a

@@ -88,3 +88,42 @@ fn gemma3_quantized_storage_matches_the_float64_reference() {
 fn gemma3_dense_storage_matches_the_float64_reference() {
     check_against_reference(WeightStorage::Dense);
 }
+
+/// Log-probability of `ids` following `context`, one full prefill per token (no reuse).
+fn naive_log_prob(m: &LanguageModel, context: &[u32], ids: &[u32]) -> f64 {
+    let mut context = context.to_vec();
+    let mut total = 0.0;
+    for &id in ids {
+        total += m.prefill(&context).unwrap().next_log_probs().unwrap()[id as usize];
+        context.push(id);
+    }
+    total
+}
+
+#[test]
+fn gemma3_constrained_dict_pieces_are_tokenized_in_context() {
+    // SentencePiece merges across the whole text: every piece of the dict is tokenized as it
+    // follows the prompt and the numbers before it, and each number's log-prob is that of its
+    // tokens after exactly those ids.
+    let m = load(WeightStorage::Quantized);
+    let fixture = fixture();
+    let prompt_ids = ids(&fixture["prompts"].as_array().unwrap().last().unwrap()["ids"]);
+    let labels = vec!["joy".to_string(), "sadness".to_string()];
+    let dict = m.generate_constrained(&m.prefill(&prompt_ids).unwrap(), &labels, &Default::default()).unwrap();
+    let parsed: Value = serde_json::from_str(&dict.text).unwrap();
+    let keys: Vec<&String> = parsed.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["joy", "sadness"], "{}", dict.text);
+    let tok = m.tokenizer();
+    let prompt_text = tok.decode(&prompt_ids[1..]).unwrap();
+    let mut context = prompt_ids.clone();
+    let mut text_so_far = String::new();
+    for (number, piece) in dict.numbers.iter().zip(["{\"joy\": ", ", \"sadness\": "]) {
+        let piece_ids = tok.encode_after_text(&format!("{prompt_text}{text_so_far}"), piece).unwrap();
+        context.extend(&piece_ids);
+        text_so_far.push_str(piece);
+        let naive = naive_log_prob(&m, &context, &number.token_ids);
+        assert!((number.log_prob - naive).abs() < 1e-4, "{}: {} vs naive {naive}", number.label, number.log_prob);
+        context.extend(&number.token_ids);
+        text_so_far.push_str(&number.text);
+    }
+}
