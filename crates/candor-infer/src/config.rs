@@ -16,6 +16,8 @@ pub enum Architecture {
     Llama,
     /// Qwen2 / Qwen2.5: like llama plus biases on the q, k and v projections.
     Qwen2,
+    /// Qwen3: like llama plus an RMSNorm of each query and key head before rope.
+    Qwen3,
     /// Gemma 3 (GGUF only): embeddings scaled by √hidden, q/k RMSNorm per head, norms after
     /// attention and feed-forward too, GeGLU with tanh-GELU, local layers (five of every six)
     /// with their own rope base. Norm weights in GGUF already hold Gemma's `1 + w`.
@@ -23,7 +25,7 @@ pub enum Architecture {
 }
 
 /// The architecture names accepted in GGUF `general.architecture` / config `model_type`.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, gemma3 (GGUF)";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma3 (GGUF)";
 
 /// Gemma 3: every this-many-th layer is global (full attention, the model's rope base); the
 /// others are local (sliding window, [`GEMMA3_LOCAL_ROPE_THETA`]), as in llama.cpp.
@@ -37,6 +39,7 @@ impl Architecture {
         match name {
             "llama" | "mistral" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
+            "qwen3" => Ok(Self::Qwen3),
             "gemma3" => Ok(Self::Gemma3),
             other => Err(InferError::UnsupportedArchitecture {
                 found: other.to_string(),
@@ -50,8 +53,14 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
         }
+    }
+
+    /// Whether each query and key head is RMS-normed before rope (`q_norm`, `k_norm`).
+    pub fn has_qk_norm(self) -> bool {
+        matches!(self, Self::Qwen3 | Self::Gemma3)
     }
 
     /// Whether layer `layer` is a local (sliding-window) layer with its own rope base.
@@ -323,6 +332,7 @@ impl ModelConfig {
             "architectures": [match self.architecture {
                 Architecture::Llama => "LlamaForCausalLM",
                 Architecture::Qwen2 => "Qwen2ForCausalLM",
+                Architecture::Qwen3 => "Qwen3ForCausalLM",
                 Architecture::Gemma3 => "Gemma3ForCausalLM",
             }],
             "model_type": self.architecture.name(),

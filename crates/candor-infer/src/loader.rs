@@ -272,6 +272,12 @@ fn expected_tensor_names(config: &ModelConfig) -> Vec<String> {
                 "self_attn.q_norm",
                 "self_attn.k_norm",
             ],
+            Architecture::Qwen3 => &[
+                "input_layernorm",
+                "post_attention_layernorm",
+                "self_attn.q_norm",
+                "self_attn.k_norm",
+            ],
             _ => &["input_layernorm", "post_attention_layernorm"],
         };
         for module in norms.iter().copied().chain([

@@ -292,12 +292,13 @@ impl Model {
                 true => norm("pre_feedforward_layernorm", h)?,
                 false => norm("post_attention_layernorm", h)?,
             };
-            let mut gemma_norm = |name: &str, len: usize| gemma.then(|| norm(name, len)).transpose();
+            let qk_norm = c.architecture.has_qk_norm();
+            let mut optional_norm = |present: bool, name: &str, len: usize| present.then(|| norm(name, len)).transpose();
             blocks.push(Block {
-                q_norm: gemma_norm("self_attn.q_norm", c.head_dim)?,
-                k_norm: gemma_norm("self_attn.k_norm", c.head_dim)?,
-                post_attn_norm: gemma_norm("post_attention_layernorm", h)?,
-                post_ffn_norm: gemma_norm("post_feedforward_layernorm", h)?,
+                q_norm: optional_norm(qk_norm, "self_attn.q_norm", c.head_dim)?,
+                k_norm: optional_norm(qk_norm, "self_attn.k_norm", c.head_dim)?,
+                post_attn_norm: optional_norm(gemma, "post_attention_layernorm", h)?,
+                post_ffn_norm: optional_norm(gemma, "post_feedforward_layernorm", h)?,
                 attn_norm: take.dense(&TensorNames::layer(i, "input_layernorm.weight"), &[h])?,
                 q,
                 k,
@@ -865,6 +866,11 @@ impl Model {
                 TensorNames::layer(i, "post_attention_layernorm.weight"),
                 b.ffn_norm.clone(),
             ));
+            for (name, norm) in [("self_attn.q_norm", &b.q_norm), ("self_attn.k_norm", &b.k_norm)] {
+                if let Some(norm) = norm {
+                    out.push((TensorNames::layer(i, &format!("{name}.weight")), norm.clone()));
+                }
+            }
         }
         Ok(out)
     }

@@ -1,6 +1,7 @@
 //! The forward pass against an independent naive float64 implementation written here, on
 //! tiny random models saved as safetensors directories: a qwen2 model (q/k/v biases, separate
-//! output head) and a llama model (tied embeddings), both with grouped-query attention. This
+//! output head), a llama model (tied embeddings) and a qwen3 model (per-head q/k RMSNorm), all
+//! with grouped-query attention. This
 //! covers code paths the real default model (llama, tied, no biases) does not, and checks
 //! chunked prefill with a cache and batched continuations against the same reference.
 
@@ -59,6 +60,9 @@ struct Layer {
     gate: Vec<Vec<f64>>,
     up: Vec<Vec<f64>>,
     down: Vec<Vec<f64>>,
+    /// Qwen3's RMSNorm weights of each query and key head.
+    q_norm: Option<Vec<f64>>,
+    k_norm: Option<Vec<f64>>,
 }
 
 struct Weights {
@@ -68,7 +72,7 @@ struct Weights {
     lm_head: Option<Vec<Vec<f64>>>,
 }
 
-fn random_weights(seed: u64, biases: bool, tied: bool) -> Weights {
+fn random_weights(seed: u64, biases: bool, tied: bool, qk_norm: bool) -> Weights {
     let mut r = Lcg(seed);
     let kv = KV_HEADS * HEAD_DIM;
     let layers = (0..LAYERS)
@@ -85,6 +89,8 @@ fn random_weights(seed: u64, biases: bool, tied: bool) -> Weights {
             gate: r.matrix(FFN, HIDDEN),
             up: r.matrix(FFN, HIDDEN),
             down: r.matrix(HIDDEN, FFN),
+            q_norm: qk_norm.then(|| r.vector(HEAD_DIM, 1.0)),
+            k_norm: qk_norm.then(|| r.vector(HEAD_DIM, 1.0)),
         })
         .collect();
     Weights {
@@ -121,6 +127,11 @@ fn save(dir: &Path, w: &Weights, model_type: &str) {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         t.insert(p("input_layernorm.weight"), tensor1(&l.attn_norm));
         t.insert(p("post_attention_layernorm.weight"), tensor1(&l.ffn_norm));
+        for (name, norm) in [("self_attn.q_norm", &l.q_norm), ("self_attn.k_norm", &l.k_norm)] {
+            if let Some(norm) = norm {
+                t.insert(p(&format!("{name}.weight")), tensor1(norm));
+            }
+        }
         for (name, m) in [
             ("self_attn.q_proj", &l.q),
             ("self_attn.k_proj", &l.k),
@@ -201,6 +212,10 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
             let mut q = matvec(&l.q, &h, l.q_bias.as_ref());
             let mut k = matvec(&l.k, &h, l.k_bias.as_ref());
             let v = matvec(&l.v, &h, l.v_bias.as_ref());
+            if let (Some(q_norm), Some(k_norm)) = (&l.q_norm, &l.k_norm) {
+                q = q.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, q_norm)).collect();
+                k = k.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, k_norm)).collect();
+            }
             q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
             k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
             keys[li].push(k);
@@ -262,7 +277,7 @@ fn assert_close(actual: &Tensor, expected: &[Vec<f64>], what: &str) {
 
 fn check_model(model_type: &str, biases: bool, tied: bool, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let weights = random_weights(seed, biases, tied);
+    let weights = random_weights(seed, biases, tied, model_type == "qwen3");
     save(dir.path(), &weights, model_type);
     let m = LanguageModel::load(
         &ModelSpec::Directory(dir.path().to_path_buf()),
@@ -319,6 +334,11 @@ fn llama_with_tied_embeddings_matches_naive_forward() {
     check_model("llama", false, true, 11);
 }
 
+#[test]
+fn qwen3_with_per_head_qk_norms_matches_naive_forward() {
+    check_model("qwen3", false, true, 13);
+}
+
 /// A sequence of `len` token ids in 0..VOCAB.
 fn token_sequence(len: usize, seed: u32) -> Vec<u32> {
     (0..len as u32).map(|i| (i * 7 + seed * 13 + i * i) % VOCAB as u32).collect()
@@ -334,7 +354,7 @@ fn branches_of_one_cache_never_see_each_others_tokens() {
     // Caught by design: in-place appends into a shared buffer must not leak one branch's
     // positions into another (copy on write for any cache not at the buffer's frontier).
     let dir = tempfile::tempdir().unwrap();
-    let weights = random_weights(5, true, false);
+    let weights = random_weights(5, true, false, false);
     save(dir.path(), &weights, "qwen2");
     let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
     let left = token_sequence(12, 1);
@@ -363,7 +383,7 @@ fn one_token_appends_past_the_buffer_capacity_match_a_from_scratch_forward() {
     // The buffer starts at 1.5 × the prompt + 64 positions; 150 single-token steps must grow it
     // (copying the filled part) without changing any logits.
     let dir = tempfile::tempdir().unwrap();
-    let weights = random_weights(9, false, true);
+    let weights = random_weights(9, false, true, false);
     save(dir.path(), &weights, "llama");
     let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
     let tokens = token_sequence(150, 3);
@@ -382,7 +402,7 @@ fn one_token_appends_past_the_buffer_capacity_match_a_from_scratch_forward() {
 #[test]
 fn ragged_sequences_in_one_pass_match_each_naive_forward() {
     let dir = tempfile::tempdir().unwrap();
-    let weights = random_weights(13, true, false);
+    let weights = random_weights(13, true, false, false);
     save(dir.path(), &weights, "qwen2");
     let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
     // Three sequences at different positions, fed chunks of 1, 4 and 2 tokens, twice.
@@ -407,7 +427,7 @@ fn ragged_sequences_in_one_pass_match_each_naive_forward() {
 #[test]
 fn token_ids_outside_the_vocabulary_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    save(dir.path(), &random_weights(3, false, true), "llama");
+    save(dir.path(), &random_weights(3, false, true, false), "llama");
     let m = LanguageModel::load(
         &ModelSpec::Directory(dir.path().to_path_buf()),
         &LoadOptions::default(),
