@@ -1,7 +1,9 @@
 //! Candor's tokenizers built from GGUF metadata against llama.cpp's own token ids for the same
 //! files (the canonical tokenizer of the format), on the corpus of
-//! `scripts/reference/llama_cpp_tokens.py`: SmolLM2 (byte-level BPE) and Gemma 3 (SentencePiece,
-//! 262k pieces, no space prefix). Also the label continuations: the ids Candor gives a label
+//! `scripts/reference/llama_cpp_tokens.py`: SmolLM2 (byte-level BPE), Gemma 3 (SentencePiece,
+//! 262k pieces, no space prefix) and Llama 2's SentencePiece vocabulary with the space prefix
+//! (llama.cpp's vocab-only test file `ggml-vocab-llama-spm.gguf`, MIT, kept in tests/fixtures:
+//! the case where a label encoded on its own gets a second `▁`). Also the label continuations: the ids Candor gives a label
 //! after a prompt equal the ids llama.cpp gives the prompt and label tokenized whole, past the
 //! prompt's own ids.
 //!
@@ -23,7 +25,12 @@ fn ids(value: &Value) -> Vec<u32> {
 }
 
 fn tokenizer_of(file: &str, fetch: &str) -> Tokenizer {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")).join(file);
+    let fixtures = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+    let models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"));
+    let path = match fixtures.join(file).exists() {
+        true => fixtures.join(file),
+        false => models.join(file),
+    };
     assert!(path.exists(), "{} is missing: run {fetch}", path.display());
     Tokenizer::from_gguf_file(&path).unwrap()
 }
@@ -62,6 +69,22 @@ fn smollm2_byte_level_bpe_matches_llama_cpp() {
 #[test]
 fn gemma3_sentencepiece_matches_llama_cpp() {
     check_model("gemma-3-270m-q4_k_m.gguf", "scripts/fetch-model.sh gemma3-270m");
+}
+
+#[test]
+fn llama2_sentencepiece_with_space_prefix_matches_llama_cpp() {
+    check_model("ggml-vocab-llama-spm.gguf", "(a fixture in the repository)");
+}
+
+#[test]
+fn llama2_label_alone_gets_a_second_space_marker_that_the_label_in_context_does_not() {
+    let tok = tokenizer_of("ggml-vocab-llama-spm.gguf", "(a fixture in the repository)");
+    let prompt = tok.encode_prompt("Answer:").unwrap();
+    let in_context = tok.encode_after(&prompt, " joy").unwrap();
+    let alone = tok.encode(" joy").unwrap();
+    let pieces = |ids: &[u32]| ids.iter().map(|&id| tok.id_to_token(id).unwrap()).collect::<Vec<_>>();
+    assert_eq!(pieces(&in_context), ["▁joy"]);
+    assert_eq!(pieces(&alone), ["▁", "▁joy"]);
 }
 
 #[test]
