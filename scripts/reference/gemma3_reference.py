@@ -18,7 +18,9 @@ llama_cpp_tokens.py), BOS in front as the file asks (tokenizer.ggml.add_bos_toke
 
 The fixture holds, per prompt and position, the logsumexp of the logits, the 10 largest
 logits with their ids and the logits of a fixed set of ids; the log-prob of each label
-continuation after the classification prompt; and a 32-token greedy continuation.
+continuation after the classification prompt; a 32-token greedy continuation; and, for a
+~700-token prompt (past the 512-position window of the local layers), the positions from 660 on
+and an 8-token greedy continuation.
 
 Usage: .venv/bin/python scripts/reference/gemma3_reference.py [--model PATH] [--out PATH]
 """
@@ -42,6 +44,8 @@ PROMPT_TEXTS = ["i feel so happy today", "Hello world"]
 LABELS = [" joy", " sadness", " anger", " fear", " love", " surprise", " positive", " negative"]
 FIXED_IDS = [0, 1, 2, 3, 100, 1000, 10000, 100000, 262143]
 GREEDY_TOKENS = 32
+LONG_FROM = 660
+LONG_GREEDY_TOKENS = 8
 
 
 def field(reader: GGUFReader, key: str):
@@ -174,6 +178,20 @@ def main() -> None:
         greedy.append(next_id)
         context.append(next_id)
     fixture["greedy"] = {"prompt": PROMPT_TEXTS[0], "ids": greedy}
+    long_ids = [model.bos] + by_text[tokens["long"]]
+    logits = model.logits(long_ids)
+    long_greedy, context = [], list(long_ids)
+    for _ in range(LONG_GREEDY_TOKENS):
+        next_id = int(np.argmax(model.logits(context, last_only=True)[-1]))
+        long_greedy.append(next_id)
+        context.append(next_id)
+    fixture["long"] = {
+        "ids": long_ids,
+        "positions_from": LONG_FROM,
+        "positions": [position_summary(row) for row in logits[LONG_FROM:]],
+        "greedy": long_greedy,
+    }
+    print(f"long prompt: {len(long_ids)} tokens")
     args.out.write_text(json.dumps(fixture, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -41,6 +41,8 @@ FIXED = [
     "<b>bold</b> & <i>italic</i>",
 ]
 PROMPT = "Classify the text.\nText: I lost my keys again.\nAnswer:"
+# Longer than Gemma 3's 512-position sliding window (about 700 tokens).
+LONG = " ".join(f"Sentence {i}: the quick brown fox jumps over the lazy dog near river {i}." for i in range(42))
 
 
 def dataset_labels(data_dir: Path) -> list[str]:
@@ -71,11 +73,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     labels = dataset_labels(args.data_dir)
-    texts = FIXED + labels + [" " + label for label in labels]
+    texts = FIXED + [LONG] + labels + [" " + label for label in labels]
     fixture = {
         "made_by": "scripts/reference/llama_cpp_tokens.py",
         "llama_cpp_python": version("llama_cpp_python"),
         "prompt": PROMPT,
+        "long": LONG,
         "models": [],
     }
     for path in args.models:

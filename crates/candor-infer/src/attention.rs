@@ -32,6 +32,8 @@ pub(crate) struct DirectAttention<'a> {
     pub(crate) s: usize,
     /// `1 / √d`.
     pub(crate) scale: f32,
+    /// Sliding window: a row sees itself and the `window - 1` positions before it.
+    pub(crate) window: Option<usize>,
 }
 
 impl DirectAttention<'_> {
@@ -59,8 +61,10 @@ impl DirectAttention<'_> {
         let mut out = vec![0f32; kv_heads * rows * d];
         out.par_chunks_mut(d).enumerate().for_each(|(index, out)| {
             let (head, row) = (index / rows, index % rows);
-            // Keys visible to this row: 0..=offset + its chunk position.
-            let visible = (head * capacity * d)..(head * capacity + self.offset + row % self.s + 1) * d;
+            // Keys visible to this row: up to offset + its chunk position, within the window.
+            let position = self.offset + row % self.s;
+            let first = self.window.map_or(0, |w| (position + 1).saturating_sub(w));
+            let visible = (head * capacity + first) * d..(head * capacity + position + 1) * d;
             self.row(&q[index * d..][..d], &keys[visible.clone()], &values[visible], out);
         });
         Ok(Tensor::from_vec(out, (1, kv_heads, rows, d), &Device::Cpu)?)
@@ -174,7 +178,7 @@ mod tests {
             let values = random_values(kv_heads * capacity * d, 3);
             let tensor = |v: &[f32], n: usize| Tensor::from_vec(v.to_vec(), (1, kv_heads, n, d), &Device::Cpu).unwrap();
             let (qt, kt, vt) = (tensor(&q, rows), tensor(&keys, capacity), tensor(&values, capacity));
-            let direct = DirectAttention { q: &qt, keys: &kt, values: &vt, offset, s, scale: 1.0 / (d as f32).sqrt() };
+            let direct = DirectAttention { q: &qt, keys: &kt, values: &vt, offset, s, scale: 1.0 / (d as f32).sqrt(), window: None };
             let got: Vec<f32> = direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap();
             for h in 0..kv_heads {
                 for r in 0..rows {
@@ -192,7 +196,7 @@ mod tests {
     fn a_chunk_past_the_buffer_is_an_error() {
         let t = |n: usize| Tensor::zeros((1, 1, n, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
         let (q, k, v) = (t(1), t(4), t(4));
-        let direct = DirectAttention { q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5 };
+        let direct = DirectAttention { q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5, window: None };
         assert!(direct.run().is_err());
     }
 }

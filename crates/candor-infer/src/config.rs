@@ -58,6 +58,15 @@ impl Architecture {
         }
     }
 
+    /// Whether layer `layer` attends through the sliding window when the model has one:
+    /// every layer (Mistral), or the local ones (Gemma 3).
+    pub fn is_windowed_layer(self, layer: usize) -> bool {
+        match self {
+            Self::Gemma3 => self.is_local_layer(layer),
+            _ => true,
+        }
+    }
+
     /// Whether each query and key head is RMS-normed before rope (`q_norm`, `k_norm`).
     pub fn has_qk_norm(self) -> bool {
         matches!(self, Self::Qwen3 | Self::Gemma3)
@@ -116,6 +125,10 @@ pub struct ModelConfig {
     pub context_length: usize,
     /// Whether the output projection reuses the token embedding.
     pub tie_word_embeddings: bool,
+    /// Sliding attention window (Mistral; Gemma 3's local layers): a position sees itself and
+    /// the `window - 1` before it. `None`: full causal attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
 }
 
 /// Read GGUF metadata values with errors that name the key.
@@ -239,14 +252,11 @@ impl ModelConfig {
                 &format!("no rope scaling (supported: none, or per-frequency factors in rope_freqs.weight); `{kind}` is not implemented"),
             ));
         }
-        // Sliding-window attention (Mistral): while a sequence fits in the window every
-        // position sees its whole past, so full attention is exact; the usable context is
-        // the window, and longer sequences are refused as context overflows.
-        let trained_context = meta.usize(&key("context_length"))?;
-        let context_length = match meta.optional_usize(&key("attention.sliding_window"))? {
-            Some(window) if window > 0 && window < trained_context => window,
-            _ => trained_context,
-        };
+        let context_length = meta.usize(&key("context_length"))?;
+        // A window as long as the context is no window.
+        let sliding_window = meta
+            .optional_usize(&key("attention.sliding_window"))?
+            .filter(|&window| window > 0 && window < context_length);
         let config = Self {
             architecture,
             hidden_size,
@@ -265,6 +275,7 @@ impl ModelConfig {
                 .ok_or_else(|| meta.invalid(&key("attention.layer_norm_rms_epsilon"), "a float"))?,
             context_length,
             tie_word_embeddings: !has_output_weight,
+            sliding_window,
         };
         config.validate(&meta.source_name)?;
         Ok(config)
@@ -315,10 +326,10 @@ impl ModelConfig {
             rope_theta: raw.rope_theta.unwrap_or(10_000.0),
             rope_scaling,
             rms_norm_eps: raw.rms_norm_eps,
-            // As for GGUF: within the window, full attention is exact.
-            context_length: match (raw.sliding_window, raw.use_sliding_window) {
-                (Some(window), None | Some(true)) if window > 0 => window.min(raw.max_position_embeddings),
-                _ => raw.max_position_embeddings,
+            context_length: raw.max_position_embeddings,
+            sliding_window: match (raw.sliding_window, raw.use_sliding_window) {
+                (Some(window), None | Some(true)) if window > 0 && window < raw.max_position_embeddings => Some(window),
+                _ => None,
             },
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
         };
@@ -349,6 +360,9 @@ impl ModelConfig {
             "tie_word_embeddings": self.tie_word_embeddings,
             "torch_dtype": "float32",
         });
+        if let Some(window) = self.sliding_window {
+            json["sliding_window"] = window.into();
+        }
         if let Some(s) = self.rope_scaling {
             json["rope_scaling"] = serde_json::json!({
                 "rope_type": "llama3",
@@ -448,6 +462,7 @@ mod tests {
             rms_norm_eps: 1e-6,
             context_length: 256,
             tie_word_embeddings: true,
+            sliding_window: Some(64),
         };
         let json = config.to_hf_config_json().to_string();
         assert_eq!(ModelConfig::from_hf_config(&json, "test").unwrap(), config);
@@ -489,11 +504,11 @@ mod tests {
     }
 
     #[test]
-    fn a_sliding_window_shorter_than_the_context_becomes_the_usable_context() {
-        let windowed = llama_metadata(&[("llama.attention.sliding_window", Value::U32(1024))]);
-        assert_eq!(config_of(&windowed).unwrap().context_length, 1024);
+    fn a_sliding_window_shorter_than_the_context_is_kept() {
+        let windowed = config_of(&llama_metadata(&[("llama.attention.sliding_window", Value::U32(1024))])).unwrap();
+        assert_eq!((windowed.sliding_window, windowed.context_length), (Some(1024), 4096));
         let wide = llama_metadata(&[("llama.attention.sliding_window", Value::U32(8192))]);
-        assert_eq!(config_of(&wide).unwrap().context_length, 4096);
+        assert_eq!(config_of(&wide).unwrap().sliding_window, None);
     }
 
     #[test]
@@ -506,19 +521,20 @@ mod tests {
     }
 
     #[test]
-    fn hf_sliding_window_limits_the_context_unless_switched_off() {
+    fn hf_sliding_window_is_read_unless_switched_off() {
         let config = |window: &str| {
             let json = format!(
                 r#"{{"model_type":"mistral","hidden_size":64,"intermediate_size":8,
                 "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,
                 "rms_norm_eps":1e-5,"max_position_embeddings":4096{window}}}"#
             );
-            ModelConfig::from_hf_config(&json, "cfg").unwrap().context_length
+            ModelConfig::from_hf_config(&json, "cfg").unwrap().sliding_window
         };
-        assert_eq!(config(""), 4096);
-        assert_eq!(config(r#","sliding_window":null"#), 4096);
-        assert_eq!(config(r#","sliding_window":1024"#), 1024);
-        assert_eq!(config(r#","sliding_window":1024,"use_sliding_window":false"#), 4096);
+        assert_eq!(config(""), None);
+        assert_eq!(config(r#","sliding_window":null"#), None);
+        assert_eq!(config(r#","sliding_window":1024"#), Some(1024));
+        assert_eq!(config(r#","sliding_window":1024,"use_sliding_window":false"#), None);
+        assert_eq!(config(r#","sliding_window":4096"#), None);
     }
 
     #[test]

@@ -509,9 +509,9 @@ impl Model {
                 offset: cache.len,
                 rope: self.rope_tables(cache.len, tokens.len())?,
                 // The direct path applies causality itself; only candle's path reads a mask.
-                mask: match self.attends_directly(tokens.len()) {
-                    true => None,
-                    false => causal_mask(tokens.len(), cache.len, &self.device)?,
+                masks: match self.attends_directly(tokens.len()) {
+                    true => Masks::default(),
+                    false => self.masks(tokens.len(), cache.len)?,
                 },
                 buffer: cache.writable_buffer(tokens.len(), shape, self.config.context_length, &self.device)?,
             });
@@ -571,12 +571,14 @@ impl Model {
             .map(|sequence| {
                 let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
                 let (cos, sin) = sequence.rope.for_layer(self.config.architecture, layer);
+                let window = self.layer_window(layer);
                 let ctx = AttentionInput {
                     batch: 1,
                     seq_len: sequence.len,
                     cos,
                     sin,
-                    mask: sequence.mask.as_ref(),
+                    mask: sequence.masks.for_window(window),
+                    window,
                     past: None,
                     store: Some((&sequence.buffer.layers[layer], sequence.offset)),
                 };
@@ -623,17 +625,19 @@ impl Model {
             )));
         }
         let rope = self.rope_tables(offset, seq_len)?;
-        let mask = causal_mask(seq_len, offset, &self.device)?;
+        let masks = self.masks(seq_len, offset)?;
         let flat_ids = ids.flatten_all()?;
         let mut x = self.embed_rows(&flat_ids)?; // [B*S, hidden]
         for (layer, block) in self.blocks.iter().enumerate() {
             let (cos, sin) = rope.for_layer(self.config.architecture, layer);
+            let window = self.layer_window(layer);
             let ctx = AttentionInput {
                 batch,
                 seq_len,
                 cos,
                 sin,
-                mask: mask.as_ref(),
+                mask: masks.for_window(window),
+                window,
                 past: cache.layer_view(layer)?,
                 store: None,
             };
@@ -663,6 +667,23 @@ impl Model {
     fn attention(&self, block: &Block, h: &Tensor, ctx: &AttentionInput<'_>) -> Result<Tensor> {
         let (q, k) = self.normed_heads(block, block.q.forward(h)?, block.k.forward(h)?)?;
         block.o.forward(&self.attend((q, k, block.v.forward(h)?), ctx)?)
+    }
+
+    /// The sliding window layer `layer` attends through, if any.
+    fn layer_window(&self, layer: usize) -> Option<usize> {
+        self.config.sliding_window.filter(|_| self.config.architecture.is_windowed_layer(layer))
+    }
+
+    /// Attention masks of a chunk of `len` positions after `offset` cached ones: causal, and
+    /// causal within the sliding window when the model has one.
+    fn masks(&self, len: usize, offset: usize) -> Result<Masks> {
+        Ok(Masks {
+            full: causal_mask(len, offset, None, &self.device)?,
+            windowed: match self.config.sliding_window {
+                Some(window) => causal_mask(len, offset, Some(window), &self.device)?,
+                None => None,
+            },
+        })
     }
 
     /// Token embeddings of `ids` on the model's device (scaled by √hidden for Gemma 3, in f32
@@ -736,7 +757,7 @@ impl Model {
                 k_buffer.slice_set(&k, 2, *offset)?;
                 v_buffer.slice_set(&v, 2, *offset)?;
                 if b == 1 && self.attends_directly(s) {
-                    let direct = DirectAttention { q: &q, keys: k_buffer, values: v_buffer, offset: *offset, s, scale: scale as f32 };
+                    let direct = DirectAttention { q: &q, keys: k_buffer, values: v_buffer, offset: *offset, s, scale: scale as f32, window: ctx.window };
                     direct.run()?
                 } else {
                     let total = offset + s;
@@ -899,7 +920,7 @@ struct SequenceChunk {
     /// Positions already cached before the chunk.
     offset: usize,
     rope: RopeTables,
-    mask: Option<Tensor>,
+    masks: Masks,
     /// The buffer the chunk's keys and values are written into.
     buffer: Arc<KvBuffer>,
 }
@@ -920,12 +941,30 @@ impl RopeTables {
     }
 }
 
+/// The masks of a chunk for candle's attention path (`None`: nothing hidden).
+#[derive(Default)]
+struct Masks {
+    full: Option<Tensor>,
+    windowed: Option<Tensor>,
+}
+
+impl Masks {
+    fn for_window(&self, window: Option<usize>) -> Option<&Tensor> {
+        match window {
+            Some(_) => self.windowed.as_ref(),
+            None => self.full.as_ref(),
+        }
+    }
+}
+
 struct AttentionInput<'a> {
     batch: usize,
     seq_len: usize,
     cos: &'a Tensor,
     sin: &'a Tensor,
     mask: Option<&'a Tensor>,
+    /// This layer's sliding window (positions seen, the query's own included), if any.
+    window: Option<usize>,
     /// The cached positions of this layer, `[1, kv, offset, d]`.
     past: Option<(Tensor, Tensor)>,
     /// Where to write the chunk: this layer's buffer and the offset.
@@ -946,21 +985,16 @@ fn check_shape(dims: &[usize], name: &str, expected: &[usize], source_name: &str
 /// Additive causal mask `[len, offset + len]` for a chunk that starts after `offset` cached
 /// positions: query `i` may attend to keys `0..=offset + i`. `None` for a single token, which
 /// may attend to everything.
-pub(crate) fn causal_mask(len: usize, offset: usize, device: &Device) -> Result<Option<Tensor>> {
-    if len == 1 {
+pub(crate) fn causal_mask(len: usize, offset: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
+    // Position p = offset + i sees keys j with j <= p and, with a window w, p - j < w.
+    let hidden = |i: usize, j: usize| j > offset + i || window.is_some_and(|w| offset + i - j >= w);
+    let total = offset + len;
+    let first_seen = |i: usize| window.map_or(0, |w| (offset + i + 1).saturating_sub(w));
+    if len == 1 && first_seen(0) == 0 {
         return Ok(None);
     }
-    let total = offset + len;
     let values: Vec<f32> = (0..len)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > offset + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
+        .flat_map(|i| (0..total).map(move |j| if hidden(i, j) { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Ok(Some(Tensor::from_vec(values, (len, total), device)?))
 }
@@ -1034,7 +1068,7 @@ mod tests {
 
     #[test]
     fn mask_blocks_future_positions_after_offset() {
-        let mask = causal_mask(3, 2, &Device::Cpu).unwrap().unwrap();
+        let mask = causal_mask(3, 2, None, &Device::Cpu).unwrap().unwrap();
         let rows: Vec<Vec<f32>> = mask.to_vec2().unwrap();
         let inf = f32::NEG_INFINITY;
         assert_eq!(
@@ -1045,7 +1079,17 @@ mod tests {
                 vec![0.0, 0.0, 0.0, 0.0, 0.0],
             ]
         );
-        assert!(causal_mask(1, 7, &Device::Cpu).unwrap().is_none());
+        assert!(causal_mask(1, 7, None, &Device::Cpu).unwrap().is_none());
+    }
+
+    #[test]
+    fn windowed_mask_hides_positions_a_window_or_more_back() {
+        let inf = f32::NEG_INFINITY;
+        let rows: Vec<Vec<f32>> = causal_mask(2, 2, Some(2), &Device::Cpu).unwrap().unwrap().to_vec2().unwrap();
+        assert_eq!(rows, vec![vec![inf, 0.0, 0.0, inf], vec![inf, inf, 0.0, 0.0]]);
+        assert!(causal_mask(1, 1, Some(2), &Device::Cpu).unwrap().is_none());
+        let one: Vec<Vec<f32>> = causal_mask(1, 3, Some(2), &Device::Cpu).unwrap().unwrap().to_vec2().unwrap();
+        assert_eq!(one, vec![vec![inf, inf, 0.0, 0.0]]);
     }
 
     #[test]

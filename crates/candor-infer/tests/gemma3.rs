@@ -3,7 +3,8 @@
 //! (`tests/fixtures/gemma3_reference.json`), in both weight storages: the logits at every
 //! position of three prompts (logsumexp, the ten largest with their ids, a fixed set of ids)
 //! within 1e-3, label log-probs within 1e-3 nats, and the 32-token greedy continuation
-//! identical.
+//! identical; for an 821-token prompt, past the 512-position sliding window of the local layers,
+//! the logits from position 660 on (a chunk after a 660-token prefill) and 8 greedy tokens.
 //!
 //! The model comes from `scripts/fetch-model.sh gemma3-270m` (run by `scripts/test.sh`); a
 //! missing file fails the test with that command.
@@ -40,6 +41,26 @@ fn logsumexp(row: &[f32]) -> f64 {
     max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
 }
 
+/// Candor's logits rows against the reference's summaries of the same positions, the first
+/// of them position `from`.
+fn check_positions(what: &str, logits: &[Vec<f32>], reference: &Value, fixed: &[u32], from: usize) {
+    let reference = reference.as_array().unwrap();
+    assert_eq!(logits.len(), reference.len(), "{what}: positions");
+    for (index, (row, want)) in logits.iter().zip(reference).enumerate() {
+        let position = from + index;
+        let at = |name: &str, got: f64, want: f64| {
+            assert!((got - want).abs() < TOLERANCE, "{what} position {position} {name}: {got} vs reference {want}");
+        };
+        at("logsumexp", logsumexp(row), want["logsumexp"].as_f64().unwrap());
+        for (id, value) in ids(&want["top_ids"]).iter().zip(numbers(&want["top_logits"])) {
+            at(&format!("logit of {id}"), row[*id as usize] as f64, value);
+        }
+        for (id, value) in fixed.iter().zip(numbers(&want["fixed_logits"])) {
+            at(&format!("logit of {id}"), row[*id as usize] as f64, value);
+        }
+    }
+}
+
 fn check_against_reference(weights: WeightStorage) {
     let fixture = fixture();
     let m = load(weights);
@@ -52,19 +73,18 @@ fn check_against_reference(weights: WeightStorage) {
         assert_eq!(m.tokenizer().encode_prompt(text).unwrap(), prompt_ids, "{text:?}");
         let mut cache = m.model().new_cache();
         let logits: Vec<Vec<f32>> = m.model().forward(&prompt_ids, &mut cache).unwrap().to_vec2().unwrap();
-        for (position, (row, want)) in logits.iter().zip(prompt["positions"].as_array().unwrap()).enumerate() {
-            let at = |what: &str, got: f64, want: f64| {
-                assert!((got - want).abs() < TOLERANCE, "{weights} {text:?} position {position} {what}: {got} vs reference {want}");
-            };
-            at("logsumexp", logsumexp(row), want["logsumexp"].as_f64().unwrap());
-            for (id, value) in ids(&want["top_ids"]).iter().zip(numbers(&want["top_logits"])) {
-                at(&format!("logit of {id}"), row[*id as usize] as f64, value);
-            }
-            for (id, value) in fixed.iter().zip(numbers(&want["fixed_logits"])) {
-                at(&format!("logit of {id}"), row[*id as usize] as f64, value);
-            }
-        }
+        check_positions(&format!("{weights} {text:?}"), &logits, &prompt["positions"], &fixed, 0);
     }
+    // Past the sliding window: a chunk after a long prefill, then greedy decode steps.
+    let long = &fixture["long"];
+    let long_ids = ids(&long["ids"]);
+    let from = long["positions_from"].as_u64().unwrap() as usize;
+    let mut cache = m.model().new_cache();
+    m.model().forward(&long_ids[..from], &mut cache).unwrap();
+    let logits: Vec<Vec<f32>> = m.model().forward(&long_ids[from..], &mut cache).unwrap().to_vec2().unwrap();
+    check_positions(&format!("{weights} long prompt"), &logits, &long["positions"], &fixed, from);
+    let answer = m.generate(&m.prefill(&long_ids).unwrap(), 8).unwrap();
+    assert_eq!(answer.token_ids, ids(&long["greedy"]), "{weights} greedy continuation of the long prompt");
     let classification = fixture["prompts"].as_array().unwrap().last().unwrap();
     let prefix = m.prefill(&ids(&classification["ids"])).unwrap();
     let labels: Vec<String> = fixture["labels"].as_array().unwrap().iter().map(|l| l["label"].as_str().unwrap().to_string()).collect();

@@ -70,6 +70,8 @@ struct Weights {
     layers: Vec<Layer>,
     norm: Vec<f64>,
     lm_head: Option<Vec<Vec<f64>>>,
+    /// Sliding attention window (Mistral), if any.
+    window: Option<usize>,
 }
 
 fn random_weights(seed: u64, biases: bool, tied: bool, qk_norm: bool) -> Weights {
@@ -98,6 +100,7 @@ fn random_weights(seed: u64, biases: bool, tied: bool, qk_norm: bool) -> Weights
         layers,
         norm: r.vector(HIDDEN, 1.0),
         lm_head: (!tied).then(|| r.matrix(VOCAB, HIDDEN)),
+        window: None,
     }
 }
 
@@ -159,6 +162,7 @@ fn save(dir: &Path, w: &Weights, model_type: &str) {
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "vocab_size": VOCAB, "rope_theta": THETA, "rms_norm_eps": EPS,
         "max_position_embeddings": 256, "tie_word_embeddings": w.lm_head.is_none(),
+        "sliding_window": w.window,
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let vocab = (0..VOCAB).map(|i| (format!("t{i}"), i as u32)).collect();
@@ -224,7 +228,9 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
             for head in 0..HEADS {
                 let kv = head / group;
                 let qh = &q[head * HEAD_DIM..(head + 1) * HEAD_DIM];
-                let scores: Vec<f64> = keys[li]
+                // With a window w, position `pos` sees itself and the w - 1 before it.
+                let first = w.window.map_or(0, |window| (pos + 1).saturating_sub(window));
+                let scores: Vec<f64> = keys[li][first..]
                     .iter()
                     .map(|k| {
                         qh.iter()
@@ -237,7 +243,7 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                 let sum: f64 = exps.iter().sum();
-                for (p, v) in exps.iter().zip(&values[li]) {
+                for (p, v) in exps.iter().zip(&values[li][first..]) {
                     for d in 0..HEAD_DIM {
                         attn[head * HEAD_DIM + d] += p / sum * v[kv * HEAD_DIM + d];
                     }
@@ -276,21 +282,25 @@ fn assert_close(actual: &Tensor, expected: &[Vec<f64>], what: &str) {
 }
 
 fn check_model(model_type: &str, biases: bool, tied: bool, seed: u64) {
-    let dir = tempfile::tempdir().unwrap();
     let weights = random_weights(seed, biases, tied, model_type == "qwen3");
-    save(dir.path(), &weights, model_type);
+    check_weights(model_type, &weights, &[3u32, 1, 4, 1, 5, 9, 2, 6, 5, 35]);
+}
+
+/// The checks of [`check_model`] on given weights and tokens.
+fn check_weights(model_type: &str, weights: &Weights, tokens: &[u32]) {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), weights, model_type);
     let m = LanguageModel::load(
         &ModelSpec::Directory(dir.path().to_path_buf()),
         &LoadOptions::default(),
     )
     .unwrap();
     assert_eq!(m.encode("t3 t1 t4").unwrap(), [3, 1, 4]);
-    let tokens = [3u32, 1, 4, 1, 5, 9, 2, 6, 5, 35];
-    let expected = naive_forward(&weights, &tokens);
+    let expected = naive_forward(weights, tokens);
 
     let mut cache = m.model().new_cache();
     assert_close(
-        &m.model().forward(&tokens, &mut cache).unwrap(),
+        &m.model().forward(tokens, &mut cache).unwrap(),
         &expected,
         "one chunk",
     );
@@ -305,7 +315,7 @@ fn check_model(model_type: &str, biases: bool, tied: bool, seed: u64) {
     );
 
     let mut cache = m.model().new_cache();
-    let last = m.model().forward_last(&tokens, &mut cache).unwrap();
+    let last = m.model().forward_last(tokens, &mut cache).unwrap();
     assert_close(
         &last.unsqueeze(0).unwrap(),
         &expected[tokens.len() - 1..],
@@ -337,6 +347,16 @@ fn llama_with_tied_embeddings_matches_naive_forward() {
 #[test]
 fn qwen3_with_per_head_qk_norms_matches_naive_forward() {
     check_model("qwen3", false, true, 13);
+}
+
+#[test]
+fn mistral_with_a_sliding_window_shorter_than_the_prompt_matches_naive_forward() {
+    // 40 tokens: one chunk goes through candle's masked attention (more query rows than the
+    // direct path takes), the later chunks and steps through the direct path, the batched
+    // continuations through the branch path: each must hide positions a window or more back.
+    let mut weights = random_weights(17, false, true, false);
+    weights.window = Some(5);
+    check_weights("mistral", &weights, &token_sequence(40, 3));
 }
 
 /// A sequence of `len` token ids in 0..VOCAB.
