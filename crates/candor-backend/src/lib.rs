@@ -29,6 +29,7 @@
 //!     }
 //!     fn chat_prompt(&self, user_message: &str) -> Result<String> { Ok(format!("Q: {user_message}\nA:")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
+//!     fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> { self.encode(text) }
 //!     fn prefill(&self, tokens: &[u32]) -> Result<Seen> { Ok(Seen(tokens.to_vec())) }
 //!     fn extend(&self, prefix: &Seen, tokens: &[u32]) -> Result<Seen> {
 //!         Ok(Seen([prefix.0.as_slice(), tokens].concat()))
@@ -272,6 +273,11 @@ pub trait ModelBackend {
     /// The tokens of `text` as the model sees them in a prompt (special tokens matched,
     /// nothing added).
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
+
+    /// The tokens of a whole prompt `text`: [`ModelBackend::encode`], with the model's BOS in
+    /// front when it expects one and the text does not start with it already (chat templates
+    /// often write it; base models' plain prompts do not).
+    fn encode_prompt(&self, text: &str) -> Result<Vec<u32>>;
 
     /// Processes `tokens` from an empty context.
     fn prefill(&self, tokens: &[u32]) -> Result<Self::Prefix>;

@@ -671,3 +671,39 @@ fn printed_prompts_are_the_ones_a_run_sends() {
         assert_eq!(prompts["label_continuations"], serde_json::json!(continuations));
     }
 }
+
+#[test]
+fn a_base_model_prompt_starts_with_the_bos_its_tokenizer_asks_for() {
+    // Gemma 3 270M is a base model without a chat template and wants BOS in front of a prompt
+    // (tokenizer.ggml.add_bos_token): the plain fallback text does not write it, so the run
+    // must add it, as llama.cpp does and as the float64 reference assumes.
+    let gemma = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf");
+    assert!(gemma.exists(), "{} is missing: run scripts/fetch-model.sh gemma3-270m", gemma.display());
+    let temp = tempfile::tempdir().unwrap();
+    let with_gemma = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args = run_args(out, extra);
+        let at = args.iter().position(|a| a == "--model").unwrap() + 1;
+        args[at] = gemma.to_str().unwrap().to_string();
+        args
+    };
+    let ran = temp.path().join("ran");
+    succeed(&with_gemma(&ran, &["--limit", "2", "--verbalized", "constrained"]));
+    let mut args = with_gemma(&temp.path().join("printed"), &["--limit", "2", "--verbalized", "constrained"]);
+    args.push("--print-prompts".into());
+    let output = candor(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let model =
+        candor_infer::LanguageModel::load(&candor_infer::ModelSpec::Gguf(gemma.clone()), &candor_infer::LoadOptions::default())
+            .unwrap();
+    let records = records(&ran);
+    for (line, record) in String::from_utf8(output.stdout).unwrap().lines().zip(&records) {
+        let prompts: Value = serde_json::from_str(line).unwrap();
+        for (key, signal) in [("verbalized", "verbalized"), ("label", "logits")] {
+            let text = prompts[key].as_str().unwrap();
+            let recorded = record[signal]["prompt_tokens"].as_u64().unwrap() as usize;
+            assert_eq!(recorded, model.encode(text).unwrap().len() + 1, "{signal}: the text's tokens and BOS");
+            assert_eq!(model.encode_prompt(text).unwrap()[0], model.tokenizer().bos_token_id().unwrap());
+        }
+    }
+    assert_eq!(records.len(), 2);
+}

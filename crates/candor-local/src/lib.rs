@@ -181,6 +181,10 @@ impl ModelBackend for LocalBackend {
         self.model.encode(text).map_err(model_error)
     }
 
+    fn encode_prompt(&self, text: &str) -> candor_backend::Result<Vec<u32>> {
+        self.model.encode_prompt(text).map_err(model_error)
+    }
+
     fn prefill(&self, tokens: &[u32]) -> candor_backend::Result<LocalPrefix> {
         self.model.prefill(tokens).map(LocalPrefix).map_err(model_error)
     }

@@ -70,7 +70,7 @@ impl<B: ModelBackend> ChatPrompt<B> {
             .find(TEXT_SENTINEL)
             .map_or("", |position| &rendered[..position])
             .to_string();
-        let head_tokens = model.encode(&head_text)?;
+        let head_tokens = model.encode_prompt(&head_text)?;
         let head =
             match head_tokens.is_empty() {
                 true => None,
@@ -115,7 +115,7 @@ impl<B: ModelBackend> ChatPrompt<B> {
 
     fn prepare(&self, model: &B, text: &str) -> Result<PreparedPrompt> {
         let full = self.full_text(model, text)?;
-        let tokens = model.encode(&full)?;
+        let tokens = model.encode_prompt(&full)?;
         let reuses_head = self.head.as_ref().is_some_and(|head| {
             full.starts_with(&self.head_text)
                 && tokens.len() > head.tokens().len()
