@@ -30,6 +30,7 @@
 //!     fn chat_prompt(&self, user_message: &str) -> Result<String> { Ok(format!("Q: {user_message}\nA:")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
 //!     fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> { self.encode(text) }
+//!     fn has_chat_template(&self) -> bool { true }
 //!     fn prefill(&self, tokens: &[u32]) -> Result<Seen> { Ok(Seen(tokens.to_vec())) }
 //!     fn extend(&self, prefix: &Seen, tokens: &[u32]) -> Result<Seen> {
 //!         Ok(Seen([prefix.0.as_slice(), tokens].concat()))
@@ -269,6 +270,10 @@ pub trait ModelBackend {
     /// `user_message` as one user turn of the model's chat template, with the template's
     /// generation prompt appended (the text the model sees before its answer).
     fn chat_prompt(&self, user_message: &str) -> Result<String>;
+
+    /// Whether the model has a chat template of its own ([`ModelBackend::chat_prompt`] falls
+    /// back to plain `user:` / `assistant:` lines otherwise).
+    fn has_chat_template(&self) -> bool;
 
     /// The tokens of `text` as the model sees them in a prompt (special tokens matched,
     /// nothing added).

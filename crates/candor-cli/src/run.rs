@@ -7,7 +7,7 @@ use crate::model_args::{WeightsArg, DEFAULT_MODEL};
 use crate::progress::ProgressBarReporter;
 use anyhow::Result;
 use candor_experiment::run::prompts::DEFAULT_LABEL_ANSWER_PREFIX;
-use candor_experiment::run::{RunPlan, RunSettings, Shard, Signal, VerbalizedMode};
+use candor_experiment::run::{PromptFormat, RunPlan, RunSettings, Shard, Signal, VerbalizedMode};
 use candor_local::{LocalBackend, LocalModelOptions};
 use clap::Args;
 use std::io::Write;
@@ -52,6 +52,10 @@ pub struct RunArgs {
         default_value = "verbalized,logits"
     )]
     signals: Vec<Signal>,
+    /// How the prompt templates reach the model: as the user's turn of the model's chat
+    /// template, or raw (base models) [default: chat when the model has a chat template].
+    #[arg(long, value_enum)]
+    prompt_format: Option<PromptFormat>,
     /// How the verbalized distribution is produced.
     #[arg(long, value_enum, default_value_t = VerbalizedMode::Free)]
     verbalized: VerbalizedMode,
@@ -106,6 +110,7 @@ impl RunArgs {
             label_answer_prefix: self.label_answer_prefix.clone(),
             shard: self.shard,
             batch: self.batch,
+            prompt_format: self.prompt_format,
         }
     }
 

@@ -163,6 +163,7 @@ fn a_run_writes_a_manifest_and_sane_records() {
         serde_json::json!(["verbalized", "logits"])
     );
     assert_eq!(manifest["settings"]["verbalized_mode"], "free");
+    assert_eq!(manifest["settings"]["prompt_format"], "chat", "SmolLM2 has a chat template");
     assert_eq!(manifest["selection"]["examples"], 12);
     assert_eq!(manifest["selection"]["truncated"], 0);
     for prompt in ["verbalized", "label"] {
@@ -706,4 +707,34 @@ fn a_base_model_prompt_starts_with_the_bos_its_tokenizer_asks_for() {
         }
     }
     assert_eq!(records.len(), 2);
+    // Without a chat template the templates go raw: no `user:` turn around them.
+    assert_eq!(manifest(&ran)["settings"]["prompt_format"], "raw");
+}
+
+#[test]
+fn prompt_format_raw_sends_the_templates_without_the_chat_turn() {
+    let Some(_lock) = model_lock() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let print = |format: &[&str]| -> Vec<Value> {
+        let mut args = run_args(&temp.path().join("unused"), &[&["--limit", "2"], format].concat());
+        args.push("--print-prompts".into());
+        let output = candor(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (chat, raw) = (print(&[]), print(&["--prompt-format", "raw"]));
+    for (chat, raw) in chat.iter().zip(&raw) {
+        let (chat_label, raw_label) = (chat["label"].as_str().unwrap(), raw["label"].as_str().unwrap());
+        assert!(chat_label.starts_with("<|im_start|>system") && chat_label.ends_with("<|im_start|>assistant\nLabel:"));
+        assert!(!raw_label.contains("<|im_start|>") && raw_label.ends_with("Label:"), "{raw_label}");
+        // The raw prompt is the user's message of the chat one.
+        let user_turn = raw_label.strip_suffix("Label:").unwrap();
+        assert!(chat_label.contains(&format!("<|im_start|>user\n{user_turn}<|im_end|>")));
+    }
+    let ran = temp.path().join("raw");
+    succeed(&run_args(&ran, &["--limit", "2", "--prompt-format", "raw"]));
+    assert_eq!(manifest(&ran)["settings"]["prompt_format"], "raw");
+    // Resuming the same directory with the other format is refused.
+    let message = fail(&run_args(&ran, &["--limit", "2", "--prompt-format", "chat"]));
+    assert!(message.contains("manifest"), "{message}");
 }

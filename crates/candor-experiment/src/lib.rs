@@ -32,6 +32,7 @@
 //!     fn chat_prompt(&self, user: &str) -> Result<String> { Ok(format!("{user}\n")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
 //!     fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> { self.encode(text) }
+//!     fn has_chat_template(&self) -> bool { true }
 //!     fn prefill(&self, tokens: &[u32]) -> Result<Seen> { Ok(Seen(tokens.to_vec())) }
 //!     fn extend(&self, p: &Seen, tokens: &[u32]) -> Result<Seen> { Ok(Seen([p.0.as_slice(), tokens].concat())) }
 //!     fn score_labels(&self, _: &Seen, labels: &[String]) -> Result<LabelScores> {

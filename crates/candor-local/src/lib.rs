@@ -181,6 +181,10 @@ impl ModelBackend for LocalBackend {
         self.model.encode(text).map_err(model_error)
     }
 
+    fn has_chat_template(&self) -> bool {
+        self.model.chat_template().source().is_some()
+    }
+
     fn encode_prompt(&self, text: &str) -> candor_backend::Result<Vec<u32>> {
         self.model.encode_prompt(text).map_err(model_error)
     }

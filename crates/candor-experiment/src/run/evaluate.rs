@@ -40,9 +40,46 @@ impl VerbalizedMode {
     }
 }
 
+/// How a rendered template reaches the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum PromptFormat {
+    /// As it is (base models, which have no chat turn).
+    Raw,
+    /// As the user's message of a chat rendered by the model's own template.
+    Chat,
+}
+
+impl PromptFormat {
+    /// The format's name in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Chat => "chat",
+        }
+    }
+
+    /// The format for `model` when none is asked for: chat when it has a chat template.
+    pub fn default_for<B: ModelBackend>(model: &B) -> Self {
+        match model.has_chat_template() {
+            true => Self::Chat,
+            false => Self::Raw,
+        }
+    }
+
+    /// `text` as the model receives it in this format.
+    fn wrap<B: ModelBackend>(self, model: &B, text: &str) -> Result<String> {
+        Ok(match self {
+            Self::Raw => text.to_string(),
+            Self::Chat => model.chat_prompt(text)?,
+        })
+    }
+}
+
 /// A template rendered through the model's chat template, with its shared prefix prefilled.
 pub struct ChatPrompt<B: ModelBackend> {
     template: PromptTemplate,
+    format: PromptFormat,
     values: PromptValues,
     answer_prefix: String,
     head_text: String,
@@ -62,10 +99,11 @@ impl<B: ModelBackend> ChatPrompt<B> {
     pub fn new(
         model: &B,
         template: PromptTemplate,
+        format: PromptFormat,
         values: PromptValues,
         answer_prefix: &str,
     ) -> Result<Self> {
-        let rendered = model.chat_prompt(&template.render(&values, TEXT_SENTINEL))?;
+        let rendered = format.wrap(model, &template.render(&values, TEXT_SENTINEL))?;
         let head_text = rendered
             .find(TEXT_SENTINEL)
             .map_or("", |position| &rendered[..position])
@@ -80,6 +118,7 @@ impl<B: ModelBackend> ChatPrompt<B> {
             };
         Ok(Self {
             template,
+            format,
             values,
             answer_prefix: answer_prefix.to_string(),
             head_text,
@@ -110,7 +149,7 @@ impl<B: ModelBackend> ChatPrompt<B> {
     /// The whole prompt for `text` as the model receives it: the chat-rendered template followed
     /// by the answer prefix.
     pub fn full_text(&self, model: &B, text: &str) -> Result<String> {
-        Ok(model.chat_prompt(&self.template.render(&self.values, text))? + &self.answer_prefix)
+        Ok(self.format.wrap(model, &self.template.render(&self.values, text))? + &self.answer_prefix)
     }
 
     fn prepare(&self, model: &B, text: &str) -> Result<PreparedPrompt> {

@@ -111,6 +111,14 @@ pub struct Settings {
     pub text_token_budget: usize,
     /// Sum tolerance of the verbalized parser (`ok` vs `renormalized`).
     pub parse_tolerance: f64,
+    /// `chat` (templates sent as a chat turn) or `raw`; runs written before the option
+    /// existed were chat.
+    #[serde(default = "chat_format")]
+    pub prompt_format: String,
+}
+
+fn chat_format() -> String {
+    "chat".to_string()
 }
 
 /// The examples a run directory holds.

@@ -16,7 +16,7 @@ pub mod predictions;
 pub mod prompts;
 mod shard;
 
-pub use evaluate::{label_continuations, VerbalizedMode};
+pub use evaluate::{label_continuations, PromptFormat, VerbalizedMode};
 pub use merge::merge;
 pub use shard::Shard;
 
@@ -92,6 +92,9 @@ pub struct RunSettings {
     /// Examples in flight at once (their constrained dicts advance together); `None`: what the
     /// backend suggests for the prompt size. The records do not depend on it (`--batch`).
     pub batch: Option<usize>,
+    /// Templates sent raw or as a chat turn (`None`: chat when the model has a chat
+    /// template; `--prompt-format`).
+    pub prompt_format: Option<PromptFormat>,
 }
 
 impl RunSettings {
@@ -111,6 +114,7 @@ impl RunSettings {
             label_answer_prefix: DEFAULT_LABEL_ANSWER_PREFIX.to_string(),
             shard: None,
             batch: None,
+            prompt_format: None,
         }
     }
 
@@ -260,8 +264,9 @@ impl RunPlan {
     fn evaluator<'b, B: ModelBackend>(&self, backend: &'b B) -> Result<Evaluator<'b, B>> {
         let settings = &self.settings;
         let values = PromptValues::for_dataset(&self.dataset);
+        let format = settings.prompt_format.unwrap_or_else(|| PromptFormat::default_for(backend));
         let chat_prompt = |template: &PromptTemplate, answer_prefix: &str| {
-            ChatPrompt::new(backend, template.clone(), values.clone(), answer_prefix)
+            ChatPrompt::new(backend, template.clone(), format, values.clone(), answer_prefix)
         };
         let evaluator = Evaluator {
             model: backend,
@@ -490,6 +495,7 @@ impl RunPlan {
                 max_prompt_tokens: limits.max_prompt_tokens,
                 text_token_budget: limits.text_budget,
                 parse_tolerance: self.parser.tolerance(),
+                prompt_format: settings.prompt_format.unwrap_or_else(|| PromptFormat::default_for(backend)).name().to_string(),
             },
             selection: Selection {
                 shard: settings.shard,
