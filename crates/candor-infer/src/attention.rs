@@ -34,6 +34,8 @@ pub(crate) struct DirectAttention<'a> {
     pub(crate) scale: f32,
     /// Sliding window: a row sees itself and the `window - 1` positions before it.
     pub(crate) window: Option<usize>,
+    /// Soft cap of the scores (`cap · tanh(score / cap)`, Gemma 2), if any.
+    pub(crate) softcap: Option<f32>,
 }
 
 impl DirectAttention<'_> {
@@ -74,6 +76,9 @@ impl DirectAttention<'_> {
     fn row(&self, query: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
         let d = query.len();
         let mut scores: Vec<f32> = keys.chunks_exact(d).map(|key| dot(query, key) * self.scale).collect();
+        if let Some(cap) = self.softcap {
+            scores.iter_mut().for_each(|score| *score = cap * (*score / cap).tanh());
+        }
         softmax_in_place(&mut scores);
         weighted_sum(&scores, values, out);
     }
@@ -178,7 +183,7 @@ mod tests {
             let values = random_values(kv_heads * capacity * d, 3);
             let tensor = |v: &[f32], n: usize| Tensor::from_vec(v.to_vec(), (1, kv_heads, n, d), &Device::Cpu).unwrap();
             let (qt, kt, vt) = (tensor(&q, rows), tensor(&keys, capacity), tensor(&values, capacity));
-            let direct = DirectAttention { q: &qt, keys: &kt, values: &vt, offset, s, scale: 1.0 / (d as f32).sqrt(), window: None };
+            let direct = DirectAttention { q: &qt, keys: &kt, values: &vt, offset, s, scale: 1.0 / (d as f32).sqrt(), window: None, softcap: None };
             let got: Vec<f32> = direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap();
             for h in 0..kv_heads {
                 for r in 0..rows {
@@ -196,7 +201,7 @@ mod tests {
     fn a_chunk_past_the_buffer_is_an_error() {
         let t = |n: usize| Tensor::zeros((1, 1, n, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
         let (q, k, v) = (t(1), t(4), t(4));
-        let direct = DirectAttention { q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5, window: None };
+        let direct = DirectAttention { q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5, window: None, softcap: None };
         assert!(direct.run().is_err());
     }
 }

@@ -18,6 +18,10 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3: like llama plus an RMSNorm of each query and key head before rope.
     Qwen3,
+    /// Gemma 2 (GGUF only): Gemma's embedding scale, norms around attention and feed-forward
+    /// and tanh-GELU GeGLU; every other layer (the even ones) local with a sliding window;
+    /// attention scores and final logits soft-capped (`cap · tanh(x / cap)`).
+    Gemma2,
     /// Gemma 3 (GGUF only): embeddings scaled by √hidden, q/k RMSNorm per head, norms after
     /// attention and feed-forward too, GeGLU with tanh-GELU, local layers (five of every six)
     /// with their own rope base. Norm weights in GGUF already hold Gemma's `1 + w`.
@@ -25,7 +29,7 @@ pub enum Architecture {
 }
 
 /// The architecture names accepted in GGUF `general.architecture` / config `model_type`.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma3 (GGUF)";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma2 (GGUF), gemma3 (GGUF)";
 
 /// Gemma 3: every this-many-th layer is global (full attention, the model's rope base); the
 /// others are local (sliding window, [`GEMMA3_LOCAL_ROPE_THETA`]), as in llama.cpp.
@@ -40,6 +44,7 @@ impl Architecture {
             "llama" | "mistral" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
             "qwen3" => Ok(Self::Qwen3),
+            "gemma2" => Ok(Self::Gemma2),
             "gemma3" => Ok(Self::Gemma3),
             other => Err(InferError::UnsupportedArchitecture {
                 found: other.to_string(),
@@ -54,6 +59,7 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Gemma2 => "gemma2",
             Self::Gemma3 => "gemma3",
         }
     }
@@ -63,8 +69,16 @@ impl Architecture {
     pub fn is_windowed_layer(self, layer: usize) -> bool {
         match self {
             Self::Gemma3 => self.is_local_layer(layer),
+            // llama.cpp's swa pattern 2: even layers local.
+            Self::Gemma2 => layer % 2 == 0,
             _ => true,
         }
+    }
+
+    /// Whether this is a Gemma (2 or 3): √hidden embedding scale, norms after attention and
+    /// feed-forward, tanh-GELU GeGLU.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Self::Gemma2 | Self::Gemma3)
     }
 
     /// Whether each query and key head is RMS-normed before rope (`q_norm`, `k_norm`).
@@ -129,6 +143,12 @@ pub struct ModelConfig {
     /// the `window - 1` before it. `None`: full causal attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<usize>,
+    /// Gemma 2: attention scores become `cap · tanh(score / cap)` before the softmax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_softcap: Option<f64>,
+    /// Gemma 2: logits become `cap · tanh(logit / cap)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcap: Option<f64>,
 }
 
 /// Read GGUF metadata values with errors that name the key.
@@ -276,6 +296,8 @@ impl ModelConfig {
             context_length,
             tie_word_embeddings: !has_output_weight,
             sliding_window,
+            attention_softcap: meta.optional_f64(&key("attn_logit_softcapping"))?.filter(|&cap| cap > 0.0),
+            final_logit_softcap: meta.optional_f64(&key("final_logit_softcapping"))?.filter(|&cap| cap > 0.0),
         };
         config.validate(&meta.source_name)?;
         Ok(config)
@@ -286,11 +308,11 @@ impl ModelConfig {
         let raw: HfConfig = serde_json::from_str(json)
             .map_err(|e| InferError::invalid_model(source_name, "config.json", e.to_string()))?;
         let architecture = Architecture::from_name(&raw.model_type)?;
-        if architecture == Architecture::Gemma3 {
+        if architecture.is_gemma() {
             return Err(InferError::invalid_model(
                 source_name,
                 "config.json model_type",
-                "llama, mistral or qwen2 (Gemma 3 is read from GGUF files only)",
+                "llama, mistral, qwen2 or qwen3 (Gemma 2 and 3 are read from GGUF files only)",
             ));
         }
         let rope_scaling = match raw.rope_scaling {
@@ -331,6 +353,8 @@ impl ModelConfig {
                 (Some(window), None | Some(true)) if window > 0 && window < raw.max_position_embeddings => Some(window),
                 _ => None,
             },
+            attention_softcap: None,
+            final_logit_softcap: None,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
         };
         config.validate(source_name)?;
@@ -344,6 +368,7 @@ impl ModelConfig {
                 Architecture::Llama => "LlamaForCausalLM",
                 Architecture::Qwen2 => "Qwen2ForCausalLM",
                 Architecture::Qwen3 => "Qwen3ForCausalLM",
+                Architecture::Gemma2 => "Gemma2ForCausalLM",
                 Architecture::Gemma3 => "Gemma3ForCausalLM",
             }],
             "model_type": self.architecture.name(),
@@ -463,6 +488,8 @@ mod tests {
             context_length: 256,
             tie_word_embeddings: true,
             sliding_window: Some(64),
+            attention_softcap: None,
+            final_logit_softcap: None,
         };
         let json = config.to_hf_config_json().to_string();
         assert_eq!(ModelConfig::from_hf_config(&json, "test").unwrap(), config);

@@ -236,7 +236,7 @@ fn gguf_name(architecture: Architecture, hf_name: &str) -> Option<String> {
         (_, "input_layernorm") => "attn_norm",
         // Gemma 3 normalises the attention output; llama's post-attention norm is the
         // feed-forward's input norm.
-        (Architecture::Gemma3, "post_attention_layernorm") => "post_attention_norm",
+        (Architecture::Gemma2 | Architecture::Gemma3, "post_attention_layernorm") => "post_attention_norm",
         (_, "post_attention_layernorm") => "ffn_norm",
         (_, "pre_feedforward_layernorm") => "ffn_norm",
         (_, "post_feedforward_layernorm") => "post_ffw_norm",
@@ -264,6 +264,12 @@ fn expected_tensor_names(config: &ModelConfig) -> Vec<String> {
     }
     for i in 0..config.num_layers {
         let norms: &[&str] = match config.architecture {
+            Architecture::Gemma2 => &[
+                "input_layernorm",
+                "post_attention_layernorm",
+                "pre_feedforward_layernorm",
+                "post_feedforward_layernorm",
+            ],
             Architecture::Gemma3 => &[
                 "input_layernorm",
                 "post_attention_layernorm",

@@ -286,7 +286,7 @@ impl Model {
             let gate = linear("mlp.gate_proj", c.intermediate_size, h, false)?;
             let up = linear("mlp.up_proj", c.intermediate_size, h, false)?;
             let down = linear("mlp.down_proj", h, c.intermediate_size, false)?;
-            let gemma = c.architecture == Architecture::Gemma3;
+            let gemma = c.architecture.is_gemma();
             let mut norm = |name: &str, len: usize| take.dense(&TensorNames::layer(i, &format!("{name}.weight")), &[len]);
             let ffn_norm = match gemma {
                 true => norm("pre_feedforward_layernorm", h)?,
@@ -539,6 +539,7 @@ impl Model {
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
         let kept_groups = row_groups(kept.iter().map(|k| k.dim(0)).collect::<candle_core::Result<Vec<_>>>()?);
         let logits = in_row_groups(&x, &kept_groups, |rows| self.lm_head.matmul_t(rows))?;
+        let logits = self.soft_cap(logits, self.config.final_logit_softcap)?;
         let mut at = 0;
         kept.iter()
             .map(|k| {
@@ -644,7 +645,7 @@ impl Model {
             x = self.block_forward(block, &x, &ctx)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps as f32)?;
-        let logits = self.lm_head.matmul_t(&x)?;
+        let logits = self.soft_cap(self.lm_head.matmul_t(&x)?, self.config.final_logit_softcap)?;
         Ok(logits.reshape((batch, seq_len, self.config.vocab_size))?)
     }
 
@@ -691,7 +692,7 @@ impl Model {
     fn embed_rows(&self, ids: &Tensor) -> Result<Tensor> {
         let x = self.embed.rows(ids)?.to_device(&self.device)?;
         Ok(match self.config.architecture {
-            Architecture::Gemma3 => (x * (self.config.hidden_size as f64).sqrt())?,
+            a if a.is_gemma() => (x * (self.config.hidden_size as f64).sqrt())?,
             _ => x,
         })
     }
@@ -699,7 +700,7 @@ impl Model {
     /// The feed-forward gate's activation: SiLU, or tanh-approximated GELU for Gemma 3.
     fn activate(&self, gate: &Tensor) -> Result<Tensor> {
         Ok(match self.config.architecture {
-            Architecture::Gemma3 => gate.gelu()?,
+            a if a.is_gemma() => gate.gelu()?,
             _ => candle_nn::ops::silu(gate)?,
         })
     }
@@ -724,12 +725,21 @@ impl Model {
         Ok((per_head(q, c.num_heads, block.q_norm.as_ref())?, per_head(k, c.num_kv_heads, block.k_norm.as_ref())?))
     }
 
-    /// `1 / √d` for the attention scores; Gemma 3 27B scales by its hidden size per head
-    /// instead (its query_pre_attn_scalar), as llama.cpp does for that model (62 layers).
+    /// `cap · tanh(t / cap)` when there is a cap (Gemma 2's soft-capping), `t` otherwise.
+    fn soft_cap(&self, t: Tensor, cap: Option<f64>) -> Result<Tensor> {
+        Ok(match cap {
+            Some(cap) => ((t / cap)?.tanh()? * cap)?,
+            None => t,
+        })
+    }
+
+    /// `1 / √d` for the attention scores; the 27B Gemmas scale by their hidden size per head
+    /// instead (query_pre_attn_scalar), as llama.cpp does for them (Gemma 2: 46 layers, Gemma 3:
+    /// 62).
     fn attention_scale(&self) -> f64 {
         let c = &self.config;
         match (c.architecture, c.num_layers) {
-            (Architecture::Gemma3, 62) => 1.0 / ((c.hidden_size / c.num_heads) as f64).sqrt(),
+            (Architecture::Gemma2, 46) | (Architecture::Gemma3, 62) => 1.0 / ((c.hidden_size / c.num_heads) as f64).sqrt(),
             _ => 1.0 / (c.head_dim as f64).sqrt(),
         }
     }
@@ -757,19 +767,28 @@ impl Model {
                 k_buffer.slice_set(&k, 2, *offset)?;
                 v_buffer.slice_set(&v, 2, *offset)?;
                 if b == 1 && self.attends_directly(s) {
-                    let direct = DirectAttention { q: &q, keys: k_buffer, values: v_buffer, offset: *offset, s, scale: scale as f32, window: ctx.window };
+                    let direct = DirectAttention {
+                        q: &q,
+                        keys: k_buffer,
+                        values: v_buffer,
+                        offset: *offset,
+                        s,
+                        scale: scale as f32,
+                        window: ctx.window,
+                        softcap: c.attention_softcap.map(|cap| cap as f32),
+                    };
                     direct.run()?
                 } else {
                     let total = offset + s;
                     let (k, v) = (k_buffer.narrow(2, 0, total)?, v_buffer.narrow(2, 0, total)?);
-                    let scores = (q.matmul(&k.t()?)? * scale)?;
+                    let scores = self.soft_cap((q.matmul(&k.t()?)? * scale)?, c.attention_softcap)?;
                     let probs = self.masked_softmax(scores, ctx, b, s, total)?;
                     probs.matmul(&v)?
                 }
             }
             // Branches without a stored cache and no shared prefix.
             (None, None) => {
-                let scores = (q.matmul(&k.t()?)? * scale)?;
+                let scores = self.soft_cap((q.matmul(&k.t()?)? * scale)?, c.attention_softcap)?;
                 let probs = self.masked_softmax(scores, ctx, b, s, s)?;
                 probs.matmul(&v)?
             }
@@ -784,7 +803,7 @@ impl Model {
                     .reshape((c.num_kv_heads, b, group * s, past))?
                     .transpose(0, 1)?;
                 let scores_own = q.matmul(&k.t()?)?;
-                let scores = (Tensor::cat(&[scores_past, scores_own], 3)? * scale)?;
+                let scores = self.soft_cap((Tensor::cat(&[scores_past, scores_own], 3)? * scale)?, c.attention_softcap)?;
                 let probs = self.masked_softmax(scores, ctx, b, s, past + s)?;
                 let probs_past = probs
                     .narrow(3, 0, past)?
@@ -842,9 +861,9 @@ impl Model {
 
     /// All tensors under their Hugging Face names, quantized ones dequantized (for export).
     pub(crate) fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        if self.config.architecture == Architecture::Gemma3 {
+        if self.config.architecture.is_gemma() {
             return Err(InferError::InvalidInput(
-                "export of gemma3 models is not supported (llama and qwen2 are)".into(),
+                "export of gemma models is not supported (llama, qwen2 and qwen3 are)".into(),
             ));
         }
         let mut out = vec![

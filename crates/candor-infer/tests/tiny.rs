@@ -462,3 +462,191 @@ fn token_ids_outside_the_vocabulary_are_rejected() {
         .unwrap_err();
     assert!(err.to_string().contains("99"), "{err}");
 }
+
+/// A tiny random Gemma 2 written as a GGUF file (f32 tensors, llama.cpp's names and keys).
+struct TinyGemma2 {
+    embed: Vec<Vec<f64>>,
+    layers: Vec<GemmaLayer>,
+    norm: Vec<f64>,
+}
+
+struct GemmaLayer {
+    attn_norm: Vec<f64>,
+    q: Vec<Vec<f64>>,
+    k: Vec<Vec<f64>>,
+    v: Vec<Vec<f64>>,
+    o: Vec<Vec<f64>>,
+    post_attn_norm: Vec<f64>,
+    ffn_norm: Vec<f64>,
+    gate: Vec<Vec<f64>>,
+    up: Vec<Vec<f64>>,
+    down: Vec<Vec<f64>>,
+    post_ffn_norm: Vec<f64>,
+}
+
+const GEMMA2_WINDOW: usize = 5;
+const GEMMA2_ATTENTION_CAP: f64 = 0.7;
+const GEMMA2_FINAL_CAP: f64 = 1.5;
+
+impl TinyGemma2 {
+    fn random(seed: u64) -> Self {
+        let mut r = Lcg(seed);
+        let kv = KV_HEADS * HEAD_DIM;
+        let layers = (0..LAYERS)
+            .map(|_| GemmaLayer {
+                attn_norm: r.vector(HIDDEN, 1.0),
+                q: r.matrix(HEADS * HEAD_DIM, HIDDEN),
+                k: r.matrix(kv, HIDDEN),
+                v: r.matrix(kv, HIDDEN),
+                o: r.matrix(HIDDEN, HEADS * HEAD_DIM),
+                post_attn_norm: r.vector(HIDDEN, 1.0),
+                ffn_norm: r.vector(HIDDEN, 1.0),
+                gate: r.matrix(FFN, HIDDEN),
+                up: r.matrix(FFN, HIDDEN),
+                down: r.matrix(HIDDEN, FFN),
+                post_ffn_norm: r.vector(HIDDEN, 1.0),
+            })
+            .collect();
+        Self { embed: r.matrix(VOCAB, HIDDEN), layers, norm: r.vector(HIDDEN, 1.0) }
+    }
+
+    fn save(&self, path: &Path) {
+        use candle_core::quantized::gguf_file::{self, Value};
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let quantize = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).unwrap();
+        let mut tensors: Vec<(String, QTensor)> = vec![
+            ("token_embd.weight".into(), quantize(tensor2(&self.embed))),
+            ("output_norm.weight".into(), quantize(tensor1(&self.norm))),
+        ];
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, v) in [
+                ("attn_norm", &l.attn_norm),
+                ("post_attention_norm", &l.post_attn_norm),
+                ("ffn_norm", &l.ffn_norm),
+                ("post_ffw_norm", &l.post_ffn_norm),
+            ] {
+                tensors.push((format!("blk.{i}.{name}.weight"), quantize(tensor1(v))));
+            }
+            for (name, m) in [
+                ("attn_q", &l.q),
+                ("attn_k", &l.k),
+                ("attn_v", &l.v),
+                ("attn_output", &l.o),
+                ("ffn_gate", &l.gate),
+                ("ffn_up", &l.up),
+                ("ffn_down", &l.down),
+            ] {
+                tensors.push((format!("blk.{i}.{name}.weight"), quantize(tensor2(m))));
+            }
+        }
+        let tokens: Vec<Value> = (0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
+        let metadata: Vec<(&str, Value)> = vec![
+            ("general.architecture", Value::String("gemma2".into())),
+            ("gemma2.embedding_length", Value::U32(HIDDEN as u32)),
+            ("gemma2.feed_forward_length", Value::U32(FFN as u32)),
+            ("gemma2.block_count", Value::U32(LAYERS as u32)),
+            ("gemma2.attention.head_count", Value::U32(HEADS as u32)),
+            ("gemma2.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
+            ("gemma2.attention.key_length", Value::U32(HEAD_DIM as u32)),
+            ("gemma2.attention.layer_norm_rms_epsilon", Value::F32(EPS as f32)),
+            ("gemma2.context_length", Value::U32(256)),
+            ("gemma2.rope.freq_base", Value::F32(THETA as f32)),
+            ("gemma2.attention.sliding_window", Value::U32(GEMMA2_WINDOW as u32)),
+            ("gemma2.attn_logit_softcapping", Value::F32(GEMMA2_ATTENTION_CAP as f32)),
+            ("gemma2.final_logit_softcapping", Value::F32(GEMMA2_FINAL_CAP as f32)),
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String("default".into())),
+            ("tokenizer.ggml.tokens", Value::Array(tokens)),
+            ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+        ];
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut file = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+    }
+
+    /// Logits of every position in float64, as llama.cpp's gemma2 graph computes them.
+    fn naive_forward(&self, tokens: &[u32]) -> Vec<Vec<f64>> {
+        let group = HEADS / KV_HEADS;
+        let cap = |x: f64, cap: f64| cap * (x / cap).tanh();
+        let gelu = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
+        let mut keys: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
+        let mut values: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
+        let mut out = Vec::new();
+        for (pos, &tok) in tokens.iter().enumerate() {
+            let mut x: Vec<f64> = self.embed[tok as usize].iter().map(|v| v * (HIDDEN as f64).sqrt()).collect();
+            for (li, l) in self.layers.iter().enumerate() {
+                let h = rms_norm(&x, &l.attn_norm);
+                let mut q = matvec(&l.q, &h, None);
+                let mut k = matvec(&l.k, &h, None);
+                let v = matvec(&l.v, &h, None);
+                q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
+                k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
+                keys[li].push(k);
+                values[li].push(v);
+                // Even layers are local: a position sees itself and the window - 1 before it.
+                let first = match li % 2 {
+                    0 => (pos + 1).saturating_sub(GEMMA2_WINDOW),
+                    _ => 0,
+                };
+                let mut attn = vec![0.0; HEADS * HEAD_DIM];
+                for head in 0..HEADS {
+                    let kv = head / group;
+                    let qh = &q[head * HEAD_DIM..(head + 1) * HEAD_DIM];
+                    let scores: Vec<f64> = keys[li][first..]
+                        .iter()
+                        .map(|k| {
+                            let dot: f64 = qh.iter().zip(&k[kv * HEAD_DIM..]).map(|(a, b)| a * b).sum();
+                            cap(dot / (HEAD_DIM as f64).sqrt(), GEMMA2_ATTENTION_CAP)
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = exps.iter().sum();
+                    for (p, v) in exps.iter().zip(&values[li][first..]) {
+                        for d in 0..HEAD_DIM {
+                            attn[head * HEAD_DIM + d] += p / sum * v[kv * HEAD_DIM + d];
+                        }
+                    }
+                }
+                let o = rms_norm(&matvec(&l.o, &attn, None), &l.post_attn_norm);
+                x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                let h = rms_norm(&x, &l.ffn_norm);
+                let gate = matvec(&l.gate, &h, None);
+                let up = matvec(&l.up, &h, None);
+                let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| gelu(*g) * u).collect();
+                let down = rms_norm(&matvec(&l.down, &act, None), &l.post_ffn_norm);
+                x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+            }
+            let h = rms_norm(&x, &self.norm);
+            out.push(matvec(&self.embed, &h, None).into_iter().map(|v| cap(v, GEMMA2_FINAL_CAP)).collect());
+        }
+        out
+    }
+}
+
+#[test]
+fn gemma2_gguf_with_soft_caps_and_a_local_window_matches_naive_forward() {
+    // 40 tokens, a 5-position window on the even layers and caps that bite (random scores
+    // and logits are of order 1): candle's masked path for the long chunk, the direct path for
+    // later chunks, the branch path for batched continuations.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gemma2.gguf");
+    let model = TinyGemma2::random(23);
+    model.save(&path);
+    let m = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap();
+    let tokens = token_sequence(40, 5);
+    let expected = model.naive_forward(&tokens);
+    let mut cache = m.model().new_cache();
+    assert_close(&m.model().forward(&tokens, &mut cache).unwrap(), &expected, "one chunk");
+    let mut cache = m.model().new_cache();
+    let first = m.model().forward(&tokens[..30], &mut cache).unwrap();
+    let second = m.model().forward(&tokens[30..], &mut cache).unwrap();
+    assert_close(&Tensor::cat(&[first, second], 0).unwrap(), &expected, "two chunks");
+    let prefix = m.prefill(&tokens[..20]).unwrap();
+    let continuations = vec![tokens[20..].to_vec(), tokens[20..23].to_vec(), vec![tokens[20]]];
+    let batch = m.model().forward_batch(&continuations, prefix.cache()).unwrap();
+    for (c, logits) in continuations.iter().zip(&batch) {
+        assert_close(logits, &expected[20..20 + c.len()], "batched continuation");
+    }
+}
