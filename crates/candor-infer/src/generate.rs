@@ -191,13 +191,23 @@ impl LanguageModel {
                 false => Ok(Some(self.tokenizer().context_text(prefix.tokens())?.1)),
             })
             .collect::<Result<_>>()?;
-        let first_ids: Vec<Vec<u32>> = prompt_texts
+        // The first piece after each prompt: its tokens, and how many of the prompt's tokens
+        // stay (in context, the prompt's last tokens and the piece may merge: `.{"` after a
+        // text ending in a full stop; they are then tokenized together, as the model reads
+        // the whole text).
+        let (kept, first_ids): (Vec<usize>, Vec<Vec<u32>>) = prefixes
             .iter()
-            .map(|prompt| skeleton.piece_ids(self, prompt.as_deref(), "", 0))
-            .collect::<Result<_>>()?;
+            .zip(&prompt_texts)
+            .map(|(prefix, prompt)| match prompt {
+                None => Ok((prefix.tokens().len(), skeleton.piece_ids(self, None, "", 0)?)),
+                Some(prompt) => self.first_piece_in_context(prefix, prompt, &skeleton.pieces[0]),
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let first: Vec<&[u32]> = first_ids.iter().map(Vec::as_slice).collect();
         let mut dicts: Vec<DictInProgress> = self
-            .extend_many(prefixes, &first)?
+            .extend_many_after(prefixes, &kept, &first)?
             .into_iter()
             .zip(prompt_texts)
             .map(|(state, prompt_text)| DictInProgress::new(state, prompt_text, &skeleton.pieces[0]))
@@ -231,6 +241,21 @@ impl LanguageModel {
             .into_iter()
             .map(|d| ConstrainedGeneration { text: d.text, numbers: d.numbers })
             .collect())
+    }
+}
+
+impl LanguageModel {
+    /// How many of `prefix`'s tokens stay and the tokens that follow them when `piece` follows
+    /// the prompt `prompt_text` (the prefix's text): the tokens of the whole text past the
+    /// longest run it shares with the prefix's.
+    fn first_piece_in_context(&self, prefix: &Prefix, prompt_text: &str, piece: &str) -> Result<(usize, Vec<u32>)> {
+        let whole = self.tokenizer().encode_prompt(&format!("{prompt_text}{piece}"))?;
+        let kept = prefix.tokens().iter().zip(&whole).take_while(|(a, b)| a == b).count();
+        match kept {
+            0 => Err(InferError::Tokenizer(format!("the prompt shares no tokens with itself followed by `{piece}`"))),
+            kept if kept == whole.len() => Err(InferError::Tokenizer(format!("`{piece}` adds no tokens after the prompt"))),
+            kept => Ok((kept, whole[kept..].to_vec())),
+        }
     }
 }
 

@@ -131,6 +131,12 @@ impl KvCache {
         self.len == 0
     }
 
+    /// The cache of the first `len` positions (at most the cached ones); extending it writes
+    /// into a copy, never over the positions after `len` that others may share.
+    pub(crate) fn truncated(&self, len: usize) -> Self {
+        Self { num_layers: self.num_layers, buffer: self.buffer.clone(), len: len.min(self.len) }
+    }
+
     /// Keys and values of `layer` for the cached positions, as views `[1, kv, len, d]`.
     fn layer_view(&self, layer: usize) -> Result<Option<(Tensor, Tensor)>> {
         match (&self.buffer, self.len) {

@@ -130,6 +130,22 @@ impl LanguageModel {
             .collect())
     }
 
+    /// [`LanguageModel::extend_many`] after the first `kept[i]` tokens of `prefixes[i]` (the
+    /// rest set aside, as when the tokens across a boundary are re-tokenized together).
+    pub(crate) fn extend_many_after(&self, prefixes: &[&Prefix], kept: &[usize], chunks: &[&[u32]]) -> Result<Vec<Prefix>> {
+        let shortened: Vec<Prefix> = prefixes
+            .iter()
+            .zip(kept)
+            .map(|(p, &keep)| Prefix {
+                cache: p.cache.truncated(keep),
+                tokens: p.tokens[..keep.min(p.tokens.len())].to_vec(),
+                // Not read: every chunk is non-empty, so the extension computes its own.
+                next_logits: p.next_logits.clone(),
+            })
+            .collect();
+        self.extend_many(&shortened.iter().collect::<Vec<_>>(), chunks)
+    }
+
     /// Tokenize `text` and process it after `prefix`.
     pub fn extend_text(&self, prefix: &Prefix, text: &str) -> Result<Prefix> {
         self.extend(prefix, &self.encode(text)?)

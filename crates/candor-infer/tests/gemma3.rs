@@ -147,3 +147,24 @@ fn gemma3_constrained_dict_pieces_are_tokenized_in_context() {
         text_so_far.push_str(&number.text);
     }
 }
+
+#[test]
+fn gemma3_dict_after_a_prompt_ending_in_a_parenthesis_retokenizes_across_the_boundary() {
+    // Regression: IMDB reviews ending in ")" (raw prompts: the text ends the prompt) stopped
+    // the run, as `)` and `{"` merge in context. The prompt's last token and the first piece are tokenized
+    // together, as the model reads the text; the first number's log-prob is that of its
+    // tokens after exactly those ids.
+    let m = load(WeightStorage::Quantized);
+    let tok = m.tokenizer();
+    let prompt_text = "Cheap beer and worse wine => not recommended at all (2/10)";
+    let prompt_ids = tok.encode_prompt(prompt_text).unwrap();
+    let piece = "{\"negative\": ";
+    assert!(tok.encode_after(&prompt_ids, piece).is_err(), "the case needs a token across the boundary");
+    let labels = vec!["negative".to_string(), "positive".to_string()];
+    let dict = m.generate_constrained(&m.prefill(&prompt_ids).unwrap(), &labels, &Default::default()).unwrap();
+    let first = &dict.numbers[0];
+    let context = tok.encode_prompt(&format!("{prompt_text}{piece}")).unwrap();
+    let naive = naive_log_prob(&m, &context, &first.token_ids);
+    assert!((first.log_prob - naive).abs() < 1e-4, "{} vs naive {naive}", first.log_prob);
+    assert!(dict.text.starts_with(piece), "{}", dict.text);
+}
