@@ -18,6 +18,10 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3: like llama plus an RMSNorm of each query and key head before rope.
     Qwen3,
+    /// Phi-3 (GGUF only): llama's forward with the q, k, v projections stored as one
+    /// `attn_qkv` matrix and the gate and up projections as one `ffn_up` (gate first), split at
+    /// load; LongRoPE files (`rope_factors_long`) are refused.
+    Phi3,
     /// Gemma 2 (GGUF only): Gemma's embedding scale, norms around attention and feed-forward
     /// and tanh-GELU GeGLU; every other layer (the even ones) local with a sliding window;
     /// attention scores and final logits soft-capped (`cap · tanh(x / cap)`).
@@ -29,7 +33,7 @@ pub enum Architecture {
 }
 
 /// The architecture names accepted in GGUF `general.architecture` / config `model_type`.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, gemma2 (GGUF), gemma3 (GGUF)";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, mistral, qwen2, qwen3, phi3 (GGUF), gemma2 (GGUF), gemma3 (GGUF)";
 
 /// Gemma 3: every this-many-th layer is global (full attention, the model's rope base); the
 /// others are local (sliding window, [`GEMMA3_LOCAL_ROPE_THETA`]), as in llama.cpp.
@@ -44,6 +48,7 @@ impl Architecture {
             "llama" | "mistral" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
             "qwen3" => Ok(Self::Qwen3),
+            "phi3" => Ok(Self::Phi3),
             "gemma2" => Ok(Self::Gemma2),
             "gemma3" => Ok(Self::Gemma3),
             other => Err(InferError::UnsupportedArchitecture {
@@ -59,6 +64,7 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Phi3 => "phi3",
             Self::Gemma2 => "gemma2",
             Self::Gemma3 => "gemma3",
         }
@@ -260,6 +266,14 @@ impl ModelConfig {
             Some(d) => d,
             None => hidden_size / num_heads.max(1),
         };
+        // Rope over part of each head (Phi-2 style) is not implemented.
+        let rope_key = key("rope.dimension_count");
+        if let Some(dims) = meta.optional_usize(&rope_key)?.filter(|&dims| dims != head_dim) {
+            return Err(meta.invalid(
+                &rope_key,
+                &format!("rope over the whole head ({head_dim} dimensions); partial rope over {dims} is not implemented"),
+            ));
+        }
         let vocab_size = meta
             .optional_usize(&key("vocab_size"))?
             .unwrap_or(vocab_len);
@@ -308,11 +322,11 @@ impl ModelConfig {
         let raw: HfConfig = serde_json::from_str(json)
             .map_err(|e| InferError::invalid_model(source_name, "config.json", e.to_string()))?;
         let architecture = Architecture::from_name(&raw.model_type)?;
-        if architecture.is_gemma() {
+        if architecture.is_gemma() || architecture == Architecture::Phi3 {
             return Err(InferError::invalid_model(
                 source_name,
                 "config.json model_type",
-                "llama, mistral, qwen2 or qwen3 (Gemma 2 and 3 are read from GGUF files only)",
+                "llama, mistral, qwen2 or qwen3 (Phi-3, Gemma 2 and Gemma 3 are read from GGUF files only)",
             ));
         }
         let rope_scaling = match raw.rope_scaling {
@@ -368,6 +382,7 @@ impl ModelConfig {
                 Architecture::Llama => "LlamaForCausalLM",
                 Architecture::Qwen2 => "Qwen2ForCausalLM",
                 Architecture::Qwen3 => "Qwen3ForCausalLM",
+                Architecture::Phi3 => "Phi3ForCausalLM",
                 Architecture::Gemma2 => "Gemma2ForCausalLM",
                 Architecture::Gemma3 => "Gemma3ForCausalLM",
             }],
@@ -531,6 +546,14 @@ mod tests {
     }
 
     #[test]
+    fn partial_rope_is_refused_by_key() {
+        // 64 hidden / 4 heads = 16 dimensions per head.
+        assert!(config_of(&llama_metadata(&[("llama.rope.dimension_count", Value::U32(16))])).is_ok());
+        let err = config_of(&llama_metadata(&[("llama.rope.dimension_count", Value::U32(8))])).unwrap_err().to_string();
+        assert!(err.contains("llama.rope.dimension_count") && err.contains("partial rope"), "{err}");
+    }
+
+    #[test]
     fn a_sliding_window_shorter_than_the_context_is_kept() {
         let windowed = config_of(&llama_metadata(&[("llama.attention.sliding_window", Value::U32(1024))])).unwrap();
         assert_eq!((windowed.sliding_window, windowed.context_length), (Some(1024), 4096));
@@ -540,9 +563,9 @@ mod tests {
 
     #[test]
     fn unknown_architecture_lists_supported() {
-        let err = Architecture::from_name("phi3").unwrap_err().to_string();
+        let err = Architecture::from_name("falcon").unwrap_err().to_string();
         assert!(
-            err.contains("phi3") && err.contains("llama") && err.contains("gemma3"),
+            err.contains("falcon") && err.contains("llama") && err.contains("phi3"),
             "{err}"
         );
     }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use candle_core::quantized::{gguf_file, GgmlDType};
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Architecture, GgufMetadata, ModelConfig};
@@ -214,6 +214,37 @@ fn choose_storage(
     }
 }
 
+/// The tensors stored under `name`: itself, or the parts of a fused Phi-3 matrix (rows of
+/// q, k, v in `attn_qkv`; of gate, up in `ffn_up`) under the names the model reads.
+fn split_fused(config: &ModelConfig, name: &str, tensor: QTensor) -> Result<Vec<(String, QTensor)>> {
+    let (q_dim, kv_dim) = (config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim);
+    let ffn = config.intermediate_size;
+    let fused: [(&str, &[(&str, usize)]); 2] = [
+        (".self_attn.qkv_proj.weight", &[("self_attn.q_proj", q_dim), ("self_attn.k_proj", kv_dim), ("self_attn.v_proj", kv_dim)]),
+        (".mlp.gate_up_proj.weight", &[("mlp.gate_proj", ffn), ("mlp.up_proj", ffn)]),
+    ];
+    let Some((layer, parts)) = fused.iter().find_map(|(suffix, parts)| Some((name.strip_suffix(suffix)?, *parts))) else {
+        return Ok(vec![(name.to_string(), tensor)]);
+    };
+    let (rows, cols) = tensor.shape().dims2()?;
+    let total: usize = parts.iter().map(|(_, n)| n).sum();
+    if rows != total {
+        return Err(InferError::invalid_model(name, "shape", format!("{total} rows (the fused parts), found {rows}")));
+    }
+    let dtype = tensor.dtype();
+    let row_bytes = cols / dtype.block_size() * dtype.type_size();
+    let data = tensor.data()?;
+    let mut start = 0;
+    let mut out = Vec::with_capacity(parts.len());
+    for &(part, part_rows) in parts {
+        let bytes = &data[start * row_bytes..(start + part_rows) * row_bytes];
+        let qtensor = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, bytes, vec![part_rows, cols], &Device::Cpu)?;
+        out.push((format!("{layer}.{part}.weight"), qtensor));
+        start += part_rows;
+    }
+    Ok(out)
+}
+
 /// For a llama q/k weight of `rows` rows: the stored row of each Hugging Face row (the row
 /// permutation [`unpermute_rope_rows`] applies to a dense matrix).
 fn rope_row_order(rows: usize, heads: usize) -> Result<Vec<u32>> {
@@ -242,6 +273,8 @@ fn gguf_name(architecture: Architecture, hf_name: &str) -> Option<String> {
         (_, "post_feedforward_layernorm") => "post_ffw_norm",
         (_, "self_attn.q_norm") => "attn_q_norm",
         (_, "self_attn.k_norm") => "attn_k_norm",
+        (Architecture::Phi3, "self_attn.qkv_proj") => "attn_qkv",
+        (Architecture::Phi3, "mlp.gate_up_proj") => "ffn_up",
         (_, "self_attn.q_proj") => "attn_q",
         (_, "self_attn.k_proj") => "attn_k",
         (_, "self_attn.v_proj") => "attn_v",
@@ -286,15 +319,20 @@ fn expected_tensor_names(config: &ModelConfig) -> Vec<String> {
             ],
             _ => &["input_layernorm", "post_attention_layernorm"],
         };
-        for module in norms.iter().copied().chain([
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.o_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
-            "mlp.down_proj",
-        ]) {
+        let projections: &[&str] = match config.architecture {
+            // Fused in the file, split at load into the names below them.
+            Architecture::Phi3 => &["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"],
+            _ => &[
+                "self_attn.q_proj",
+                "self_attn.k_proj",
+                "self_attn.v_proj",
+                "self_attn.o_proj",
+                "mlp.gate_proj",
+                "mlp.up_proj",
+                "mlp.down_proj",
+            ],
+        };
+        for module in norms.iter().copied().chain(projections.iter().copied()) {
             names.push(TensorNames::layer(i, &format!("{module}.weight")));
         }
         if config.architecture.has_qkv_bias() {
@@ -353,6 +391,13 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         WeightStorage::Quantized => quantized_bytes,
     };
     check_size(needed, storage, limit, &source_name)?;
+    if let Some(long) = ["rope_factors_long.weight", "rope_factors_short.weight"].iter().find(|n| content.tensor_infos.contains_key(**n)) {
+        return Err(InferError::invalid_model(
+            &source_name,
+            *long,
+            "no LongRoPE factors (rope scaling that depends on the sequence length is not implemented)",
+        ));
+    }
     let mut tensors = ModelTensors {
         dense: HashMap::new(),
         quantized: HashMap::new(),
@@ -368,35 +413,37 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
                 "a tensor (missing)",
             ));
         }
-        let qtensor = content
+        let fused = content
             .tensor(&mut file, &gguf, &Device::Cpu)
             .map_err(invalid)?;
-        let rope_heads = match (config.architecture, name.as_str()) {
-            (Architecture::Llama, n) if n.ends_with("q_proj.weight") => Some(config.num_heads),
-            (Architecture::Llama, n) if n.ends_with("k_proj.weight") => Some(config.num_kv_heads),
-            _ => None,
-        };
-        if storage == WeightStorage::Quantized
-            && is_block_quantized(qtensor.dtype())
-            && qtensor.rank() == 2
-        {
-            let matrix = QuantizedMatrix::from_qtensor(&qtensor)?;
-            let matrix = match rope_heads {
-                Some(heads) => {
-                    let order = rope_row_order(matrix.dims().0, heads)?;
-                    matrix.with_row_order(order)?
-                }
-                None => matrix,
+        for (name, qtensor) in split_fused(&config, &name, fused)? {
+            let rope_heads = match (config.architecture, name.as_str()) {
+                (Architecture::Llama, n) if n.ends_with("q_proj.weight") => Some(config.num_heads),
+                (Architecture::Llama, n) if n.ends_with("k_proj.weight") => Some(config.num_kv_heads),
+                _ => None,
             };
-            tensors.quantized.insert(name, matrix);
-            continue;
+            if storage == WeightStorage::Quantized
+                && is_block_quantized(qtensor.dtype())
+                && qtensor.rank() == 2
+            {
+                let matrix = QuantizedMatrix::from_qtensor(&qtensor)?;
+                let matrix = match rope_heads {
+                    Some(heads) => {
+                        let order = rope_row_order(matrix.dims().0, heads)?;
+                        matrix.with_row_order(order)?
+                    }
+                    None => matrix,
+                };
+                tensors.quantized.insert(name, matrix);
+                continue;
+            }
+            let dense = qtensor.dequantize(&Device::Cpu).map_err(invalid)?;
+            let dense = match rope_heads {
+                Some(heads) => unpermute_rope_rows(&dense, heads)?,
+                None => dense,
+            };
+            tensors.dense.insert(name, dense);
         }
-        let dense = qtensor.dequantize(&Device::Cpu).map_err(invalid)?;
-        let dense = match rope_heads {
-            Some(heads) => unpermute_rope_rows(&dense, heads)?,
-            None => dense,
-        };
-        tensors.dense.insert(name, dense);
     }
     let rope_factors = match content.tensor_infos.contains_key("rope_freqs.weight") {
         true => {

@@ -635,9 +635,9 @@ fn missing_and_truncated_files_are_typed_errors() {
 fn unsupported_architecture_is_named() {
     use candle_core::quantized::gguf_file::{self, Value};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("phi3.gguf");
+    let path = dir.path().join("falcon.gguf");
     let mut file = std::fs::File::create(&path).unwrap();
-    let arch = Value::String("phi3".into());
+    let arch = Value::String("falcon".into());
     gguf_file::write(&mut file, &[("general.architecture", &arch)], &[]).unwrap();
     drop(file);
     let err = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap_err();
@@ -650,7 +650,7 @@ fn unsupported_architecture_is_named() {
         "{message}"
     );
     assert!(
-        message.contains("phi3") && message.contains("llama") && message.contains("gemma3"),
+        message.contains("falcon") && message.contains("llama") && message.contains("gemma3"),
         "{message}"
     );
 }

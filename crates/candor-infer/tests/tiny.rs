@@ -650,3 +650,74 @@ fn gemma2_gguf_with_soft_caps_and_a_local_window_matches_naive_forward() {
         assert_close(logits, &expected[20..20 + c.len()], "batched continuation");
     }
 }
+
+/// `weights` (untied, no biases) written as a Phi-3 GGUF: q, k, v rows fused in `attn_qkv`,
+/// gate and up rows in `ffn_up` (gate first), f32 tensors. `extra` tensors are added as they are.
+fn save_phi3(path: &Path, w: &Weights, extra: &[(&str, Tensor)]) {
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let quantize = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).unwrap();
+    let stack = |parts: &[&Vec<Vec<f64>>]| -> Vec<Vec<f64>> { parts.iter().flat_map(|m| m.iter().cloned()).collect() };
+    let mut tensors: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), quantize(tensor2(&w.embed))),
+        ("output_norm.weight".into(), quantize(tensor1(&w.norm))),
+        ("output.weight".into(), quantize(tensor2(w.lm_head.as_ref().unwrap()))),
+    ];
+    for (i, l) in w.layers.iter().enumerate() {
+        tensors.push((format!("blk.{i}.attn_norm.weight"), quantize(tensor1(&l.attn_norm))));
+        tensors.push((format!("blk.{i}.ffn_norm.weight"), quantize(tensor1(&l.ffn_norm))));
+        tensors.push((format!("blk.{i}.attn_qkv.weight"), quantize(tensor2(&stack(&[&l.q, &l.k, &l.v])))));
+        tensors.push((format!("blk.{i}.attn_output.weight"), quantize(tensor2(&l.o))));
+        tensors.push((format!("blk.{i}.ffn_up.weight"), quantize(tensor2(&stack(&[&l.gate, &l.up])))));
+        tensors.push((format!("blk.{i}.ffn_down.weight"), quantize(tensor2(&l.down))));
+    }
+    tensors.extend(extra.iter().map(|(name, t)| (name.to_string(), quantize(t.clone()))));
+    let tokens: Vec<Value> = (0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("phi3".into())),
+        ("phi3.embedding_length", Value::U32(HIDDEN as u32)),
+        ("phi3.feed_forward_length", Value::U32(FFN as u32)),
+        ("phi3.block_count", Value::U32(LAYERS as u32)),
+        ("phi3.attention.head_count", Value::U32(HEADS as u32)),
+        ("phi3.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
+        ("phi3.rope.dimension_count", Value::U32(HEAD_DIM as u32)),
+        ("phi3.attention.layer_norm_rms_epsilon", Value::F32(EPS as f32)),
+        ("phi3.context_length", Value::U32(256)),
+        ("phi3.rope.freq_base", Value::F32(THETA as f32)),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("default".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens)),
+        ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+    ];
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+}
+
+#[test]
+fn phi3_gguf_with_fused_qkv_and_gate_up_matches_naive_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("phi3.gguf");
+    let weights = random_weights(29, false, false, false);
+    save_phi3(&path, &weights, &[]);
+    let m = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap();
+    let tokens = token_sequence(40, 7);
+    let expected = naive_forward(&weights, &tokens);
+    let mut cache = m.model().new_cache();
+    assert_close(&m.model().forward(&tokens, &mut cache).unwrap(), &expected, "one chunk");
+    let mut cache = m.model().new_cache();
+    let first = m.model().forward(&tokens[..30], &mut cache).unwrap();
+    let second = m.model().forward(&tokens[30..], &mut cache).unwrap();
+    assert_close(&Tensor::cat(&[first, second], 0).unwrap(), &expected, "two chunks");
+}
+
+#[test]
+fn phi3_longrope_factors_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("phi3-128k.gguf");
+    let factors = Tensor::ones(HEAD_DIM / 2, candle_core::DType::F32, &Device::Cpu).unwrap();
+    save_phi3(&path, &random_weights(31, false, false, false), &[("rope_factors_long.weight", factors)]);
+    let err = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("rope_factors_long") && err.contains("LongRoPE"), "{err}");
+}
