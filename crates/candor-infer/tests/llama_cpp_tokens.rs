@@ -2,13 +2,14 @@
 //! files (the canonical tokenizer of the format), on the corpus of
 //! `scripts/reference/llama_cpp_tokens.py`: SmolLM2 (byte-level BPE), Gemma 3 (SentencePiece,
 //! 262k pieces, no space prefix) and Llama 2's SentencePiece vocabulary with the space prefix
-//! (llama.cpp's vocab-only test file `ggml-vocab-llama-spm.gguf`, MIT, kept in tests/fixtures:
-//! the case where a label encoded on its own gets a second `▁`). Also the label continuations: the ids Candor gives a label
+//! (llama.cpp's vocab-only test file `ggml-vocab-llama-spm.gguf`, MIT, no weights: the case
+//! where a label encoded on its own gets a second `▁`). Also the label continuations: the ids Candor gives a label
 //! after a prompt equal the ids llama.cpp gives the prompt and label tokenized whole, past the
 //! prompt's own ids.
 //!
-//! The model files come from `scripts/test.sh` (`fetch-default-model.sh`, `fetch-model.sh
-//! gemma3-270m`); a missing file fails the test with the command that fetches it.
+//! The files come from `scripts/test.sh` (`fetch-default-model.sh`, `fetch-model.sh
+//! gemma3-270m`, `fetch-model.sh llama-spm-vocab`); a missing file fails the test with the
+//! command that fetches it.
 
 use std::path::PathBuf;
 
@@ -25,12 +26,7 @@ fn ids(value: &Value) -> Vec<u32> {
 }
 
 fn tokenizer_of(file: &str, fetch: &str) -> Tokenizer {
-    let fixtures = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
-    let models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"));
-    let path = match fixtures.join(file).exists() {
-        true => fixtures.join(file),
-        false => models.join(file),
-    };
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")).join(file);
     assert!(path.exists(), "{} is missing: run {fetch}", path.display());
     Tokenizer::from_gguf_file(&path).unwrap()
 }
@@ -73,12 +69,12 @@ fn gemma3_sentencepiece_matches_llama_cpp() {
 
 #[test]
 fn llama2_sentencepiece_with_space_prefix_matches_llama_cpp() {
-    check_model("ggml-vocab-llama-spm.gguf", "(a fixture in the repository)");
+    check_model("ggml-vocab-llama-spm.gguf", "scripts/fetch-model.sh llama-spm-vocab");
 }
 
 #[test]
 fn llama2_label_alone_gets_a_second_space_marker_that_the_label_in_context_does_not() {
-    let tok = tokenizer_of("ggml-vocab-llama-spm.gguf", "(a fixture in the repository)");
+    let tok = tokenizer_of("ggml-vocab-llama-spm.gguf", "scripts/fetch-model.sh llama-spm-vocab");
     let prompt = tok.encode_prompt("Answer:").unwrap();
     let in_context = tok.encode_after(&prompt, " joy").unwrap();
     let alone = tok.encode(" joy").unwrap();
