@@ -463,6 +463,23 @@ fn token_ids_outside_the_vocabulary_are_rejected() {
     assert!(err.to_string().contains("99"), "{err}");
 }
 
+/// Writes a GGUF file of `metadata` and f32 `tensors`, with a word-level vocabulary of
+/// [`VOCAB`] tokens (`t0`, `t1`, ...; byte-level BPE without merges) added to the metadata.
+fn write_gguf(path: &Path, metadata: &[(&str, candle_core::quantized::gguf_file::Value)], tensors: &[(String, candle_core::quantized::QTensor)]) {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let tokens: Vec<Value> = (0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
+    let tokenizer = [
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("default".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens)),
+        ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+    ];
+    let metadata: Vec<(&str, &Value)> = metadata.iter().chain(&tokenizer).map(|(k, v)| (*k, v)).collect();
+    let tensors: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+}
+
 /// A tiny random Gemma 2 written as a GGUF file (f32 tensors, llama.cpp's names and keys).
 struct TinyGemma2 {
     embed: Vec<Vec<f64>>,
@@ -511,7 +528,7 @@ impl TinyGemma2 {
     }
 
     fn save(&self, path: &Path) {
-        use candle_core::quantized::gguf_file::{self, Value};
+        use candle_core::quantized::gguf_file::Value;
         use candle_core::quantized::{GgmlDType, QTensor};
         let quantize = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).unwrap();
         let mut tensors: Vec<(String, QTensor)> = vec![
@@ -539,7 +556,6 @@ impl TinyGemma2 {
                 tensors.push((format!("blk.{i}.{name}.weight"), quantize(tensor2(m))));
             }
         }
-        let tokens: Vec<Value> = (0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
         let metadata: Vec<(&str, Value)> = vec![
             ("general.architecture", Value::String("gemma2".into())),
             ("gemma2.embedding_length", Value::U32(HIDDEN as u32)),
@@ -554,15 +570,8 @@ impl TinyGemma2 {
             ("gemma2.attention.sliding_window", Value::U32(GEMMA2_WINDOW as u32)),
             ("gemma2.attn_logit_softcapping", Value::F32(GEMMA2_ATTENTION_CAP as f32)),
             ("gemma2.final_logit_softcapping", Value::F32(GEMMA2_FINAL_CAP as f32)),
-            ("tokenizer.ggml.model", Value::String("gpt2".into())),
-            ("tokenizer.ggml.pre", Value::String("default".into())),
-            ("tokenizer.ggml.tokens", Value::Array(tokens)),
-            ("tokenizer.ggml.merges", Value::Array(Vec::new())),
         ];
-        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-        let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let mut file = std::fs::File::create(path).unwrap();
-        gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+        write_gguf(path, &metadata, &tensors);
     }
 
     /// Logits of every position in float64, as llama.cpp's gemma2 graph computes them.
@@ -654,7 +663,7 @@ fn gemma2_gguf_with_soft_caps_and_a_local_window_matches_naive_forward() {
 /// `weights` (untied, no biases) written as a Phi-3 GGUF: q, k, v rows fused in `attn_qkv`,
 /// gate and up rows in `ffn_up` (gate first), f32 tensors. `extra` tensors are added as they are.
 fn save_phi3(path: &Path, w: &Weights, extra: &[(&str, Tensor)]) {
-    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::gguf_file::Value;
     use candle_core::quantized::{GgmlDType, QTensor};
     let quantize = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).unwrap();
     let stack = |parts: &[&Vec<Vec<f64>>]| -> Vec<Vec<f64>> { parts.iter().flat_map(|m| m.iter().cloned()).collect() };
@@ -672,7 +681,6 @@ fn save_phi3(path: &Path, w: &Weights, extra: &[(&str, Tensor)]) {
         tensors.push((format!("blk.{i}.ffn_down.weight"), quantize(tensor2(&l.down))));
     }
     tensors.extend(extra.iter().map(|(name, t)| (name.to_string(), quantize(t.clone()))));
-    let tokens: Vec<Value> = (0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect();
     let metadata: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("phi3".into())),
         ("phi3.embedding_length", Value::U32(HIDDEN as u32)),
@@ -684,15 +692,8 @@ fn save_phi3(path: &Path, w: &Weights, extra: &[(&str, Tensor)]) {
         ("phi3.attention.layer_norm_rms_epsilon", Value::F32(EPS as f32)),
         ("phi3.context_length", Value::U32(256)),
         ("phi3.rope.freq_base", Value::F32(THETA as f32)),
-        ("tokenizer.ggml.model", Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre", Value::String("default".into())),
-        ("tokenizer.ggml.tokens", Value::Array(tokens)),
-        ("tokenizer.ggml.merges", Value::Array(Vec::new())),
     ];
-    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mut file = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+    write_gguf(path, &metadata, &tensors);
 }
 
 #[test]
