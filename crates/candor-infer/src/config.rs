@@ -149,6 +149,10 @@ pub struct ModelConfig {
     /// the `window - 1` before it. `None`: full causal attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<usize>,
+    /// Linear rope scaling: positions are divided by this factor (every rope frequency is;
+    /// Gemma 3's local layers keep theirs, as in llama.cpp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_linear_factor: Option<f64>,
     /// Gemma 2: attention scores become `cap · tanh(score / cap)` before the softmax.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_softcap: Option<f64>,
@@ -277,15 +281,25 @@ impl ModelConfig {
         let vocab_size = meta
             .optional_usize(&key("vocab_size"))?
             .unwrap_or(vocab_len);
-        // Rope scaling other than per-frequency factors (GGUF `rope_freqs.weight`, which
-        // Llama 3.x files carry) would change every angle: refused, not ignored.
+        // Rope scaling: linear, or per-frequency factors (GGUF `rope_freqs.weight`, which
+        // Llama 3.x files carry); any other kind would change every angle: refused, not ignored.
         let scaling_key = key("rope.scaling.type");
-        if let Some(kind) = meta.optional_string(&scaling_key).filter(|kind| *kind != "none") {
-            return Err(meta.invalid(
-                &scaling_key,
-                &format!("no rope scaling (supported: none, or per-frequency factors in rope_freqs.weight); `{kind}` is not implemented"),
-            ));
-        }
+        let rope_linear_factor = match meta.optional_string(&scaling_key) {
+            None | Some("none") => None,
+            Some("linear") => {
+                let factor_key = key("rope.scaling.factor");
+                match meta.optional_f64(&factor_key)? {
+                    Some(factor) if factor > 0.0 => Some(factor),
+                    _ => return Err(meta.invalid(&factor_key, "a positive float (linear rope scaling)")),
+                }
+            }
+            Some(kind) => {
+                return Err(meta.invalid(
+                    &scaling_key,
+                    &format!("none or linear rope scaling (or per-frequency factors in rope_freqs.weight); `{kind}` is not implemented"),
+                ))
+            }
+        };
         let context_length = meta.usize(&key("context_length"))?;
         // A window as long as the context is no window.
         let sliding_window = meta
@@ -310,6 +324,7 @@ impl ModelConfig {
             context_length,
             tie_word_embeddings: !has_output_weight,
             sliding_window,
+            rope_linear_factor,
             attention_softcap: meta.optional_f64(&key("attn_logit_softcapping"))?.filter(|&cap| cap > 0.0),
             final_logit_softcap: meta.optional_f64(&key("final_logit_softcapping"))?.filter(|&cap| cap > 0.0),
         };
@@ -329,8 +344,13 @@ impl ModelConfig {
                 "llama, mistral, qwen2 or qwen3 (Phi-3, Gemma 2 and Gemma 3 are read from GGUF files only)",
             ));
         }
+        let rope_linear_factor = match &raw.rope_scaling {
+            Some(s) if s.rope_type.as_deref() == Some("linear") => Some(s.factor),
+            _ => None,
+        };
         let rope_scaling = match raw.rope_scaling {
             None => None,
+            Some(s) if s.rope_type.as_deref() == Some("linear") => None,
             Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
                 factor: s.factor,
                 low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
@@ -343,7 +363,7 @@ impl ModelConfig {
                 return Err(InferError::invalid_model(
                     source_name,
                     "rope_scaling.rope_type",
-                    format!("`llama3` or no rope scaling, found {:?}", s.rope_type),
+                    format!("`llama3`, `linear` or no rope scaling, found {:?}", s.rope_type),
                 ))
             }
         };
@@ -367,6 +387,7 @@ impl ModelConfig {
                 (Some(window), None | Some(true)) if window > 0 && window < raw.max_position_embeddings => Some(window),
                 _ => None,
             },
+            rope_linear_factor,
             attention_softcap: None,
             final_logit_softcap: None,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
@@ -402,6 +423,9 @@ impl ModelConfig {
         });
         if let Some(window) = self.sliding_window {
             json["sliding_window"] = window.into();
+        }
+        if let Some(factor) = self.rope_linear_factor {
+            json["rope_scaling"] = serde_json::json!({ "rope_type": "linear", "factor": factor });
         }
         if let Some(s) = self.rope_scaling {
             json["rope_scaling"] = serde_json::json!({
@@ -455,6 +479,8 @@ impl ModelConfig {
 
 #[derive(Deserialize)]
 struct HfRopeScaling {
+    /// `rope_type`, or `type` in older configs.
+    #[serde(alias = "type")]
     rope_type: Option<String>,
     factor: f64,
     low_freq_factor: Option<f64>,
@@ -503,6 +529,7 @@ mod tests {
             context_length: 256,
             tie_word_embeddings: true,
             sliding_window: Some(64),
+            rope_linear_factor: Some(2.0),
             attention_softcap: None,
             final_logit_softcap: None,
         };
@@ -534,11 +561,18 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_rope_scaling_is_refused_by_name() {
+    fn linear_rope_scaling_is_read_and_other_kinds_are_refused_by_name() {
         assert_eq!(config_of(&llama_metadata(&[])).unwrap().context_length, 4096);
         let none = llama_metadata(&[("llama.rope.scaling.type", Value::String("none".into()))]);
         assert!(config_of(&none).is_ok());
-        for kind in ["linear", "yarn"] {
+        let linear = llama_metadata(&[
+            ("llama.rope.scaling.type", Value::String("linear".into())),
+            ("llama.rope.scaling.factor", Value::F32(4.0)),
+        ]);
+        assert_eq!(config_of(&linear).unwrap().rope_linear_factor, Some(4.0));
+        let unfactored = llama_metadata(&[("llama.rope.scaling.type", Value::String("linear".into()))]);
+        assert!(config_of(&unfactored).unwrap_err().to_string().contains("llama.rope.scaling.factor"));
+        for kind in ["yarn", "longrope"] {
             let metadata = llama_metadata(&[("llama.rope.scaling.type", Value::String(kind.into()))]);
             let err = config_of(&metadata).unwrap_err().to_string();
             assert!(err.contains("llama.rope.scaling.type") && err.contains(kind), "{err}");

@@ -330,6 +330,10 @@ impl Model {
         .map_err(|expected| {
             InferError::invalid_model(source_name, "rope_freqs.weight", expected)
         })?;
+        let inv_freq = match c.rope_linear_factor {
+            Some(factor) => inv_freq.into_iter().map(|f| f / factor).collect(),
+            None => inv_freq,
+        };
         let local_inv_freq = (c.architecture == Architecture::Gemma3)
             .then(|| rope_inverse_frequencies(c.head_dim, GEMMA3_LOCAL_ROPE_THETA, None, None))
             .transpose()

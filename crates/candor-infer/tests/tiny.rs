@@ -72,6 +72,8 @@ struct Weights {
     lm_head: Option<Vec<Vec<f64>>>,
     /// Sliding attention window (Mistral), if any.
     window: Option<usize>,
+    /// Linear rope scaling: positions divided by this factor (1: none).
+    rope_factor: f64,
 }
 
 fn random_weights(seed: u64, biases: bool, tied: bool, qk_norm: bool) -> Weights {
@@ -101,6 +103,7 @@ fn random_weights(seed: u64, biases: bool, tied: bool, qk_norm: bool) -> Weights
         norm: r.vector(HIDDEN, 1.0),
         lm_head: (!tied).then(|| r.matrix(VOCAB, HIDDEN)),
         window: None,
+        rope_factor: 1.0,
     }
 }
 
@@ -157,13 +160,16 @@ fn save(dir: &Path, w: &Weights, model_type: &str) {
         }
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "model_type": model_type, "hidden_size": HIDDEN, "intermediate_size": FFN,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "vocab_size": VOCAB, "rope_theta": THETA, "rms_norm_eps": EPS,
         "max_position_embeddings": 256, "tie_word_embeddings": w.lm_head.is_none(),
         "sliding_window": w.window,
     });
+    if w.rope_factor != 1.0 {
+        config["rope_scaling"] = serde_json::json!({ "type": "linear", "factor": w.rope_factor });
+    }
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let vocab = (0..VOCAB).map(|i| (format!("t{i}"), i as u32)).collect();
     let model = tokenizers::models::wordlevel::WordLevel::builder()
@@ -192,11 +198,11 @@ fn rms_norm(x: &[f64], w: &[f64]) -> Vec<f64> {
     x.iter().zip(w).map(|(v, g)| v * scale * g).collect()
 }
 
-/// Half-rotation rope of one head vector at `pos`.
-fn rope(head: &mut [f64], pos: usize) {
+/// Half-rotation rope of one head vector at (possibly scaled) position `pos`.
+fn rope(head: &mut [f64], pos: f64) {
     let half = HEAD_DIM / 2;
     for i in 0..half {
-        let angle = pos as f64 * THETA.powf(-((2 * i) as f64) / HEAD_DIM as f64);
+        let angle = pos * THETA.powf(-((2 * i) as f64) / HEAD_DIM as f64);
         let (a, b) = (head[i], head[i + half]);
         head[i] = a * angle.cos() - b * angle.sin();
         head[i + half] = b * angle.cos() + a * angle.sin();
@@ -220,8 +226,9 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
                 q = q.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, q_norm)).collect();
                 k = k.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, k_norm)).collect();
             }
-            q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
-            k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
+            let position = pos as f64 / w.rope_factor;
+            q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, position));
+            k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, position));
             keys[li].push(k);
             values[li].push(v);
             let mut attn = vec![0.0; HEADS * HEAD_DIM];
@@ -347,6 +354,13 @@ fn llama_with_tied_embeddings_matches_naive_forward() {
 #[test]
 fn qwen3_with_per_head_qk_norms_matches_naive_forward() {
     check_model("qwen3", false, true, 13);
+}
+
+#[test]
+fn llama_with_linear_rope_scaling_matches_naive_forward() {
+    let mut weights = random_weights(37, false, true, false);
+    weights.rope_factor = 4.0;
+    check_weights("llama", &weights, &token_sequence(24, 9));
 }
 
 #[test]
@@ -589,8 +603,8 @@ impl TinyGemma2 {
                 let mut q = matvec(&l.q, &h, None);
                 let mut k = matvec(&l.k, &h, None);
                 let v = matvec(&l.v, &h, None);
-                q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
-                k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos));
+                q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos as f64));
+                k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos as f64));
                 keys[li].push(k);
                 values[li].push(v);
                 // Even layers are local: a position sees itself and the window - 1 before it.
