@@ -102,18 +102,19 @@ pub fn kernel_build() -> &'static str {
     }
 }
 
-/// Calls `$body` with the decoder of `$format` and its block shape as const generics.
+/// Calls `$body` with the decoder of `$format` and its block shape as const generics, then the
+/// `[$extra]` ones.
 macro_rules! with_decoder {
-    ($format:expr, $body:ident, ($($arg:expr),*)) => {
+    ($format:expr, $body:ident, [$($extra:expr),*], ($($arg:expr),*)) => {
         match $format {
-            BlockFormat::Q4_0 => $body::<18, 32, 1, false>(q4_0, $($arg),*),
-            BlockFormat::Q4_1 => $body::<20, 32, 1, true>(q4_1, $($arg),*),
-            BlockFormat::Q5_0 => $body::<22, 32, 1, false>(q5_0, $($arg),*),
-            BlockFormat::Q5_1 => $body::<24, 32, 1, true>(q5_1, $($arg),*),
-            BlockFormat::Q8_0 => $body::<34, 32, 1, false>(q8_0, $($arg),*),
-            BlockFormat::Q4K => $body::<144, 256, 8, true>(q4_k, $($arg),*),
-            BlockFormat::Q5K => $body::<176, 256, 8, true>(q5_k, $($arg),*),
-            BlockFormat::Q6K => $body::<210, 256, 16, false>(q6_k, $($arg),*),
+            BlockFormat::Q4_0 => $body::<18, 32, 1, false $(, $extra)*>(q4_0, $($arg),*),
+            BlockFormat::Q4_1 => $body::<20, 32, 1, true $(, $extra)*>(q4_1, $($arg),*),
+            BlockFormat::Q5_0 => $body::<22, 32, 1, false $(, $extra)*>(q5_0, $($arg),*),
+            BlockFormat::Q5_1 => $body::<24, 32, 1, true $(, $extra)*>(q5_1, $($arg),*),
+            BlockFormat::Q8_0 => $body::<34, 32, 1, false $(, $extra)*>(q8_0, $($arg),*),
+            BlockFormat::Q4K => $body::<144, 256, 8, true $(, $extra)*>(q4_k, $($arg),*),
+            BlockFormat::Q5K => $body::<176, 256, 8, true $(, $extra)*>(q5_k, $($arg),*),
+            BlockFormat::Q6K => $body::<210, 256, 16, false $(, $extra)*>(q6_k, $($arg),*),
         }
     };
 }
@@ -160,18 +161,20 @@ fn dequantize_avx2(format: BlockFormat, rows: &[u8], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn rows_dot_avx2(format: BlockFormat, rows: &[&[u8]], x: &[f32], sums: &[f32], cols: usize, out: &mut [f32]) {
-    with_decoder!(format, fused_rows_dot, (rows, x, sums, cols, out))
+    // With fused multiply-adds: this build has the FMA instruction.
+    with_decoder!(format, rows_dot_with, [true], (rows, x, sums, cols, out))
 }
 
 
 #[inline(always)]
 fn rows_dot_portable(format: BlockFormat, rows: &[&[u8]], x: &[f32], sums: &[f32], cols: usize, out: &mut [f32]) {
-    with_decoder!(format, separate_rows_dot, (rows, x, sums, cols, out))
+    // A separate multiply and add: without the FMA instruction, `mul_add` is a slow library call.
+    with_decoder!(format, rows_dot_with, [false], (rows, x, sums, cols, out))
 }
 
 #[inline(always)]
 fn dequantize_portable(format: BlockFormat, rows: &[u8], out: &mut [f32]) {
-    with_decoder!(format, expand_blocks, (rows, out))
+    with_decoder!(format, expand_blocks, [], (rows, out))
 }
 
 /// Partial sums kept per activation row by the fused product.
@@ -214,33 +217,6 @@ fn expand_blocks<const BYTES: usize, const VALUES: usize, const GROUPS: usize, c
             }
         }
     }
-}
-
-/// [`rows_dot_with`] with fused multiply-adds (the AVX2 + FMA build).
-#[inline(always)]
-fn fused_rows_dot<const BYTES: usize, const VALUES: usize, const GROUPS: usize, const OFFSET: bool>(
-    decode: fn(&[u8; BYTES]) -> BlockParts<VALUES, GROUPS>,
-    rows: &[&[u8]],
-    x: &[f32],
-    sums: &[f32],
-    cols: usize,
-    out: &mut [f32],
-) {
-    rows_dot_with::<BYTES, VALUES, GROUPS, OFFSET, true>(decode, rows, x, sums, cols, out)
-}
-
-/// [`rows_dot_with`] with a separate multiply and add (the portable build: without the FMA
-/// instruction, `mul_add` is a slow library call).
-#[inline(always)]
-fn separate_rows_dot<const BYTES: usize, const VALUES: usize, const GROUPS: usize, const OFFSET: bool>(
-    decode: fn(&[u8; BYTES]) -> BlockParts<VALUES, GROUPS>,
-    rows: &[&[u8]],
-    x: &[f32],
-    sums: &[f32],
-    cols: usize,
-    out: &mut [f32],
-) {
-    rows_dot_with::<BYTES, VALUES, GROUPS, OFFSET, false>(decode, rows, x, sums, cols, out)
 }
 
 /// The product of [`rows_dot`] for one block format: each weight row is decoded once into its
