@@ -116,6 +116,75 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
+/// YaRN rope scaling (Qwen 2.5's long-context setting, extended-context fine-tunes): each
+/// frequency is a ramp between itself (fast rotations, extrapolated) and itself divided by
+/// `factor` (slow rotations, interpolated), and the rope's cos and sin are multiplied by
+/// `magnitude` (so attention scores by its square), as in transformers and llama.cpp.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct YarnRopeScaling {
+    /// Context extension factor.
+    pub factor: f64,
+    /// The context length the model was pre-trained with.
+    pub original_context_length: usize,
+    /// Rotations over the original context above which a frequency is kept (default 32).
+    pub beta_fast: f64,
+    /// Rotations below which a frequency is divided by the factor (default 1).
+    pub beta_slow: f64,
+    /// Multiplier of cos and sin (transformers' `attention_factor`; llama.cpp's `mscale`).
+    pub magnitude: f64,
+    /// Whether the ramp's ends are rounded outward to whole dimensions (transformers'
+    /// `truncate`, default true; llama.cpp always rounds).
+    pub truncate: bool,
+}
+
+impl YarnRopeScaling {
+    /// transformers' `get_mscale`: `1 + 0.1 · mscale · ln(scale)` for scales above 1.
+    fn attention_scale(scale: f64, mscale: f64) -> f64 {
+        match scale <= 1.0 {
+            true => 1.0,
+            false => 0.1 * mscale * scale.ln() + 1.0,
+        }
+    }
+
+    /// The default magnitude: `get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)`
+    /// when the model states both (llama.cpp: `mscale` 1 and `yarn_log_multiplier`), else
+    /// `get_mscale(factor)`.
+    fn default_magnitude(factor: f64, mscales: Option<(f64, f64)>) -> f64 {
+        match mscales.filter(|&(mscale, all)| mscale != 0.0 && all != 0.0) {
+            Some((mscale, all)) => Self::attention_scale(factor, mscale) / Self::attention_scale(factor, all),
+            None => Self::attention_scale(factor, 1.0),
+        }
+    }
+
+    /// The ramp's ends (transformers' `find_correction_range`): the dimensions whose
+    /// frequencies turn `beta_fast` and `beta_slow` times over the original context.
+    fn correction_range(&self, head_dim: usize, theta: f64) -> (f64, f64) {
+        let dim = |rotations: f64| {
+            head_dim as f64 * (self.original_context_length as f64 / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                / (2.0 * theta.ln())
+        };
+        let (low, high) = match self.truncate {
+            true => (dim(self.beta_fast).floor(), dim(self.beta_slow).ceil()),
+            false => (dim(self.beta_fast), dim(self.beta_slow)),
+        };
+        (low.max(0.0), high.min(head_dim as f64 - 1.0))
+    }
+
+    /// `base` (the unscaled inverse frequencies of a `head_dim` head at rope base `theta`)
+    /// scaled: pair `i` keeps the share `1 - clamp((i - low) / (high - low))` of its own
+    /// frequency and takes the rest from the frequency divided by the factor.
+    pub(crate) fn scale(&self, base: &[f64], head_dim: usize, theta: f64) -> Vec<f64> {
+        let (low, high) = self.correction_range(head_dim, theta);
+        base.iter()
+            .enumerate()
+            .map(|(i, &f)| {
+                let kept = 1.0 - ((i as f64 - low) / (high - low).max(0.001)).clamp(0.0, 1.0);
+                f / self.factor * (1.0 - kept) + f * kept
+            })
+            .collect()
+    }
+}
+
 /// Hyperparameters of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -153,6 +222,9 @@ pub struct ModelConfig {
     /// Gemma 3's local layers keep theirs, as in llama.cpp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_linear_factor: Option<f64>,
+    /// YaRN rope scaling of every frequency (not implemented for Gemma's local layers: refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_yarn: Option<YarnRopeScaling>,
     /// Gemma 2: attention scores become `cap · tanh(score / cap)` before the softmax.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_softcap: Option<f64>,
@@ -281,26 +353,11 @@ impl ModelConfig {
         let vocab_size = meta
             .optional_usize(&key("vocab_size"))?
             .unwrap_or(vocab_len);
-        // Rope scaling: linear, or per-frequency factors (GGUF `rope_freqs.weight`, which
-        // Llama 3.x files carry); any other kind would change every angle: refused, not ignored.
-        let scaling_key = key("rope.scaling.type");
-        let rope_linear_factor = match meta.optional_string(&scaling_key) {
-            None | Some("none") => None,
-            Some("linear") => {
-                let factor_key = key("rope.scaling.factor");
-                match meta.optional_f64(&factor_key)? {
-                    Some(factor) if factor > 0.0 => Some(factor),
-                    _ => return Err(meta.invalid(&factor_key, "a positive float (linear rope scaling)")),
-                }
-            }
-            Some(kind) => {
-                return Err(meta.invalid(
-                    &scaling_key,
-                    &format!("none or linear rope scaling (or per-frequency factors in rope_freqs.weight); `{kind}` is not implemented"),
-                ))
-            }
-        };
         let context_length = meta.usize(&key("context_length"))?;
+        let (rope_linear_factor, rope_yarn) = Self::gguf_rope_scaling(meta, &key, context_length)?;
+        if rope_yarn.is_some() && architecture.is_gemma() {
+            return Err(meta.invalid(&key("rope.scaling.type"), &format!("no YaRN rope scaling for {arch_name} (its local layers' rope under YaRN is not implemented)")));
+        }
         // A window as long as the context is no window.
         let sliding_window = meta
             .optional_usize(&key("attention.sliding_window"))?
@@ -325,11 +382,59 @@ impl ModelConfig {
             tie_word_embeddings: !has_output_weight,
             sliding_window,
             rope_linear_factor,
+            rope_yarn,
             attention_softcap: meta.optional_f64(&key("attn_logit_softcapping"))?.filter(|&cap| cap > 0.0),
             final_logit_softcap: meta.optional_f64(&key("final_logit_softcapping"))?.filter(|&cap| cap > 0.0),
         };
         config.validate(&meta.source_name)?;
         Ok(config)
+    }
+
+    /// Rope scaling from `{arch}.rope.scaling.*`: linear (a factor) or YaRN (llama.cpp's keys
+    /// and defaults); per-frequency factors come as the `rope_freqs.weight` tensor instead.
+    /// Any other kind would change every angle: refused, not ignored.
+    fn gguf_rope_scaling(
+        meta: &GgufMetadata<'_>,
+        key: &dyn Fn(&str) -> String,
+        context_length: usize,
+    ) -> Result<(Option<f64>, Option<YarnRopeScaling>)> {
+        let scaling_key = key("rope.scaling.type");
+        let factor = || {
+            let factor_key = key("rope.scaling.factor");
+            match meta.optional_f64(&factor_key)? {
+                Some(factor) if factor > 0.0 => Ok(factor),
+                _ => Err(meta.invalid(&factor_key, "a positive float (rope scaling factor)")),
+            }
+        };
+        match meta.optional_string(&scaling_key) {
+            None | Some("none") => Ok((None, None)),
+            Some("linear") => Ok((Some(factor()?), None)),
+            Some("yarn") => {
+                let ext_key = key("rope.scaling.yarn_ext_factor");
+                if meta.optional_f64(&ext_key)?.is_some_and(|ext| ext != 1.0) {
+                    return Err(meta.invalid(&ext_key, "1 (YaRN's full ramp; other extrapolation mixes are not implemented)"));
+                }
+                let factor = factor()?;
+                let optional = |name: &str, default: f64| Ok::<_, InferError>(meta.optional_f64(&key(name))?.unwrap_or(default));
+                let log_multiplier = optional("rope.scaling.yarn_log_multiplier", 0.0)?;
+                let magnitude = optional("rope.scaling.attn_factor", 1.0)?
+                    * YarnRopeScaling::default_magnitude(factor, Some((1.0, log_multiplier)));
+                Ok((None, Some(YarnRopeScaling {
+                    factor,
+                    original_context_length: meta
+                        .optional_usize(&key("rope.scaling.original_context_length"))?
+                        .unwrap_or(context_length),
+                    beta_fast: optional("rope.scaling.yarn_beta_fast", 32.0)?,
+                    beta_slow: optional("rope.scaling.yarn_beta_slow", 1.0)?,
+                    magnitude,
+                    truncate: true,
+                })))
+            }
+            Some(kind) => Err(meta.invalid(
+                &scaling_key,
+                &format!("none, linear or yarn rope scaling (or per-frequency factors in rope_freqs.weight); `{kind}` is not implemented"),
+            )),
+        }
     }
 
     /// Parse a Hugging Face `config.json`.
@@ -344,28 +449,9 @@ impl ModelConfig {
                 "llama, mistral, qwen2 or qwen3 (Phi-3, Gemma 2 and Gemma 3 are read from GGUF files only)",
             ));
         }
-        let rope_linear_factor = match &raw.rope_scaling {
-            Some(s) if s.rope_type.as_deref() == Some("linear") => Some(s.factor),
-            _ => None,
-        };
-        let rope_scaling = match raw.rope_scaling {
-            None => None,
-            Some(s) if s.rope_type.as_deref() == Some("linear") => None,
-            Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
-                factor: s.factor,
-                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
-                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                original_max_position_embeddings: s
-                    .original_max_position_embeddings
-                    .unwrap_or(8192),
-            }),
-            Some(s) => {
-                return Err(InferError::invalid_model(
-                    source_name,
-                    "rope_scaling.rope_type",
-                    format!("`llama3`, `linear` or no rope scaling, found {:?}", s.rope_type),
-                ))
-            }
+        let (rope_scaling, rope_linear_factor, rope_yarn) = match raw.rope_scaling {
+            None => (None, None, None),
+            Some(s) => s.into_config(raw.max_position_embeddings, source_name)?,
         };
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         let config = Self {
@@ -388,6 +474,7 @@ impl ModelConfig {
                 _ => None,
             },
             rope_linear_factor,
+            rope_yarn,
             attention_softcap: None,
             final_logit_softcap: None,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
@@ -426,6 +513,17 @@ impl ModelConfig {
         }
         if let Some(factor) = self.rope_linear_factor {
             json["rope_scaling"] = serde_json::json!({ "rope_type": "linear", "factor": factor });
+        }
+        if let Some(y) = self.rope_yarn {
+            json["rope_scaling"] = serde_json::json!({
+                "rope_type": "yarn",
+                "factor": y.factor,
+                "original_max_position_embeddings": y.original_context_length,
+                "beta_fast": y.beta_fast,
+                "beta_slow": y.beta_slow,
+                "attention_factor": y.magnitude,
+                "truncate": y.truncate,
+            });
         }
         if let Some(s) = self.rope_scaling {
             json["rope_scaling"] = serde_json::json!({
@@ -486,6 +584,50 @@ struct HfRopeScaling {
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
     original_max_position_embeddings: Option<usize>,
+    /// YaRN's keys (transformers' names and defaults).
+    beta_fast: Option<f64>,
+    beta_slow: Option<f64>,
+    attention_factor: Option<f64>,
+    mscale: Option<f64>,
+    mscale_all_dim: Option<f64>,
+    truncate: Option<bool>,
+}
+
+/// The three rope scalings a `config.json` can ask for: (Llama 3 factors, linear factor, YaRN).
+type HfRopeScalings = (Option<Llama3RopeScaling>, Option<f64>, Option<YarnRopeScaling>);
+
+impl HfRopeScaling {
+    /// The scaling this names, with transformers' defaults; an unknown kind is an error.
+    fn into_config(self, max_position_embeddings: usize, source_name: &str) -> Result<HfRopeScalings> {
+        match self.rope_type.as_deref() {
+            Some("linear") => Ok((None, Some(self.factor), None)),
+            Some("llama3") => Ok((
+                Some(Llama3RopeScaling {
+                    factor: self.factor,
+                    low_freq_factor: self.low_freq_factor.unwrap_or(1.0),
+                    high_freq_factor: self.high_freq_factor.unwrap_or(4.0),
+                    original_max_position_embeddings: self.original_max_position_embeddings.unwrap_or(8192),
+                }),
+                None,
+                None,
+            )),
+            Some("yarn") => Ok((None, None, Some(YarnRopeScaling {
+                factor: self.factor,
+                original_context_length: self.original_max_position_embeddings.unwrap_or(max_position_embeddings),
+                beta_fast: self.beta_fast.unwrap_or(32.0),
+                beta_slow: self.beta_slow.unwrap_or(1.0),
+                magnitude: self.attention_factor.unwrap_or_else(|| {
+                    YarnRopeScaling::default_magnitude(self.factor, self.mscale.zip(self.mscale_all_dim))
+                }),
+                truncate: self.truncate.unwrap_or(true),
+            }))),
+            other => Err(InferError::invalid_model(
+                source_name,
+                "rope_scaling.rope_type",
+                format!("`llama3`, `linear`, `yarn` or no rope scaling, found {other:?}"),
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -530,6 +672,7 @@ mod tests {
             tie_word_embeddings: true,
             sliding_window: Some(64),
             rope_linear_factor: Some(2.0),
+            rope_yarn: None,
             attention_softcap: None,
             final_logit_softcap: None,
         };
@@ -561,7 +704,7 @@ mod tests {
     }
 
     #[test]
-    fn linear_rope_scaling_is_read_and_other_kinds_are_refused_by_name() {
+    fn linear_and_yarn_rope_scaling_are_read_and_other_kinds_are_refused_by_name() {
         assert_eq!(config_of(&llama_metadata(&[])).unwrap().context_length, 4096);
         let none = llama_metadata(&[("llama.rope.scaling.type", Value::String("none".into()))]);
         assert!(config_of(&none).is_ok());
@@ -572,11 +715,115 @@ mod tests {
         assert_eq!(config_of(&linear).unwrap().rope_linear_factor, Some(4.0));
         let unfactored = llama_metadata(&[("llama.rope.scaling.type", Value::String("linear".into()))]);
         assert!(config_of(&unfactored).unwrap_err().to_string().contains("llama.rope.scaling.factor"));
-        for kind in ["yarn", "longrope"] {
+        for kind in ["longrope", "dynamic"] {
             let metadata = llama_metadata(&[("llama.rope.scaling.type", Value::String(kind.into()))]);
             let err = config_of(&metadata).unwrap_err().to_string();
             assert!(err.contains("llama.rope.scaling.type") && err.contains(kind), "{err}");
         }
+        let yarn = |extra: &[(&str, Value)]| {
+            let mut keys = vec![
+                ("llama.rope.scaling.type", Value::String("yarn".into())),
+                ("llama.rope.scaling.factor", Value::F32(4.0)),
+            ];
+            keys.extend(extra.iter().cloned());
+            config_of(&llama_metadata(&keys))
+        };
+        // llama.cpp's defaults: the original context is the model's, betas 32 and 1,
+        // cos and sin times 1 + 0.1 ln 4.
+        let defaults = yarn(&[]).unwrap().rope_yarn.unwrap();
+        let expected = YarnRopeScaling {
+            factor: 4.0,
+            original_context_length: 4096,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            magnitude: 1.0 + 0.1 * 4f64.ln(),
+            truncate: true,
+        };
+        assert_eq!(defaults, expected);
+        let stated = yarn(&[
+            ("llama.rope.scaling.original_context_length", Value::U32(1024)),
+            ("llama.rope.scaling.yarn_beta_fast", Value::F32(16.0)),
+            ("llama.rope.scaling.yarn_beta_slow", Value::F32(2.0)),
+            ("llama.rope.scaling.attn_factor", Value::F32(0.5)),
+            ("llama.rope.scaling.yarn_log_multiplier", Value::F32(0.5)),
+        ])
+        .unwrap()
+        .rope_yarn
+        .unwrap();
+        let magnitude = 0.5 * (1.0 + 0.1 * 4f64.ln()) / (1.0 + 0.05 * 4f64.ln());
+        assert_eq!(
+            stated,
+            YarnRopeScaling { original_context_length: 1024, beta_fast: 16.0, beta_slow: 2.0, magnitude, ..expected }
+        );
+        let err = yarn(&[("llama.rope.scaling.yarn_ext_factor", Value::F32(0.5))]).unwrap_err().to_string();
+        assert!(err.contains("llama.rope.scaling.yarn_ext_factor"), "{err}");
+        let err = config_of(&llama_metadata(&[("llama.rope.scaling.type", Value::String("yarn".into()))])).unwrap_err().to_string();
+        assert!(err.contains("llama.rope.scaling.factor"), "{err}");
+    }
+
+    #[test]
+    fn yarn_frequencies_equal_hand_computed_ones() {
+        // head 8, base 10000, original context 256, betas 32 and 1: the ramp's ends are
+        // floor(8 ln(256 / 64π) / 2 ln 10⁴) = floor(0.105) = 0 and ceil(8 ln(256 / 2π) / 2 ln 10⁴)
+        // = ceil(1.610) = 2, so pair 0 keeps its frequency, pair 1 half of it, pairs 2 and 3 none.
+        let yarn = YarnRopeScaling {
+            factor: 4.0,
+            original_context_length: 256,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            magnitude: 1.0,
+            truncate: true,
+        };
+        let base = [1.0, 0.1, 0.01, 0.001];
+        let scaled = yarn.scale(&base, 8, 10_000.0);
+        for (got, want) in scaled.iter().zip([1.0, 0.1 * (0.5 / 4.0 + 0.5), 0.01 / 4.0, 0.001 / 4.0]) {
+            assert!((got - want).abs() < 1e-15, "{scaled:?}");
+        }
+        // Unrounded ends 0.105 and 1.610: pair 1 keeps 1 - (1 - 0.105) / 1.505 of its frequency.
+        let low = 8.0 * (256.0 / (64.0 * std::f64::consts::PI)).ln() / (2.0 * 10_000f64.ln());
+        let high = 8.0 * (256.0 / (2.0 * std::f64::consts::PI)).ln() / (2.0 * 10_000f64.ln());
+        let kept = 1.0 - (1.0 - low) / (high - low);
+        let unrounded = YarnRopeScaling { truncate: false, ..yarn }.scale(&base, 8, 10_000.0);
+        assert!((unrounded[1] - 0.1 * ((1.0 - kept) / 4.0 + kept)).abs() < 1e-15, "{unrounded:?}");
+    }
+
+    #[test]
+    fn hf_yarn_reads_transformers_keys_and_defaults() {
+        let config = |scaling: serde_json::Value| {
+            let json = serde_json::json!({
+                "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100,
+                "rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_scaling": scaling,
+            });
+            ModelConfig::from_hf_config(&json.to_string(), "config.json")
+        };
+        // Qwen 2.5's setting, with the old `type` key.
+        let qwen = config(serde_json::json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}));
+        let yarn = qwen.unwrap().rope_yarn.unwrap();
+        assert_eq!((yarn.factor, yarn.original_context_length, yarn.beta_fast, yarn.beta_slow), (4.0, 32768, 32.0, 1.0));
+        assert_eq!(yarn.magnitude, 1.0 + 0.1 * 4f64.ln());
+        let ratio = config(serde_json::json!({"rope_type": "yarn", "factor": 4.0, "mscale": 2.0, "mscale_all_dim": 1.0}));
+        let yarn = ratio.unwrap().rope_yarn.unwrap();
+        assert_eq!(yarn.original_context_length, 32768);
+        assert_eq!(yarn.magnitude, (1.0 + 0.2 * 4f64.ln()) / (1.0 + 0.1 * 4f64.ln()));
+        let stated = config(serde_json::json!({"rope_type": "yarn", "factor": 4.0, "attention_factor": 0.7, "truncate": false}));
+        let yarn = stated.unwrap().rope_yarn.unwrap();
+        assert_eq!((yarn.magnitude, yarn.truncate), (0.7, false));
+        let err = config(serde_json::json!({"rope_type": "dynamic", "factor": 2.0})).unwrap_err().to_string();
+        assert!(err.contains("rope_scaling.rope_type") && err.contains("dynamic"), "{err}");
+    }
+
+    #[test]
+    fn yarn_on_gemma_is_refused_by_name() {
+        let mut metadata: HashMap<String, Value> = llama_metadata(&[])
+            .into_iter()
+            .map(|(k, v)| (k.replacen("llama", "gemma3", 1), v))
+            .collect();
+        metadata.insert("general.architecture".into(), Value::String("gemma3".into()));
+        metadata.insert("gemma3.rope.scaling.type".into(), Value::String("yarn".into()));
+        metadata.insert("gemma3.rope.scaling.factor".into(), Value::F32(8.0));
+        let err = config_of(&metadata).unwrap_err().to_string();
+        assert!(err.contains("gemma3.rope.scaling.type") && err.contains("YaRN"), "{err}");
     }
 
     #[test]

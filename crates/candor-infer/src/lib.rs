@@ -46,7 +46,7 @@ mod spec;
 mod template;
 mod tokenizer;
 
-pub use config::{Architecture, Llama3RopeScaling, ModelConfig, SUPPORTED_ARCHITECTURES};
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig, YarnRopeScaling, SUPPORTED_ARCHITECTURES};
 pub use error::{InferError, Result};
 pub use generate::{
     ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, StopReason,

@@ -15,7 +15,7 @@ use crate::config::{Architecture, GgufMetadata, ModelConfig};
 use crate::error::{InferError, Result};
 use crate::kernels::BlockFormat;
 use crate::model::{
-    rope_inverse_frequencies, unpermute_rope_rows, Model, ModelTensors, TensorNames,
+    global_rope, unpermute_rope_rows, Model, ModelTensors, TensorNames,
 };
 use crate::quantized::{QuantizedMatrix, WeightStorage};
 use crate::spec::{DeviceSpec, ModelSpec};
@@ -617,13 +617,9 @@ fn adds_bos_itself(tokenizer: &tokenizers::Tokenizer, bos: Option<u32>) -> bool 
 pub fn export_dense(model: &LanguageModel, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| InferError::io(dir, e))?;
     let config = model.model().config();
-    let from_config = rope_inverse_frequencies(
-        config.head_dim,
-        config.rope_theta,
-        config.rope_scaling,
-        None,
-    )
-    .map_err(InferError::InvalidInput)?;
+    // The config's rope (written to config.json) must be the model's: per-frequency factors
+    // have no config.json form.
+    let (from_config, _) = global_rope(config, None).map_err(InferError::InvalidInput)?;
     if model.model().inv_freq() != from_config.as_slice() {
         return Err(InferError::InvalidInput(
             "export of per-frequency rope factors (GGUF rope_freqs.weight) is not supported".into(),

@@ -236,6 +236,8 @@ pub struct Model {
     lm_head: Weight,
     /// Rope inverse frequencies (after any scaling), length `head_dim / 2`.
     inv_freq: Vec<f64>,
+    /// Multiplier of the rope's cos and sin (YaRN's attention factor; 1 otherwise).
+    rope_magnitude: f64,
     /// Those of local layers, where they have their own rope base (Gemma 3).
     local_inv_freq: Option<Vec<f64>>,
 }
@@ -321,19 +323,8 @@ impl Model {
             true => embed.clone(),
             false => take.weight(TensorNames::LM_HEAD, &[c.vocab_size, h])?,
         };
-        let inv_freq = rope_inverse_frequencies(
-            c.head_dim,
-            c.rope_theta,
-            c.rope_scaling,
-            rope_freq_factors.as_deref(),
-        )
-        .map_err(|expected| {
-            InferError::invalid_model(source_name, "rope_freqs.weight", expected)
-        })?;
-        let inv_freq = match c.rope_linear_factor {
-            Some(factor) => inv_freq.into_iter().map(|f| f / factor).collect(),
-            None => inv_freq,
-        };
+        let (inv_freq, rope_magnitude) = global_rope(c, rope_freq_factors.as_deref())
+            .map_err(|expected| InferError::invalid_model(source_name, "rope_freqs.weight", expected))?;
         let local_inv_freq = (c.architecture == Architecture::Gemma3)
             .then(|| rope_inverse_frequencies(c.head_dim, GEMMA3_LOCAL_ROPE_THETA, None, None))
             .transpose()
@@ -346,6 +337,7 @@ impl Model {
             norm,
             lm_head,
             inv_freq,
+            rope_magnitude,
             local_inv_freq,
         })
     }
@@ -847,20 +839,21 @@ impl Model {
     /// computed in f64 and rounded once; also for local layers when they have their own base.
     fn rope_tables(&self, offset: usize, len: usize) -> Result<RopeTables> {
         Ok(RopeTables {
-            global: self.rope_angles(&self.inv_freq, offset, len)?,
-            local: self.local_inv_freq.as_ref().map(|f| self.rope_angles(f, offset, len)).transpose()?,
+            global: self.rope_angles(&self.inv_freq, self.rope_magnitude, offset, len)?,
+            local: self.local_inv_freq.as_ref().map(|f| self.rope_angles(f, 1.0, offset, len)).transpose()?,
         })
     }
 
-    fn rope_angles(&self, inv_freq: &[f64], offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
+    /// cos and sin `[len, d/2]` of positions `offset..offset + len`, times `magnitude` (YaRN).
+    fn rope_angles(&self, inv_freq: &[f64], magnitude: f64, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
         let half = inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
         for pos in offset..offset + len {
             for f in inv_freq {
                 let angle = pos as f64 * f;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+                cos.push((magnitude * angle.cos()) as f32);
+                sin.push((magnitude * angle.sin()) as f32);
             }
         }
         Ok((
@@ -1029,6 +1022,18 @@ pub(crate) fn causal_mask(len: usize, offset: usize, window: Option<usize>, devi
 }
 
 /// Rope inverse frequencies `theta^(-2i/d)`, with Llama 3 scaling or per-frequency divisors.
+/// The inverse frequencies of a model's global (or only) rope and the multiplier of its cos
+/// and sin: per-frequency `factors` (GGUF `rope_freqs.weight`) or Llama 3 scaling, then linear
+/// or YaRN scaling.
+pub(crate) fn global_rope(config: &ModelConfig, factors: Option<&[f64]>) -> std::result::Result<(Vec<f64>, f64), String> {
+    let inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, factors)?;
+    Ok(match (config.rope_linear_factor, config.rope_yarn) {
+        (Some(factor), _) => (inv_freq.into_iter().map(|f| f / factor).collect(), 1.0),
+        (None, Some(yarn)) => (yarn.scale(&inv_freq, config.head_dim, config.rope_theta), yarn.magnitude),
+        (None, None) => (inv_freq, 1.0),
+    })
+}
+
 pub(crate) fn rope_inverse_frequencies(
     head_dim: usize,
     theta: f64,

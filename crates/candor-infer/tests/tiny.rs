@@ -72,8 +72,73 @@ struct Weights {
     lm_head: Option<Vec<Vec<f64>>>,
     /// Sliding attention window (Mistral), if any.
     window: Option<usize>,
-    /// Linear rope scaling: positions divided by this factor (1: none).
-    rope_factor: f64,
+    /// How the rope's frequencies are scaled.
+    rope: RopeScaling,
+}
+
+/// The rope scalings of transformers' `rope_scaling`, each computed here from its definition
+/// (transformers' `modeling_rope_utils`), independently of Candor's code.
+#[derive(Clone, Copy)]
+enum RopeScaling {
+    None,
+    /// Every frequency divided by the factor.
+    Linear(f64),
+    /// Llama 3.x: long wavelengths divided by the factor, short ones kept, a smooth mix between.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original: f64 },
+    /// YaRN with transformers' default attention factor.
+    Yarn { factor: f64, original: f64, beta_fast: f64, beta_slow: f64 },
+}
+
+impl RopeScaling {
+    /// The inverse frequency of each rotated pair and the multiplier of cos and sin.
+    fn frequencies(self, theta: f64) -> (Vec<f64>, f64) {
+        let base: Vec<f64> = (0..HEAD_DIM / 2).map(|i| theta.powf(-((2 * i) as f64) / HEAD_DIM as f64)).collect();
+        let tau = 2.0 * std::f64::consts::PI;
+        match self {
+            RopeScaling::None => (base, 1.0),
+            RopeScaling::Linear(factor) => (base.iter().map(|f| f / factor).collect(), 1.0),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original } => {
+                let scaled = base.iter().map(|&f| {
+                    let wavelength = tau / f;
+                    if wavelength < original / high_freq_factor {
+                        f
+                    } else if wavelength > original / low_freq_factor {
+                        f / factor
+                    } else {
+                        let smooth = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                });
+                (scaled.collect(), 1.0)
+            }
+            RopeScaling::Yarn { factor, original, beta_fast, beta_slow } => {
+                let correction_dim = |rotations: f64| HEAD_DIM as f64 * (original / (rotations * tau)).ln() / (2.0 * theta.ln());
+                let low = correction_dim(beta_fast).floor().max(0.0);
+                let high = correction_dim(beta_slow).ceil().min(HEAD_DIM as f64 - 1.0);
+                let scaled = base.iter().enumerate().map(|(i, &f)| {
+                    let extrapolated = 1.0 - ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                    f / factor * (1.0 - extrapolated) + f * extrapolated
+                });
+                (scaled.collect(), 0.1 * factor.ln() + 1.0)
+            }
+        }
+    }
+
+    /// The `rope_scaling` entry of config.json.
+    fn config_json(self) -> serde_json::Value {
+        match self {
+            RopeScaling::None => serde_json::Value::Null,
+            RopeScaling::Linear(factor) => serde_json::json!({ "type": "linear", "factor": factor }),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original } => serde_json::json!({
+                "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original as usize,
+            }),
+            RopeScaling::Yarn { factor, original, beta_fast, beta_slow } => serde_json::json!({
+                "rope_type": "yarn", "factor": factor, "original_max_position_embeddings": original as usize,
+                "beta_fast": beta_fast, "beta_slow": beta_slow,
+            }),
+        }
+    }
 }
 
 fn random_weights(seed: u64, biases: bool, tied: bool, qk_norm: bool) -> Weights {
@@ -103,7 +168,7 @@ fn random_weights(seed: u64, biases: bool, tied: bool, qk_norm: bool) -> Weights
         norm: r.vector(HIDDEN, 1.0),
         lm_head: (!tied).then(|| r.matrix(VOCAB, HIDDEN)),
         window: None,
-        rope_factor: 1.0,
+        rope: RopeScaling::None,
     }
 }
 
@@ -167,9 +232,7 @@ fn save(dir: &Path, w: &Weights, model_type: &str) {
         "max_position_embeddings": 256, "tie_word_embeddings": w.lm_head.is_none(),
         "sliding_window": w.window,
     });
-    if w.rope_factor != 1.0 {
-        config["rope_scaling"] = serde_json::json!({ "type": "linear", "factor": w.rope_factor });
-    }
+    config["rope_scaling"] = w.rope.config_json();
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let vocab = (0..VOCAB).map(|i| (format!("t{i}"), i as u32)).collect();
     let model = tokenizers::models::wordlevel::WordLevel::builder()
@@ -198,14 +261,20 @@ fn rms_norm(x: &[f64], w: &[f64]) -> Vec<f64> {
     x.iter().zip(w).map(|(v, g)| v * scale * g).collect()
 }
 
-/// Half-rotation rope of one head vector at (possibly scaled) position `pos`.
+/// Half-rotation rope of one head vector at position `pos`, base [`THETA`], no scaling.
 fn rope(head: &mut [f64], pos: f64) {
+    rotate(head, pos, &RopeScaling::None.frequencies(THETA))
+}
+
+/// Half-rotation rope of one head vector at position `pos` with the given inverse frequencies,
+/// cos and sin multiplied by `magnitude`.
+fn rotate(head: &mut [f64], pos: f64, (inv_freq, magnitude): &(Vec<f64>, f64)) {
     let half = HEAD_DIM / 2;
-    for i in 0..half {
-        let angle = pos * THETA.powf(-((2 * i) as f64) / HEAD_DIM as f64);
+    for (i, f) in inv_freq.iter().enumerate() {
+        let (cos, sin) = (magnitude * (pos * f).cos(), magnitude * (pos * f).sin());
         let (a, b) = (head[i], head[i + half]);
-        head[i] = a * angle.cos() - b * angle.sin();
-        head[i + half] = b * angle.cos() + a * angle.sin();
+        head[i] = a * cos - b * sin;
+        head[i + half] = b * cos + a * sin;
     }
 }
 
@@ -215,6 +284,7 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
     let mut keys: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
     let mut values: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
     let mut out = Vec::new();
+    let frequencies = w.rope.frequencies(THETA);
     for (pos, &tok) in tokens.iter().enumerate() {
         let mut x = w.embed[tok as usize].clone();
         for (li, l) in w.layers.iter().enumerate() {
@@ -226,9 +296,8 @@ fn naive_forward(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
                 q = q.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, q_norm)).collect();
                 k = k.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, k_norm)).collect();
             }
-            let position = pos as f64 / w.rope_factor;
-            q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, position));
-            k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, position));
+            q.chunks_mut(HEAD_DIM).for_each(|c| rotate(c, pos as f64, &frequencies));
+            k.chunks_mut(HEAD_DIM).for_each(|c| rotate(c, pos as f64, &frequencies));
             keys[li].push(k);
             values[li].push(v);
             let mut attn = vec![0.0; HEADS * HEAD_DIM];
@@ -359,8 +428,29 @@ fn qwen3_with_per_head_qk_norms_matches_naive_forward() {
 #[test]
 fn llama_with_linear_rope_scaling_matches_naive_forward() {
     let mut weights = random_weights(37, false, true, false);
-    weights.rope_factor = 4.0;
+    weights.rope = RopeScaling::Linear(4.0);
     check_weights("llama", &weights, &token_sequence(24, 9));
+}
+
+#[test]
+fn llama_with_llama3_rope_scaling_matches_naive_forward() {
+    // Wavelengths 2π and 200π against an original context of 1024: the first pair is kept,
+    // the second mixed (smooth = (1024 / 200π - 1) / 3 ≈ 0.21).
+    let mut weights = random_weights(41, false, true, false);
+    weights.rope = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original: 1024.0 };
+    check_weights("llama", &weights, &token_sequence(24, 11));
+}
+
+/// YaRN over 4-dimensional heads: with beta_slow 0.001 the ramp runs over dims 0..3, so the
+/// second pair mixes a third of its frequency divided by 4 with two thirds of its own, and
+/// cos and sin are 1 + 0.1 ln 4 ≈ 1.139 times larger.
+const TINY_YARN: RopeScaling = RopeScaling::Yarn { factor: 4.0, original: 256.0, beta_fast: 32.0, beta_slow: 0.001 };
+
+#[test]
+fn qwen2_with_yarn_rope_scaling_matches_naive_forward() {
+    let mut weights = random_weights(43, true, false, false);
+    weights.rope = TINY_YARN;
+    check_weights("qwen2", &weights, &token_sequence(24, 13));
 }
 
 #[test]
@@ -677,6 +767,11 @@ fn gemma2_gguf_with_soft_caps_and_a_local_window_matches_naive_forward() {
 /// `weights` (untied, no biases) written as a Phi-3 GGUF: q, k, v rows fused in `attn_qkv`,
 /// gate and up rows in `ffn_up` (gate first), f32 tensors. `extra` tensors are added as they are.
 fn save_phi3(path: &Path, w: &Weights, extra: &[(&str, Tensor)]) {
+    save_phi3_with(path, w, extra, Vec::new())
+}
+
+/// [`save_phi3`] with `keys` added to the metadata.
+fn save_phi3_with(path: &Path, w: &Weights, extra: &[(&str, Tensor)], keys: Vec<(&str, candle_core::quantized::gguf_file::Value)>) {
     use candle_core::quantized::gguf_file::Value;
     use candle_core::quantized::{GgmlDType, QTensor};
     let quantize = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).unwrap();
@@ -707,6 +802,7 @@ fn save_phi3(path: &Path, w: &Weights, extra: &[(&str, Tensor)]) {
         ("phi3.context_length", Value::U32(256)),
         ("phi3.rope.freq_base", Value::F32(THETA as f32)),
     ];
+    let metadata: Vec<(&str, Value)> = metadata.into_iter().chain(keys).collect();
     write_gguf(path, &metadata, &tensors);
 }
 
@@ -725,6 +821,35 @@ fn phi3_gguf_with_fused_qkv_and_gate_up_matches_naive_forward() {
     let first = m.model().forward(&tokens[..30], &mut cache).unwrap();
     let second = m.model().forward(&tokens[30..], &mut cache).unwrap();
     assert_close(&Tensor::cat(&[first, second], 0).unwrap(), &expected, "two chunks");
+}
+
+#[test]
+fn phi3_gguf_with_yarn_keys_matches_naive_forward() {
+    use candle_core::quantized::gguf_file::Value;
+    let RopeScaling::Yarn { factor, original, beta_fast, beta_slow } = TINY_YARN else { unreachable!() };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("phi3-yarn.gguf");
+    let mut weights = random_weights(47, false, false, false);
+    weights.rope = TINY_YARN;
+    let keys = vec![
+        ("phi3.rope.scaling.type", Value::String("yarn".into())),
+        ("phi3.rope.scaling.factor", Value::F32(factor as f32)),
+        ("phi3.rope.scaling.original_context_length", Value::U32(original as u32)),
+        ("phi3.rope.scaling.yarn_beta_fast", Value::F32(beta_fast as f32)),
+        ("phi3.rope.scaling.yarn_beta_slow", Value::F32(beta_slow as f32)),
+    ];
+    save_phi3_with(&path, &weights, &[], keys);
+    let m = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap();
+    let tokens = token_sequence(40, 17);
+    let expected = naive_forward(&weights, &tokens);
+    let mut cache = m.model().new_cache();
+    assert_close(&m.model().forward(&tokens, &mut cache).unwrap(), &expected, "one chunk");
+    let prefix = m.prefill(&tokens[..20]).unwrap();
+    let continuations = vec![tokens[20..].to_vec(), vec![tokens[20]]];
+    let batch = m.model().forward_batch(&continuations, prefix.cache()).unwrap();
+    for (c, logits) in continuations.iter().zip(&batch) {
+        assert_close(logits, &expected[20..20 + c.len()], "batched continuation");
+    }
 }
 
 #[test]
