@@ -1,10 +1,12 @@
 //! The forward pass against an independent naive float64 implementation written here, on
-//! tiny random models saved as safetensors directories: a qwen2 model (q/k/v biases, separate
-//! output head), a llama model (tied embeddings) and a qwen3 model (per-head q/k RMSNorm), all
-//! with grouped-query attention. This
-//! covers code paths the real default model (llama, tied, no biases) does not, and checks
-//! chunked prefill with a cache and batched continuations against the same reference.
-
+//! tiny random models: safetensors directories for qwen2 (q/k/v biases, separate output head),
+//! llama (tied embeddings), qwen3 (per-head q/k RMSNorm) and Mistral (sliding window), and each
+//! rope scaling (linear, Llama 3 factors, YaRN, with the frequencies computed here from
+//! transformers' definitions); GGUF files for Gemma 2 (soft caps, local layers), Gemma 3 (q/k
+//! norms, local and global layers with their own rope bases) and Phi-3 (fused projections,
+//! YaRN keys). All use grouped-query attention. This covers code paths the real models do
+//! not, and checks chunked prefill with a cache and batched continuations against the same
+//! reference.
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -259,11 +261,6 @@ fn matvec(m: &[Vec<f64>], x: &[f64], bias: Option<&Vec<f64>>) -> Vec<f64> {
 fn rms_norm(x: &[f64], w: &[f64]) -> Vec<f64> {
     let scale = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + EPS).sqrt();
     x.iter().zip(w).map(|(v, g)| v * scale * g).collect()
-}
-
-/// Half-rotation rope of one head vector at position `pos`, base [`THETA`], no scaling.
-fn rope(head: &mut [f64], pos: f64) {
-    rotate(head, pos, &RopeScaling::None.frequencies(THETA))
 }
 
 /// Half-rotation rope of one head vector at position `pos` with the given inverse frequencies,
@@ -584,11 +581,22 @@ fn write_gguf(path: &Path, metadata: &[(&str, candle_core::quantized::gguf_file:
     gguf_file::write(&mut file, &metadata, &tensors).unwrap();
 }
 
-/// A tiny random Gemma 2 written as a GGUF file (f32 tensors, llama.cpp's names and keys).
-struct TinyGemma2 {
+/// A tiny random Gemma 2 or Gemma 3 written as a GGUF file (f32 tensors, llama.cpp's names
+/// and keys).
+struct TinyGemma {
+    version: GemmaVersion,
     embed: Vec<Vec<f64>>,
     layers: Vec<GemmaLayer>,
     norm: Vec<f64>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum GemmaVersion {
+    /// Soft caps on attention scores and logits; the even layers local.
+    Two,
+    /// Per-head q/k RMSNorm; 5 of every 6 layers local with rope base 10000, the others global
+    /// with the model's base.
+    Three,
 }
 
 struct GemmaLayer {
@@ -603,17 +611,25 @@ struct GemmaLayer {
     up: Vec<Vec<f64>>,
     down: Vec<Vec<f64>>,
     post_ffn_norm: Vec<f64>,
+    /// Gemma 3's RMSNorm weights of each query and key head.
+    q_norm: Option<Vec<f64>>,
+    k_norm: Option<Vec<f64>>,
 }
 
 const GEMMA2_WINDOW: usize = 5;
+/// Gemma 3's global rope base (its local layers use 10000, [`THETA`]).
+const GEMMA3_GLOBAL_THETA: f64 = 1_000_000.0;
+/// Layers of the tiny Gemma 3: the sixth is its one global layer.
+const GEMMA3_LAYERS: usize = 6;
 const GEMMA2_ATTENTION_CAP: f64 = 0.7;
 const GEMMA2_FINAL_CAP: f64 = 1.5;
 
-impl TinyGemma2 {
-    fn random(seed: u64) -> Self {
+impl TinyGemma {
+    fn random(version: GemmaVersion, seed: u64) -> Self {
         let mut r = Lcg(seed);
         let kv = KV_HEADS * HEAD_DIM;
-        let layers = (0..LAYERS)
+        let gemma3 = version == GemmaVersion::Three;
+        let layers = (0..if gemma3 { GEMMA3_LAYERS } else { LAYERS })
             .map(|_| GemmaLayer {
                 attn_norm: r.vector(HIDDEN, 1.0),
                 q: r.matrix(HEADS * HEAD_DIM, HIDDEN),
@@ -626,9 +642,34 @@ impl TinyGemma2 {
                 up: r.matrix(FFN, HIDDEN),
                 down: r.matrix(HIDDEN, FFN),
                 post_ffn_norm: r.vector(HIDDEN, 1.0),
+                q_norm: gemma3.then(|| r.vector(HEAD_DIM, 1.0)),
+                k_norm: gemma3.then(|| r.vector(HEAD_DIM, 1.0)),
             })
             .collect();
-        Self { embed: r.matrix(VOCAB, HIDDEN), layers, norm: r.vector(HIDDEN, 1.0) }
+        Self { version, embed: r.matrix(VOCAB, HIDDEN), layers, norm: r.vector(HIDDEN, 1.0) }
+    }
+
+    fn architecture(&self) -> &'static str {
+        match self.version {
+            GemmaVersion::Two => "gemma2",
+            GemmaVersion::Three => "gemma3",
+        }
+    }
+
+    /// Whether layer `li` attends through the sliding window.
+    fn is_local(&self, li: usize) -> bool {
+        match self.version {
+            GemmaVersion::Two => li % 2 == 0,
+            GemmaVersion::Three => (li + 1) % 6 != 0,
+        }
+    }
+
+    /// The rope base of layer `li`.
+    fn theta(&self, li: usize) -> f64 {
+        match self.version {
+            GemmaVersion::Three if !self.is_local(li) => GEMMA3_GLOBAL_THETA,
+            _ => THETA,
+        }
     }
 
     fn save(&self, path: &Path) {
@@ -659,32 +700,49 @@ impl TinyGemma2 {
             ] {
                 tensors.push((format!("blk.{i}.{name}.weight"), quantize(tensor2(m))));
             }
+            for (name, norm) in [("attn_q_norm", &l.q_norm), ("attn_k_norm", &l.k_norm)] {
+                if let Some(v) = norm {
+                    tensors.push((format!("blk.{i}.{name}.weight"), quantize(tensor1(v))));
+                }
+            }
         }
-        let metadata: Vec<(&str, Value)> = vec![
-            ("general.architecture", Value::String("gemma2".into())),
-            ("gemma2.embedding_length", Value::U32(HIDDEN as u32)),
-            ("gemma2.feed_forward_length", Value::U32(FFN as u32)),
-            ("gemma2.block_count", Value::U32(LAYERS as u32)),
-            ("gemma2.attention.head_count", Value::U32(HEADS as u32)),
-            ("gemma2.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
-            ("gemma2.attention.key_length", Value::U32(HEAD_DIM as u32)),
-            ("gemma2.attention.layer_norm_rms_epsilon", Value::F32(EPS as f32)),
-            ("gemma2.context_length", Value::U32(256)),
-            ("gemma2.rope.freq_base", Value::F32(THETA as f32)),
-            ("gemma2.attention.sliding_window", Value::U32(GEMMA2_WINDOW as u32)),
-            ("gemma2.attn_logit_softcapping", Value::F32(GEMMA2_ATTENTION_CAP as f32)),
-            ("gemma2.final_logit_softcapping", Value::F32(GEMMA2_FINAL_CAP as f32)),
+        let arch = self.architecture();
+        let key = |k: &str| format!("{arch}.{k}");
+        let mut metadata: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String(arch.into())),
+            (key("embedding_length"), Value::U32(HIDDEN as u32)),
+            (key("feed_forward_length"), Value::U32(FFN as u32)),
+            (key("block_count"), Value::U32(self.layers.len() as u32)),
+            (key("attention.head_count"), Value::U32(HEADS as u32)),
+            (key("attention.head_count_kv"), Value::U32(KV_HEADS as u32)),
+            (key("attention.key_length"), Value::U32(HEAD_DIM as u32)),
+            (key("attention.layer_norm_rms_epsilon"), Value::F32(EPS as f32)),
+            (key("context_length"), Value::U32(256)),
+            (key("attention.sliding_window"), Value::U32(GEMMA2_WINDOW as u32)),
         ];
+        metadata.extend(match self.version {
+            GemmaVersion::Two => vec![
+                (key("rope.freq_base"), Value::F32(THETA as f32)),
+                (key("attn_logit_softcapping"), Value::F32(GEMMA2_ATTENTION_CAP as f32)),
+                (key("final_logit_softcapping"), Value::F32(GEMMA2_FINAL_CAP as f32)),
+            ],
+            GemmaVersion::Three => vec![(key("rope.freq_base"), Value::F32(GEMMA3_GLOBAL_THETA as f32))],
+        });
+        let metadata: Vec<(&str, Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         write_gguf(path, &metadata, &tensors);
     }
 
-    /// Logits of every position in float64, as llama.cpp's gemma2 graph computes them.
+    /// Logits of every position in float64, as llama.cpp's gemma2 and gemma3 graphs compute them.
     fn naive_forward(&self, tokens: &[u32]) -> Vec<Vec<f64>> {
         let group = HEADS / KV_HEADS;
-        let cap = |x: f64, cap: f64| cap * (x / cap).tanh();
+        let caps = self.version == GemmaVersion::Two;
+        let cap = |x: f64, limit: f64| match caps {
+            true => limit * (x / limit).tanh(),
+            false => x,
+        };
         let gelu = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
-        let mut keys: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
-        let mut values: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
+        let mut keys: Vec<Vec<Vec<f64>>> = vec![Vec::new(); self.layers.len()];
+        let mut values: Vec<Vec<Vec<f64>>> = vec![Vec::new(); self.layers.len()];
         let mut out = Vec::new();
         for (pos, &tok) in tokens.iter().enumerate() {
             let mut x: Vec<f64> = self.embed[tok as usize].iter().map(|v| v * (HIDDEN as f64).sqrt()).collect();
@@ -693,14 +751,19 @@ impl TinyGemma2 {
                 let mut q = matvec(&l.q, &h, None);
                 let mut k = matvec(&l.k, &h, None);
                 let v = matvec(&l.v, &h, None);
-                q.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos as f64));
-                k.chunks_mut(HEAD_DIM).for_each(|c| rope(c, pos as f64));
+                if let (Some(q_norm), Some(k_norm)) = (&l.q_norm, &l.k_norm) {
+                    q = q.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, q_norm)).collect();
+                    k = k.chunks(HEAD_DIM).flat_map(|head| rms_norm(head, k_norm)).collect();
+                }
+                let frequencies = RopeScaling::None.frequencies(self.theta(li));
+                q.chunks_mut(HEAD_DIM).for_each(|c| rotate(c, pos as f64, &frequencies));
+                k.chunks_mut(HEAD_DIM).for_each(|c| rotate(c, pos as f64, &frequencies));
                 keys[li].push(k);
                 values[li].push(v);
-                // Even layers are local: a position sees itself and the window - 1 before it.
-                let first = match li % 2 {
-                    0 => (pos + 1).saturating_sub(GEMMA2_WINDOW),
-                    _ => 0,
+                // A local layer's position sees itself and the window - 1 before it.
+                let first = match self.is_local(li) {
+                    true => (pos + 1).saturating_sub(GEMMA2_WINDOW),
+                    false => 0,
                 };
                 let mut attn = vec![0.0; HEADS * HEAD_DIM];
                 for head in 0..HEADS {
@@ -743,9 +806,21 @@ fn gemma2_gguf_with_soft_caps_and_a_local_window_matches_naive_forward() {
     // 40 tokens, a 5-position window on the even layers and caps that bite (random scores
     // and logits are of order 1): candle's masked path for the long chunk, the direct path for
     // later chunks, the branch path for batched continuations.
+    check_gemma(&TinyGemma::random(GemmaVersion::Two, 23));
+}
+
+#[test]
+fn gemma3_gguf_with_qk_norms_and_local_and_global_layers_matches_naive_forward() {
+    // Six layers: five local (5-position window, rope base 10000), one global (base 10⁶, no
+    // window), each with per-head q/k norms, over the same three attention paths as Gemma 2.
+    check_gemma(&TinyGemma::random(GemmaVersion::Three, 53));
+}
+
+/// `model` saved as GGUF and loaded, against its naive forward: one chunk, two chunks, and
+/// batched continuations of a shared prefix.
+fn check_gemma(model: &TinyGemma) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gemma2.gguf");
-    let model = TinyGemma2::random(23);
+    let path = dir.path().join(format!("{}.gguf", model.architecture()));
     model.save(&path);
     let m = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap();
     let tokens = token_sequence(40, 5);
