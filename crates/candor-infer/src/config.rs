@@ -342,6 +342,15 @@ impl ModelConfig {
             Some(d) => d,
             None => hidden_size / num_heads.max(1),
         };
+        // Mixture-of-experts feed-forwards (Mixtral is a `llama` GGUF with experts) are not
+        // implemented: refused before any tensor is looked for.
+        let experts_key = key("expert_count");
+        if let Some(experts) = meta.optional_usize(&experts_key)?.filter(|&n| n > 0) {
+            return Err(meta.invalid(
+                &experts_key,
+                &format!("a dense feed-forward; mixture-of-experts ({experts} experts) is not implemented"),
+            ));
+        }
         // Rope over part of each head (Phi-2 style) is not implemented.
         let rope_key = key("rope.dimension_count");
         if let Some(dims) = meta.optional_usize(&rope_key)?.filter(|&dims| dims != head_dim) {
@@ -824,6 +833,13 @@ mod tests {
         metadata.insert("gemma3.rope.scaling.factor".into(), Value::F32(8.0));
         let err = config_of(&metadata).unwrap_err().to_string();
         assert!(err.contains("gemma3.rope.scaling.type") && err.contains("YaRN"), "{err}");
+    }
+
+    #[test]
+    fn a_mixture_of_experts_gguf_is_refused_by_key() {
+        assert!(config_of(&llama_metadata(&[("llama.expert_count", Value::U32(0))])).is_ok());
+        let err = config_of(&llama_metadata(&[("llama.expert_count", Value::U32(8))])).unwrap_err().to_string();
+        assert!(err.contains("llama.expert_count") && err.contains("mixture-of-experts (8 experts)"), "{err}");
     }
 
     #[test]
