@@ -29,6 +29,9 @@
 //!     }
 //!     fn chat_prompt(&self, user_message: &str) -> Result<String> { Ok(format!("Q: {user_message}\nA:")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
+//!     fn decode(&self, ids: &[u32]) -> Result<String> {
+//!         Ok(String::from_utf8_lossy(&ids.iter().map(|&id| id as u8).collect::<Vec<u8>>()).into_owned())
+//!     }
 //!     fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> { self.encode(text) }
 //!     fn has_chat_template(&self) -> bool { true }
 //!     fn prefill(&self, tokens: &[u32]) -> Result<Seen> { Ok(Seen(tokens.to_vec())) }
@@ -154,10 +157,36 @@ pub struct ModelIdentity {
     pub compute_dtype: String,
     /// The device the model runs on (`--device`).
     pub device: String,
-    /// The chat template's Jinja source (`None`: the plain fallback).
+    /// The chat template's Jinja source (`None`: the plain fallback, or a server that does
+    /// not show it).
     pub chat_template: Option<String>,
     /// Hex sha256 of the chat template source (`None`: the plain fallback).
     pub chat_template_sha256: Option<String>,
+    /// The inference server the model runs behind (`None`: a local model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerInfo>,
+}
+
+impl ModelIdentity {
+    /// `local`, or the served engine's name (`vllm`, `sglang`, `llama-server`, `candor`): the
+    /// `backend` of every record.
+    pub fn backend(&self) -> &str {
+        self.server.as_ref().map_or("local", |server| server.engine.as_str())
+    }
+}
+
+/// The inference server of a served model, as it reports itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The base URL requests go to (e.g. `http://127.0.0.1:8000`).
+    pub url: String,
+    /// `vllm`, `sglang`, `llama-server` or `candor`.
+    pub engine: String,
+    /// The model name requests carry (`--served-model`).
+    pub model: String,
+    /// Whatever identifies the weights on the server (its model path, revision or hash);
+    /// resuming against a server whose revision differs is refused.
+    pub revision: String,
 }
 
 // The result types below mirror candor-infer's on purpose: candor-infer may depend on no other
@@ -184,6 +213,29 @@ pub struct LabelScores {
     pub labels: Vec<LabelScore>,
     /// Probability of the next token NOT being the first token of any label.
     pub first_token_mass_outside: f64,
+}
+
+/// The log-probability of one prompt token given the tokens before it, and the most likely
+/// tokens at its position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogProb {
+    /// The token.
+    pub token_id: u32,
+    /// log p(token | earlier tokens), natural log; `None` for the first token (nothing before it).
+    pub log_prob: Option<f64>,
+    /// The most likely tokens at this position with their log-probabilities, most likely
+    /// first (empty for the first token).
+    pub top: Vec<(u32, f64)>,
+}
+
+/// Log-probabilities of every token of one prompt, and of the token that would follow it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptLogProbs {
+    /// One entry per prompt token.
+    pub tokens: Vec<TokenLogProb>,
+    /// The most likely next tokens after the whole prompt, most likely first (at least one:
+    /// the greedy choice).
+    pub next: Vec<(u32, f64)>,
 }
 
 /// Why free generation stopped.
@@ -279,6 +331,10 @@ pub trait ModelBackend {
     /// nothing added).
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
 
+    /// The text of `ids` (special tokens written out), the inverse of
+    /// [`ModelBackend::encode`] for ids it produced.
+    fn decode(&self, ids: &[u32]) -> Result<String>;
+
     /// The tokens of a whole prompt `text`: [`ModelBackend::encode`], with the model's BOS in
     /// front when it expects one and the text does not start with it already (chat templates
     /// often write it; base models' plain prompts do not).
@@ -294,8 +350,29 @@ pub trait ModelBackend {
     /// its first token) and the next-token mass outside their first tokens.
     fn score_labels(&self, prefix: &Self::Prefix, continuations: &[String]) -> Result<LabelScores>;
 
+    /// [`ModelBackend::score_labels`] after each of `prefixes`, in order. A backend that can
+    /// score several prompts at once (a server with requests in flight) overrides this; the
+    /// default scores them one after another.
+    fn score_labels_batch(&self, prefixes: &[&Self::Prefix], continuations: &[String]) -> Result<Vec<LabelScores>> {
+        prefixes.iter().map(|prefix| self.score_labels(prefix, continuations)).collect()
+    }
+
+    /// The log-probability of every token of each of `prompts` given the tokens before it
+    /// (what an inference server calls prompt log-probs), with the `top` most likely tokens at
+    /// each position and after the prompt. Backends that cannot compute them say so.
+    fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize) -> Result<Vec<PromptLogProbs>> {
+        let _ = (prompts, top);
+        Err(BackendError::Unsupported("prompt log-probabilities".into()))
+    }
+
     /// Greedy generation of at most `max_tokens` tokens after `prefix`.
     fn generate(&self, prefix: &Self::Prefix, max_tokens: usize) -> Result<Generation>;
+
+    /// [`ModelBackend::generate`] after each of `prefixes`, in order (the default: one after
+    /// another).
+    fn generate_batch(&self, prefixes: &[&Self::Prefix], max_tokens: usize) -> Result<Vec<Generation>> {
+        prefixes.iter().map(|prefix| self.generate(prefix, max_tokens)).collect()
+    }
 
     /// The dict `{"<label>": <number>, ...}` after `prefix` with the skeleton forced and only the
     /// numbers generated, greedily, under the number grammar of `options`.

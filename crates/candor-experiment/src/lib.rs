@@ -31,6 +31,7 @@
 //!     }
 //!     fn chat_prompt(&self, user: &str) -> Result<String> { Ok(format!("{user}\n")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
+//!     fn decode(&self, ids: &[u32]) -> Result<String> { Ok(ids.iter().map(|&b| b as u8 as char).collect()) }
 //!     fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> { self.encode(text) }
 //!     fn has_chat_template(&self) -> bool { true }
 //!     fn prefill(&self, tokens: &[u32]) -> Result<Seen> { Ok(Seen(tokens.to_vec())) }

@@ -69,6 +69,29 @@ pub struct LabelScores {
     pub first_token_mass_outside: f64,
 }
 
+/// Log-probabilities of the tokens of one prompt (see [`LanguageModel::prompt_log_probs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptLogProbs {
+    /// Per prompt token: log p(token | earlier tokens) (`None` for the first) and the `top`
+    /// most likely tokens at that position (empty for the first).
+    pub tokens: Vec<(Option<f64>, Vec<(u32, f64)>)>,
+    /// The `top` most likely tokens after the whole prompt (at least the greedy one).
+    pub next: Vec<(u32, f64)>,
+}
+
+/// The `top` largest entries of `log_probs` (at least one), largest first, ties by lower id.
+fn top_entries(log_probs: &[f64], top: usize) -> Vec<(u32, f64)> {
+    let mut ids: Vec<u32> = (0..log_probs.len() as u32).collect();
+    let by_value = |a: &u32, b: &u32| log_probs[*b as usize].total_cmp(&log_probs[*a as usize]).then(a.cmp(b));
+    let keep = top.max(1).min(ids.len());
+    if keep < ids.len() {
+        ids.select_nth_unstable_by(keep - 1, by_value);
+        ids.truncate(keep);
+    }
+    ids.sort_unstable_by(by_value);
+    ids.into_iter().map(|id| (id, log_probs[id as usize])).collect()
+}
+
 /// Log-softmax of a `[vocab]` logits tensor, accumulated in f64.
 pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
     let values = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
@@ -157,6 +180,55 @@ impl LanguageModel {
         self.prefill(&self.encode_prompt(text)?)
     }
 
+    /// The log-probability of every token of each prompt given the tokens before it, with the
+    /// `top` most likely tokens at each position and after the prompt. The prompts' longest
+    /// common prefix runs once (all its positions' logits kept) and the rest of each prompt as
+    /// a batch on top of its cache, the way [`LanguageModel::score_labels`] runs labels after
+    /// a prompt.
+    pub fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize) -> Result<Vec<PromptLogProbs>> {
+        if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+            return Err(InferError::InvalidInput(format!("prompt {i} has no tokens")));
+        }
+        let shared = common_prefix_len(prompts);
+        if shared == 0 {
+            // No common first token: each prompt on its own.
+            return prompts.iter().map(|p| Ok(self.prompt_log_probs(std::slice::from_ref(p), top)?.remove(0))).collect();
+        }
+        for prompt in prompts {
+            self.model().check_token_ids(prompt)?;
+        }
+        let mut cache = self.model().new_cache();
+        let head = self.model().forward(&prompts[0][..shared], &mut cache)?;
+        let tails: Vec<Vec<u32>> = prompts.iter().filter(|p| p.len() > shared).map(|p| p[shared..].to_vec()).collect();
+        let tail_logits = match tails.is_empty() {
+            true => Vec::new(),
+            false => self.model().forward_batch(&tails, &cache)?,
+        };
+        let mut tail_logits = tail_logits.into_iter();
+        let head_rows: Vec<Vec<f64>> = (0..shared).map(|row| log_softmax(&head.get(row)?)).collect::<Result<_>>()?;
+        prompts
+            .iter()
+            .map(|prompt| {
+                let mut rows: Vec<&Vec<f64>> = head_rows.iter().collect();
+                let tail_rows: Vec<Vec<f64>> = match prompt.len() > shared {
+                    true => {
+                        let logits = tail_logits.next().ok_or_else(|| InferError::InvalidInput("a missing continuation".into()))?;
+                        (0..prompt.len() - shared).map(|row| log_softmax(&logits.get(row)?)).collect::<Result<_>>()?
+                    }
+                    false => Vec::new(),
+                };
+                rows.extend(tail_rows.iter());
+                // rows[i] is the distribution of token i + 1.
+                let mut tokens = vec![(None, Vec::new())];
+                for (row, &token) in rows.iter().zip(&prompt[1..]) {
+                    tokens.push((Some(row[token as usize]), top_entries(row, top)));
+                }
+                let next = top_entries(rows[prompt.len() - 1], top);
+                Ok(PromptLogProbs { tokens, next })
+            })
+            .collect()
+    }
+
     /// Score `labels` as continuations of `prefix`. All multi-token labels run as one batch
     /// on top of the prefix's cache; see the module docs for the tokenization convention.
     pub fn score_labels(&self, prefix: &Prefix, labels: &[String]) -> Result<LabelScores> {
@@ -219,9 +291,30 @@ impl LanguageModel {
     }
 }
 
+/// Length of the longest prefix all `prompts` share.
+fn common_prefix_len(prompts: &[Vec<u32>]) -> usize {
+    let Some(first) = prompts.first() else { return 0 };
+    prompts.iter().skip(1).fold(first.len(), |len, p| first.iter().zip(p).take(len).take_while(|(a, b)| a == b).count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_entries_are_the_largest_in_order_with_ties_by_id() {
+        let lp = [-3.0, -1.0, -2.0, -1.0, -5.0];
+        assert_eq!(top_entries(&lp, 3), vec![(1, -1.0), (3, -1.0), (2, -2.0)]);
+        assert_eq!(top_entries(&lp, 0), vec![(1, -1.0)]);
+        assert_eq!(top_entries(&lp, 9).len(), 5);
+    }
+
+    #[test]
+    fn common_prefix_of_prompts() {
+        assert_eq!(common_prefix_len(&[vec![1, 2, 3], vec![1, 2, 4], vec![1, 2]]), 2);
+        assert_eq!(common_prefix_len(&[vec![1, 2, 3]]), 3);
+        assert_eq!(common_prefix_len(&[vec![1], vec![2]]), 0);
+    }
 
     #[test]
     fn log_softmax_matches_hand_computation() {

@@ -26,7 +26,7 @@ pub use error::{LocalError, Result};
 
 use candor_backend::{
     BackendError, Capabilities, ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, LabelScore,
-    LabelScores, ModelBackend, ModelIdentity, PromptState, StopReason,
+    LabelScores, ModelBackend, ModelIdentity, PromptLogProbs, PromptState, StopReason, TokenLogProb,
 };
 use candor_infer::{DeviceSpec, LanguageModel, LoadOptions, ModelSpec, WeightStorage};
 use sha2::{Digest, Sha256};
@@ -120,6 +120,7 @@ impl LocalBackend {
             device: options.device.clone(),
             chat_template_sha256: chat_template.as_deref().map(|source| weights::hex(&Sha256::digest(source.as_bytes()))),
             chat_template,
+            server: None,
         };
         Ok(Self { model, identity })
     }
@@ -179,6 +180,27 @@ impl ModelBackend for LocalBackend {
 
     fn encode(&self, text: &str) -> candor_backend::Result<Vec<u32>> {
         self.model.encode(text).map_err(model_error)
+    }
+
+    fn decode(&self, ids: &[u32]) -> candor_backend::Result<String> {
+        self.model.tokenizer().decode(ids).map_err(model_error)
+    }
+
+    fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize) -> candor_backend::Result<Vec<PromptLogProbs>> {
+        let all = self.model.prompt_log_probs(prompts, top).map_err(model_error)?;
+        Ok(all
+            .into_iter()
+            .zip(prompts)
+            .map(|(log_probs, prompt)| PromptLogProbs {
+                tokens: log_probs
+                    .tokens
+                    .into_iter()
+                    .zip(prompt)
+                    .map(|((log_prob, top), &token_id)| TokenLogProb { token_id, log_prob, top })
+                    .collect(),
+                next: log_probs.next,
+            })
+            .collect())
     }
 
     fn has_chat_template(&self) -> bool {

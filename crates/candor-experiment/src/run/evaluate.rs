@@ -239,16 +239,19 @@ impl<B: ModelBackend> Evaluator<'_, B> {
             numbers,
         };
         match setup.mode {
-            VerbalizedMode::Free => examples
-                .iter()
-                .zip(&prefixes)
-                .map(|((id, _), (prefix, reused))| {
-                    let generation =
-                        self.model.generate(prefix, setup.max_tokens).with_context(|| format!("example '{id}'"))?;
-                    let tokens = generation.token_ids.len();
-                    Ok(Some(record(prefix, *reused, generation.text, tokens, Some(generation.stop_reason), None)))
-                })
-                .collect(),
+            VerbalizedMode::Free => {
+                let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
+                let generations =
+                    self.model.generate_batch(&refs, setup.max_tokens).with_context(|| examples_context(examples))?;
+                Ok(generations
+                    .into_iter()
+                    .zip(&prefixes)
+                    .map(|(generation, (prefix, reused))| {
+                        let tokens = generation.token_ids.len();
+                        Some(record(prefix, *reused, generation.text, tokens, Some(generation.stop_reason), None))
+                    })
+                    .collect())
+            }
             VerbalizedMode::Constrained => {
                 let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
                 let dicts = self
@@ -260,34 +263,46 @@ impl<B: ModelBackend> Evaluator<'_, B> {
                     .zip(&prefixes)
                     .map(|(dict, (prefix, reused))| {
                         let tokens = dict.numbers.iter().map(|n| n.token_ids.len()).sum();
-                        Some(record(prefix, *reused, dict.text, tokens, None, Some(dict.numbers)))
+                        // A served dict comes as text only: no per-number detail to record.
+                        let numbers = (!dict.numbers.is_empty()).then_some(dict.numbers);
+                        Some(record(prefix, *reused, dict.text, tokens, None, numbers))
                     })
                     .collect())
             }
         }
     }
 
-    /// The label-score record of `text`, if that signal is on.
-    pub fn logits(&self, text: &str) -> Result<Option<LogitsRecord>> {
+    /// The label-score records of `examples` (id, text), if that signal is on: their labels
+    /// scored together ([`ModelBackend::score_labels_batch`]). Errors name the examples.
+    pub fn logits(&self, examples: &[(&str, &str)]) -> Result<Vec<Option<LogitsRecord>>> {
         let Some(prompt) = &self.label_prompt else {
-            return Ok(None);
+            return Ok(vec![None; examples.len()]);
         };
-        let (prefix, prefix_reused) = prompt.prefix(self.model, text)?;
-        let scores = self.model.score_labels(&prefix, &self.label_continuations)?;
-        let log_probs: Vec<f64> = scores.labels.iter().map(|s| s.log_prob).collect();
-        Ok(Some(LogitsRecord {
-            prompt_tokens: prefix.tokens().len(),
-            prefix_reused,
-            probabilities: softmax(&log_probs),
-            first_token_log_probs: scores
-                .labels
-                .iter()
-                .map(|s| s.first_token_log_prob)
-                .collect(),
-            token_counts: scores.labels.iter().map(|s| s.token_ids.len()).collect(),
-            outside_mass: scores.first_token_mass_outside,
-            log_probs,
-        }))
+        let mut prefixes = Vec::with_capacity(examples.len());
+        for (id, text) in examples {
+            prefixes.push(prompt.prefix(self.model, text).with_context(|| format!("example '{id}'"))?);
+        }
+        let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
+        let all_scores = self
+            .model
+            .score_labels_batch(&refs, &self.label_continuations)
+            .with_context(|| examples_context(examples))?;
+        Ok(all_scores
+            .into_iter()
+            .zip(&prefixes)
+            .map(|(scores, (prefix, prefix_reused))| {
+                let log_probs: Vec<f64> = scores.labels.iter().map(|s| s.log_prob).collect();
+                Some(LogitsRecord {
+                    prompt_tokens: prefix.tokens().len(),
+                    prefix_reused: *prefix_reused,
+                    probabilities: softmax(&log_probs),
+                    first_token_log_probs: scores.labels.iter().map(|s| s.first_token_log_prob).collect(),
+                    token_counts: scores.labels.iter().map(|s| s.token_ids.len()).collect(),
+                    outside_mass: scores.first_token_mass_outside,
+                    log_probs,
+                })
+            })
+            .collect())
     }
 }
 

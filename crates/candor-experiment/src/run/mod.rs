@@ -420,9 +420,9 @@ fn evaluate_group<B: ModelBackend>(
     let started = Instant::now();
     let examples: Vec<(&str, &str)> = group.iter().map(|item| (item.example.id.as_str(), item.text.as_str())).collect();
     let verbalized = evaluator.verbalized(&examples)?;
+    let logits = evaluator.logits(&examples)?;
     let mut records = Vec::with_capacity(group.len());
-    for (item, verbalized) in group.iter().zip(verbalized) {
-        let logits = evaluator.logits(&item.text).with_context(|| format!("example '{}'", item.example.id))?;
+    for ((item, verbalized), logits) in group.iter().zip(verbalized).zip(logits) {
         let prompt_tokens = [verbalized.as_ref().map(|v| v.prompt_tokens), logits.as_ref().map(|l| l.prompt_tokens)];
         if let Some(longest) = prompt_tokens.into_iter().flatten().max() {
             ensure!(
@@ -432,6 +432,7 @@ fn evaluate_group<B: ModelBackend>(
             );
         }
         records.push(Record {
+            backend: evaluator.model.identity().backend().to_string(),
             index: item.position,
             id: item.example.id.clone(),
             gold: dataset.labels[item.example.label].name.clone(),

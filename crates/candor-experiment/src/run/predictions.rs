@@ -38,6 +38,15 @@ pub struct Record {
     pub logits: Option<LogitsRecord>,
     /// Wall-clock time for this example in milliseconds (the only timing field).
     pub elapsed_ms: u64,
+    /// Which backend computed it: `local`, or the served engine (`vllm`, `sglang`,
+    /// `llama-server`, `candor`).
+    #[serde(default = "local_backend")]
+    pub backend: String,
+}
+
+/// The backend of records written before records named theirs.
+fn local_backend() -> String {
+    "local".into()
 }
 
 /// The verbalized answer of one example.
@@ -178,6 +187,7 @@ mod tests {
 
     fn record(index: usize) -> Record {
         Record {
+            backend: "local".into(),
             index,
             id: format!("t-{index}"),
             gold: "a".into(),
