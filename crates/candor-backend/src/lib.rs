@@ -223,6 +223,8 @@ pub struct TokenLogProb {
     pub token_id: u32,
     /// log p(token | earlier tokens), natural log; `None` for the first token (nothing before it).
     pub log_prob: Option<f64>,
+    /// 1 + the number of tokens more likely at this position (0 for the first token).
+    pub rank: usize,
     /// The most likely tokens at this position with their log-probabilities, most likely
     /// first (empty for the first token).
     pub top: Vec<(u32, f64)>,
@@ -330,6 +332,11 @@ pub trait ModelBackend {
     /// The tokens of `text` as the model sees them in a prompt (special tokens matched,
     /// nothing added).
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
+
+    /// The tokens that end a generation (end of sequence, end of turn).
+    fn stop_tokens(&self) -> Vec<u32> {
+        Vec::new()
+    }
 
     /// The text of `ids` (special tokens written out), the inverse of
     /// [`ModelBackend::encode`] for ids it produced.

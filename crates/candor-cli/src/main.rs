@@ -14,6 +14,7 @@ mod model_args;
 mod progress;
 mod run;
 mod score;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     /// One Markdown table across calibrated runs: parse rate, accuracy, ECE/Brier/NLL before and
     /// after invert-softmax TS and re-softmax TS, per signal.
     Summarize(calibrate::SummarizeArgs),
+    /// Serve a local model's exact probabilities over vLLM's HTTP API (completions with prompt
+    /// log-probs, chat completions, tokenize) for `run --model http://…` or other tools.
+    Serve(serve::ServeArgs),
     /// Write a model's dequantized f32 weights as a safetensors directory (development).
     #[command(hide = true)]
     ExportDense(export::ExportArgs),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Report(args) => calibrate::run_report(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Summarize(args) => calibrate::run_summarize(args),
+        Command::Serve(args) => serve::run(args),
         Command::ExportDense(args) => export::run(args),
     };
     match result {

@@ -5,22 +5,28 @@
 use crate::dataset_args::DatasetArgs;
 use crate::model_args::{WeightsArg, DEFAULT_MODEL};
 use crate::progress::ProgressBarReporter;
-use anyhow::Result;
+use anyhow::{ensure, Result};
+use candor_backend::ModelBackend;
 use candor_experiment::run::prompts::DEFAULT_LABEL_ANSWER_PREFIX;
 use candor_experiment::run::{PromptFormat, RunPlan, RunSettings, Shard, Signal, VerbalizedMode};
 use candor_local::{LocalBackend, LocalModelOptions};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
+use candor_served::{is_server_url, RequestPolicy, ServedBackend, ServedOptions};
 
 
 /// Arguments of `candor run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Model: a .gguf file, a directory with config.json + *.safetensors + tokenizer.json, or
-    /// hf:owner/repo[:file.gguf].
+    /// Model: a .gguf file, a directory with config.json + *.safetensors + tokenizer.json,
+    /// hf:owner/repo[:file.gguf], or a server's URL http(s)://HOST:PORT[/v1] (vLLM, or
+    /// `candor serve`).
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
+    #[command(flatten)]
+    served: ServedArgs,
     /// Device: cpu, cuda, cuda:N or metal (GPU devices need a build with that cargo feature).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -126,20 +132,68 @@ impl RunArgs {
     }
 }
 
-/// Runs `candor run` (or prints its prompts).
+/// Options of a served model (`--model http://…`).
+#[derive(Args, Debug, Clone)]
+pub struct ServedArgs {
+    /// The model name the server knows (default: its only model).
+    #[arg(long, value_name = "NAME")]
+    served_model: Option<String>,
+    /// The server's API: auto (ask the server), vllm, sglang or llama-server.
+    #[arg(long, default_value = "auto")]
+    api: String,
+    /// Requests in flight at once against a server (also the examples in flight).
+    #[arg(long, default_value_t = RequestPolicy::default().concurrency)]
+    concurrency: usize,
+    /// Further attempts of a request after a connection error, timeout, 429 or 5xx.
+    #[arg(long, default_value_t = RequestPolicy::default().retries)]
+    retries: u32,
+    /// Seconds one request attempt may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = RequestPolicy::default().timeout.as_secs())]
+    request_timeout: u64,
+}
+
+impl ServedArgs {
+    /// The served backend's options for the server at `url`.
+    pub fn options(&self, url: &str) -> Result<ServedOptions> {
+        ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        Ok(ServedOptions {
+            url: url.to_string(),
+            model: self.served_model.clone(),
+            api: self.api.parse()?,
+            policy: RequestPolicy {
+                concurrency: self.concurrency,
+                retries: self.retries,
+                timeout: Duration::from_secs(self.request_timeout.max(1)),
+                ..RequestPolicy::default()
+            },
+        })
+    }
+}
+
+/// Runs `candor run` (or prints its prompts) on a local or served model.
 pub fn run(args: &RunArgs) -> Result<()> {
+    if is_server_url(&args.model) {
+        let backend = ServedBackend::connect(&args.served.options(&args.model)?)?;
+        let result = match args.print_prompts {
+            true => print_prompts(args.settings(), &backend),
+            false => execute(args.settings(), &backend, args.quiet),
+        };
+        eprintln!("{}: {}", args.model, backend.request_summary());
+        return result;
+    }
+    let model = args.model_options();
+    let backend = LocalBackend::new(model.load()?, &model)?;
     match args.print_prompts {
-        true => print_prompts(args.settings(), &args.model_options()),
-        false => run_local(args.settings(), &args.model_options(), args.quiet),
+        true => print_prompts(args.settings(), &backend),
+        false => execute(args.settings(), &backend, args.quiet),
     }
 }
 
 /// Prints the prompts of every example of `settings` as JSON lines.
-fn print_prompts(settings: RunSettings, model: &LocalModelOptions) -> Result<()> {
+fn print_prompts<B: ModelBackend>(settings: RunSettings, backend: &B) -> Result<()> {
     let plan = RunPlan::new(settings)?;
-    let backend = LocalBackend::new(model.load()?, model)?;
     let mut out = std::io::stdout().lock();
-    for prompts in plan.prompts(&backend)? {
+    for prompts in plan.prompts(backend)? {
         writeln!(out, "{}", serde_json::to_string(&prompts)?)?;
     }
     Ok(())
@@ -148,9 +202,15 @@ fn print_prompts(settings: RunSettings, model: &LocalModelOptions) -> Result<()>
 /// Plans `settings` (templates, dataset), loads the local model of `model`, executes the run and
 /// prints where the records are.
 pub fn run_local(settings: RunSettings, model: &LocalModelOptions, quiet: bool) -> Result<()> {
-    let plan = RunPlan::new(settings.clone())?;
     let backend = LocalBackend::new(model.load()?, model)?;
-    let outcome = plan.execute(&backend, &mut ProgressBarReporter::new(quiet))?;
+    execute(settings, &backend, quiet)
+}
+
+/// Plans `settings` (templates, dataset), executes the run on `backend` and prints where the
+/// records are.
+fn execute<B: ModelBackend>(settings: RunSettings, backend: &B, quiet: bool) -> Result<()> {
+    let plan = RunPlan::new(settings.clone())?;
+    let outcome = plan.execute(backend, &mut ProgressBarReporter::new(quiet))?;
     eprintln!(
         "{}: {} examples ({} new, {} truncated) in {}",
         settings.out.display(),

@@ -55,7 +55,7 @@ pub use loader::{available_memory_bytes, export_dense, LanguageModel, LoadOption
 pub use model::{KvCache, Model};
 pub use kernels::kernel_build as quantized_kernel_build;
 pub use quantized::WeightStorage;
-pub use score::{LabelScore, LabelScores, Prefix, PromptLogProbs};
+pub use score::{LabelScore, LabelScores, Prefix, PromptLogProbs, PromptTokenLogProb};
 pub use spec::{DeviceSpec, ModelSpec};
 pub use template::{ChatMessage, ChatTemplate};
 pub use tokenizer::{Tokenizer, SUPPORTED_PRE_TOKENIZERS};

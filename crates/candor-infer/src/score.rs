@@ -72,11 +72,21 @@ pub struct LabelScores {
 /// Log-probabilities of the tokens of one prompt (see [`LanguageModel::prompt_log_probs`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptLogProbs {
-    /// Per prompt token: log p(token | earlier tokens) (`None` for the first) and the `top`
-    /// most likely tokens at that position (empty for the first).
-    pub tokens: Vec<(Option<f64>, Vec<(u32, f64)>)>,
+    /// One entry per prompt token.
+    pub tokens: Vec<PromptTokenLogProb>,
     /// The `top` most likely tokens after the whole prompt (at least the greedy one).
     pub next: Vec<(u32, f64)>,
+}
+
+/// One prompt token's log-probability given the tokens before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptTokenLogProb {
+    /// log p(token | earlier tokens); `None` for the first token.
+    pub log_prob: Option<f64>,
+    /// 1 + the number of tokens more likely at this position (0 for the first token).
+    pub rank: usize,
+    /// The `top` most likely tokens at this position (empty for the first).
+    pub top: Vec<(u32, f64)>,
 }
 
 /// The `top` largest entries of `log_probs` (at least one), largest first, ties by lower id.
@@ -219,9 +229,11 @@ impl LanguageModel {
                 };
                 rows.extend(tail_rows.iter());
                 // rows[i] is the distribution of token i + 1.
-                let mut tokens = vec![(None, Vec::new())];
+                let mut tokens = vec![PromptTokenLogProb { log_prob: None, rank: 0, top: Vec::new() }];
                 for (row, &token) in rows.iter().zip(&prompt[1..]) {
-                    tokens.push((Some(row[token as usize]), top_entries(row, top)));
+                    let log_prob = row[token as usize];
+                    let rank = 1 + row.iter().filter(|&&lp| lp > log_prob).count();
+                    tokens.push(PromptTokenLogProb { log_prob: Some(log_prob), rank, top: top_entries(row, top) });
                 }
                 let next = top_entries(rows[prompt.len() - 1], top);
                 Ok(PromptLogProbs { tokens, next })

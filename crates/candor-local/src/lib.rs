@@ -182,6 +182,10 @@ impl ModelBackend for LocalBackend {
         self.model.encode(text).map_err(model_error)
     }
 
+    fn stop_tokens(&self) -> Vec<u32> {
+        self.model.tokenizer().eos_token_ids().to_vec()
+    }
+
     fn decode(&self, ids: &[u32]) -> candor_backend::Result<String> {
         self.model.tokenizer().decode(ids).map_err(model_error)
     }
@@ -196,7 +200,7 @@ impl ModelBackend for LocalBackend {
                     .tokens
                     .into_iter()
                     .zip(prompt)
-                    .map(|((log_prob, top), &token_id)| TokenLogProb { token_id, log_prob, top })
+                    .map(|(token, &token_id)| TokenLogProb { token_id, log_prob: token.log_prob, rank: token.rank, top: token.top })
                     .collect(),
                 next: log_probs.next,
             })

@@ -16,8 +16,10 @@ use super::shard::Shard;
 /// File name of the manifest inside a run directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// Fields that may differ between the manifest of a run and a re-run of the same command.
-pub const VOLATILE_FIELDS: &[&str] = &["created_unix_s"];
+/// Fields that may differ between the manifest of a run and a re-run of the same command: the
+/// creation time, and where the model was found (a moved file, a server on another host) —
+/// the weights' hash, the served model's name and revision still must match.
+pub const VOLATILE_FIELDS: &[&str] = &["created_unix_s", "model.server.url", "model.spec", "model.source"];
 
 /// The whole manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,14 +154,24 @@ pub fn differing_fields(left: &Manifest, right: &Manifest, ignore: &[&str]) -> R
     let mut right = serde_json::to_value(right)?;
     for field in ignore {
         for value in [&mut left, &mut right] {
-            if let Value::Object(map) = value {
-                map.remove(*field);
-            }
+            remove_path(value, field);
         }
     }
     let mut differences = Vec::new();
     collect_differences("", &left, &right, &mut differences);
     Ok(differences)
+}
+
+/// Removes the field at the dotted `path` (e.g. `model.server.url`), if it is there.
+fn remove_path(value: &mut Value, path: &str) {
+    let (parents, last) = match path.rsplit_once('.') {
+        Some((parents, last)) => (parents.split('.').collect::<Vec<_>>(), last),
+        None => (Vec::new(), path),
+    };
+    let parent = parents.iter().try_fold(value, |v, key| v.get_mut(*key));
+    if let Some(Value::Object(map)) = parent {
+        map.remove(last);
+    }
 }
 
 fn collect_differences(path: &str, left: &Value, right: &Value, out: &mut Vec<String>) {
