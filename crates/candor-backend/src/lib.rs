@@ -187,6 +187,8 @@ pub struct ServerInfo {
     /// Whatever identifies the weights on the server (its model path, revision or hash);
     /// resuming against a server whose revision differs is refused.
     pub revision: String,
+    /// `exact (…)` or `approximate (…)`: whether label log-probs are the model's own.
+    pub log_probs: String,
 }
 
 // The result types below mirror candor-infer's on purpose: candor-infer may depend on no other

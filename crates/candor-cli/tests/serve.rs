@@ -272,3 +272,16 @@ fn bad_requests_get_openai_shaped_errors() {
     let (status, answer) = server.post("/v1/chat/completions", &json!({ "model": "smol", "messages": [{ "role": "system", "content": "x" }] }));
     assert_eq!(status, 400, "{answer}");
 }
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_and_leaves_no_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = dataset_dir();
+    // Port 9 (discard) has no HTTP server on a test machine.
+    let output = candor(&run_args("http://127.0.0.1:9/v1", out.to_str().unwrap(), data.to_str().unwrap(), &["--retries", "1"]));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(message.contains("http://127.0.0.1:9/v1/models") && message.contains("2 attempts"), "{message}");
+    assert!(!out.exists(), "a run directory was created for a server that never answered");
+}

@@ -20,6 +20,8 @@
 
 mod error;
 pub mod http;
+pub mod llama;
+pub mod sglang;
 pub mod vllm;
 
 pub use error::{Result, ServedError};
@@ -46,6 +48,11 @@ pub enum Engine {
     Vllm,
     /// `candor serve` (vLLM's API over Candor's exact engine).
     Candor,
+    /// SGLang's native API (`/generate` with input log-probs).
+    Sglang,
+    /// llama.cpp's llama-server: label log-probs from forced one-token generations, llama.cpp's
+    /// own numbers (approximate).
+    LlamaServer,
 }
 
 impl Engine {
@@ -54,7 +61,15 @@ impl Engine {
         match self {
             Self::Vllm => "vllm",
             Self::Candor => "candor",
+            Self::Sglang => "sglang",
+            Self::LlamaServer => "llama-server",
         }
+    }
+
+    /// Whether its label log-probs are the model's exact ones (vLLM's prompt log-probs come
+    /// from the model's own logits; llama.cpp quantizes activations to 8 bits in its products).
+    pub fn exact_log_probs(self) -> bool {
+        self != Self::LlamaServer
     }
 }
 
@@ -145,12 +160,28 @@ impl ServedBackend {
         let cards = runtime.block_on(vllm::models(&client))?;
         let card = choose_model(&cards, options.model.as_deref(), &base)?;
         let engine = choose_engine(options.api, card, &base)?;
-        let context_length = card.max_model_len.ok_or_else(|| ServedError::Malformed {
-            url: format!("{base}/v1/models"),
-            what: format!("`max_model_len` of model `{}` (the context window)", card.id),
-        })?;
-        let has_chat_template = runtime.block_on(vllm::tokenize_chat(&client, &card.id, "ping")).is_ok();
-        let revision = card.weights_sha256.clone().or_else(|| card.root.clone()).unwrap_or_default();
+        let (context_length, has_chat_template, revision, build) = match engine {
+            Engine::LlamaServer => {
+                let props = runtime.block_on(llama::props(&client))?;
+                (props.context_length, props.has_chat_template, props.model_path, format!(" {}", props.build_info))
+            }
+            Engine::Vllm | Engine::Candor | Engine::Sglang => {
+                let context_length = card.max_model_len.ok_or_else(|| ServedError::Malformed {
+                    url: format!("{base}/v1/models"),
+                    what: format!("`max_model_len` of model `{}` (the context window)", card.id),
+                })?;
+                let has_chat_template = runtime.block_on(vllm::tokenize_chat(&client, &card.id, "ping")).is_ok();
+                let revision = match engine {
+                    Engine::Sglang => runtime.block_on(sglang_revision(&client))?,
+                    _ => card.weights_sha256.clone().or_else(|| card.root.clone()).unwrap_or_default(),
+                };
+                (context_length, has_chat_template, revision, String::new())
+            }
+        };
+        let log_probs = match engine.exact_log_probs() {
+            true => "exact (the server's prompt log-probs)",
+            false => "approximate (llama.cpp's own: 8-bit activation products; forced one-token generations)",
+        };
         let identity = ModelIdentity {
             spec: options.url.clone(),
             source: format!("{base} ({})", card.id),
@@ -160,16 +191,22 @@ impl ServedBackend {
             weights: WeightsInfo {
                 hash_kind: match card.weights_sha256 {
                     Some(_) => "served_weights_sha256".into(),
-                    None => "served_model_root".into(),
+                    None => "served_model_path".into(),
                 },
                 sha256: revision.clone(),
                 ..WeightsInfo::default()
             },
-            compute_dtype: format!("as served by {}", engine.name()),
+            compute_dtype: format!("as served by {}{build}", engine.name()),
             device: "server".into(),
             chat_template: None,
             chat_template_sha256: None,
-            server: Some(ServerInfo { url: base.clone(), engine: engine.name().into(), model: card.id.clone(), revision }),
+            server: Some(ServerInfo {
+                url: base.clone(),
+                engine: engine.name().into(),
+                model: card.id.clone(),
+                revision,
+                log_probs: log_probs.into(),
+            }),
         };
         let backend = Self { client, runtime, engine, model: card.id.clone(), identity, has_chat_template };
         backend.self_test()?;
@@ -194,29 +231,100 @@ impl ServedBackend {
     /// One known text's greedy next token: its log-prob as generated and as a prompt token
     /// must agree, or the server's prompt log-probs are not the model's.
     fn self_test(&self) -> Result<()> {
-        let (client, model) = (&self.client, self.model.as_str());
         self.runtime.block_on(async {
-            let prompt = vllm::tokenize(client, model, "The capital of France is", true).await?;
-            let generated = vllm::complete(client, model, &prompt, 1, None).await?;
+            let base = self.client.base();
+            let prompt = self.tokenize("The capital of France is", true).await?;
+            let generated = self.complete(&prompt, 1, None).await?;
             let (Some(&token), Some(&generated_lp)) = (generated.token_ids.first(), generated.token_log_probs.first()) else {
-                return Err(ServedError::Inexact(format!("{}: the self-test's one-token generation returned no token with a log-prob", client.base())));
+                return Err(ServedError::Inexact(format!("{base}: the self-test's one-token generation returned no token with a log-prob")));
             };
-            let scored = vllm::prompt_log_probs(client, model, &[[prompt.as_slice(), &[token]].concat()]).await?;
-            let prompt_lp = scored[0].last().copied().flatten().unwrap_or(f64::NAN);
+            let scored = self.continuation_log_probs(&prompt, &[vec![token]]).await?;
+            let prompt_lp = scored[0][0];
             match (prompt_lp - generated_lp).abs() <= SELF_TEST_TOLERANCE {
                 true => Ok(()),
                 false => Err(ServedError::Inexact(format!(
-                    "{}: self-test failed: token {token} after \"The capital of France is\" has log-prob {generated_lp} as generated but {prompt_lp} as a prompt token (they must agree to {SELF_TEST_TOLERANCE})",
-                    client.base()
+                    "{base}: self-test failed: token {token} after \"The capital of France is\" has log-prob {generated_lp} as generated but {prompt_lp} as scored (they must agree to {SELF_TEST_TOLERANCE})"
                 ))),
             }
         })
     }
 
+    /// `text`'s ids on the server (`add_special`: with the BOS the model wants).
+    async fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        match self.engine {
+            Engine::LlamaServer => llama::tokenize(&self.client, text, add_special).await,
+            Engine::Vllm | Engine::Candor | Engine::Sglang => vllm::tokenize(&self.client, &self.model, text, add_special).await,
+        }
+    }
+
+    /// The text of `ids` on the server.
+    async fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        match self.engine {
+            Engine::LlamaServer => llama::detokenize(&self.client, ids).await,
+            Engine::Sglang => sglang::detokenize(&self.client, &self.model, ids).await,
+            Engine::Vllm | Engine::Candor => vllm::detokenize(&self.client, &self.model, ids).await,
+        }
+    }
+
+    /// One user message through the server's chat template, with the generation prompt.
+    async fn chat_text(&self, user_message: &str) -> Result<String> {
+        match self.engine {
+            Engine::LlamaServer => llama::apply_template(&self.client, user_message).await,
+            Engine::Sglang => {
+                let ids = sglang::tokenize_chat(&self.client, &self.model, user_message).await?;
+                self.prompt_text(&ids).await
+            }
+            Engine::Vllm | Engine::Candor => {
+                let ids = vllm::tokenize_chat(&self.client, &self.model, user_message).await?;
+                self.prompt_text(&ids).await
+            }
+        }
+    }
+
+    /// The log-prob of every token of each continuation after `prompt`: vLLM's prompt
+    /// log-probs of all continuations in one request, or one forced generation per token on
+    /// llama-server.
+    async fn continuation_log_probs(&self, prompt: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<Vec<f64>>> {
+        match self.engine {
+            Engine::LlamaServer => {
+                let forced = continuations.iter().map(|ids| {
+                    try_join_all(ids.iter().enumerate().map(move |(j, &target)| {
+                        let context = [prompt, &ids[..j]].concat();
+                        async move { llama::forced_log_prob(&self.client, &context, target).await }
+                    }))
+                });
+                try_join_all(forced).await
+            }
+            Engine::Sglang => sglang::continuation_log_probs(&self.client, prompt, continuations).await,
+            Engine::Vllm | Engine::Candor => {
+                let prompts: Vec<Vec<u32>> = continuations.iter().map(|ids| [prompt, ids.as_slice()].concat()).collect();
+                let all = vllm::prompt_log_probs(&self.client, &self.model, &prompts).await?;
+                Ok(all.iter().map(|lps| lps[prompt.len()..].iter().map(|lp| lp.unwrap_or(f64::NAN)).collect()).collect())
+            }
+        }
+    }
+
+    /// A greedy completion, constrained to `schema` when given.
+    async fn complete(&self, prompt: &[u32], max_tokens: usize, constraint: Option<(&Value, usize)>) -> Result<vllm::Completion> {
+        match self.engine {
+            Engine::LlamaServer => {
+                let (text, token_ids, token_log_probs, eos) = llama::complete(&self.client, prompt, max_tokens, constraint.map(|(schema, _)| schema)).await?;
+                let finish_reason = if eos { "stop" } else { "length" }.to_string();
+                Ok(vllm::Completion { text, token_ids, token_log_probs, finish_reason })
+            }
+            Engine::Sglang => {
+                let (text, token_ids, token_log_probs, eos) = sglang::complete(&self.client, prompt, max_tokens, constraint.map(|(schema, _)| schema)).await?;
+                let finish_reason = if eos { "stop" } else { "length" }.to_string();
+                Ok(vllm::Completion { text, token_ids, token_log_probs, finish_reason })
+            }
+            Engine::Vllm | Engine::Candor => vllm::complete(&self.client, &self.model, prompt, max_tokens, constraint).await,
+        }
+    }
+
     /// The text of a prompt's ids, checked to tokenize back to them.
     async fn prompt_text(&self, ids: &[u32]) -> Result<String> {
-        let text = vllm::detokenize(&self.client, &self.model, ids).await?;
-        let again = vllm::tokenize(&self.client, &self.model, &text, false).await?;
+        let text = self.detokenize(ids).await?;
+        let again = self.tokenize(&text, false).await?;
         match again == ids {
             true => Ok(text),
             false => Err(ServedError::Inexact(format!(
@@ -236,15 +344,16 @@ impl ServedBackend {
         }
         let text = self.prompt_text(prompt).await?;
         let label_ids = try_join_all(continuations.iter().map(|label| self.ids_after(prompt, &text, label))).await?;
-        let prompts: Vec<Vec<u32>> = label_ids.iter().map(|ids| [prompt, ids.as_slice()].concat()).collect();
-        let log_probs = vllm::prompt_log_probs(&self.client, &self.model, &prompts).await?;
+        let log_probs = self.continuation_log_probs(prompt, &label_ids).await?;
         let labels: Vec<LabelScore> = continuations
             .iter()
             .zip(&label_ids)
             .zip(&log_probs)
-            .map(|((label, ids), lps)| {
-                let tail: Vec<f64> = lps[prompt.len()..].iter().map(|lp| lp.unwrap_or(f64::NAN)).collect();
-                LabelScore { label: label.clone(), token_ids: ids.clone(), log_prob: tail.iter().sum(), first_token_log_prob: tail[0] }
+            .map(|((label, ids), lps)| LabelScore {
+                label: label.clone(),
+                token_ids: ids.clone(),
+                log_prob: lps.iter().sum(),
+                first_token_log_prob: lps[0],
             })
             .collect();
         Ok(LabelScores { first_token_mass_outside: mass_outside(&labels), labels })
@@ -252,7 +361,7 @@ impl ServedBackend {
 
     /// The ids `label` adds after the prompt `prompt` (whose text is `text`).
     async fn ids_after(&self, prompt: &[u32], text: &str, label: &str) -> Result<Vec<u32>> {
-        let all = vllm::tokenize(&self.client, &self.model, &format!("{text}{label}"), false).await?;
+        let all = self.tokenize(&format!("{text}{label}"), false).await?;
         match all.strip_prefix(prompt) {
             Some(ids) if !ids.is_empty() => Ok(ids.to_vec()),
             _ => Err(ServedError::Inexact(format!(
@@ -266,7 +375,7 @@ impl ServedBackend {
         let schema = dict_schema(labels);
         let budget = 16 + labels.iter().map(|l| l.len() + options.max_fraction_digits + 8).sum::<usize>();
         let max_tokens = budget.min(self.identity.context_length.saturating_sub(prompt.len()).max(1));
-        let completion = vllm::complete(&self.client, &self.model, prompt, max_tokens, Some((&schema, options.max_fraction_digits))).await?;
+        let completion = self.complete(prompt, max_tokens, Some((&schema, options.max_fraction_digits))).await?;
         if !follows_schema(&completion.text, labels) {
             self.client.log.record_schema_violation();
         }
@@ -275,7 +384,7 @@ impl ServedBackend {
 
     /// A greedy free completion.
     async fn generate_one(&self, prompt: &[u32], max_tokens: usize) -> Result<Generation> {
-        let completion = vllm::complete(&self.client, &self.model, prompt, max_tokens, None).await?;
+        let completion = self.complete(prompt, max_tokens, None).await?;
         let stop_reason = match completion.finish_reason.as_str() {
             "stop" => StopReason::Eos,
             _ if prompt.len() + completion.token_ids.len() >= self.identity.context_length => StopReason::ContextFull,
@@ -299,19 +408,27 @@ fn choose_model<'a>(cards: &'a [vllm::ModelCard], wanted: Option<&str>, base: &s
     }
 }
 
-/// The engine behind `card`, as asked or as the server says.
+/// The engine behind `card`, as asked or as the server says (`owned_by` of `/v1/models`).
 fn choose_engine(api: ApiChoice, card: &vllm::ModelCard, base: &str) -> Result<Engine> {
-    let not_yet = |name: &str| {
-        ServedError::Setup(format!(
-            "{base}: {name}'s API is not implemented by Candor's served backend yet (vLLM's is, and `candor serve` speaks it)"
-        ))
-    };
     match (api, card.owned_by.as_str()) {
-        (ApiChoice::Sglang, _) | (ApiChoice::Auto, "sglang") => Err(not_yet("SGLang")),
-        (ApiChoice::LlamaServer, _) | (ApiChoice::Auto, "llamacpp") => Err(not_yet("llama-server")),
-        (_, "candor") => Ok(Engine::Candor),
-        _ => Ok(Engine::Vllm),
+        (ApiChoice::Sglang, _) | (ApiChoice::Auto, "sglang") => Ok(Engine::Sglang),
+        (ApiChoice::LlamaServer, _) | (ApiChoice::Auto, "llamacpp") => Ok(Engine::LlamaServer),
+        (ApiChoice::Vllm | ApiChoice::Auto, "candor") => Ok(Engine::Candor),
+        (ApiChoice::Vllm, _) | (ApiChoice::Auto, "vllm") => Ok(Engine::Vllm),
+        (ApiChoice::Auto, other) => Err(ServedError::Setup(format!(
+            "{base}/v1/models says the model is served by `{other}`, not vLLM, SGLang, llama-server or candor serve; name the API with --api vllm|sglang|llama-server if the server speaks one (Ollama and TGI give no label log-probs)"
+        ))),
     }
+}
+
+/// SGLang's model path and weight version (`/get_model_info`).
+async fn sglang_revision(client: &HttpClient) -> Result<String> {
+    let info = client.get("/get_model_info").await?;
+    let path = info["model_path"].as_str().unwrap_or_default();
+    Ok(match info["weight_version"].as_str() {
+        Some(version) => format!("{path}@{version}"),
+        None => path.to_string(),
+    })
 }
 
 /// 1 − the probability of the distinct first tokens of the labels.
@@ -372,7 +489,12 @@ impl ModelBackend for ServedBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { exact_log_probs: true, constrained_generation: true, batched_continuations: true, batched_generation: true }
+        Capabilities {
+            exact_log_probs: self.engine.exact_log_probs(),
+            constrained_generation: true,
+            batched_continuations: true,
+            batched_generation: true,
+        }
     }
 
     /// As many prompts as requests in flight.
@@ -381,10 +503,7 @@ impl ModelBackend for ServedBackend {
     }
 
     fn chat_prompt(&self, user_message: &str) -> candor_backend::Result<String> {
-        self.block_on(async {
-            let ids = vllm::tokenize_chat(&self.client, &self.model, user_message).await?;
-            self.prompt_text(&ids).await
-        })
+        self.block_on(self.chat_text(user_message))
     }
 
     fn has_chat_template(&self) -> bool {
@@ -392,19 +511,19 @@ impl ModelBackend for ServedBackend {
     }
 
     fn encode(&self, text: &str) -> candor_backend::Result<Vec<u32>> {
-        self.block_on(vllm::tokenize(&self.client, &self.model, text, false))
+        self.block_on(self.tokenize(text, false))
     }
 
     fn decode(&self, ids: &[u32]) -> candor_backend::Result<String> {
-        self.block_on(vllm::detokenize(&self.client, &self.model, ids))
+        self.block_on(self.detokenize(ids))
     }
 
     /// The server's ids with its special tokens, unless the text already starts with what
     /// they add (a chat template that writes BOS itself): never a double BOS.
     fn encode_prompt(&self, text: &str) -> candor_backend::Result<Vec<u32>> {
         self.block_on(async {
-            let plain = vllm::tokenize(&self.client, &self.model, text, false).await?;
-            let special = vllm::tokenize(&self.client, &self.model, text, true).await?;
+            let plain = self.tokenize(text, false).await?;
+            let special = self.tokenize(text, true).await?;
             let added = special.len().saturating_sub(plain.len());
             let already_there = added > 0 && special.ends_with(&plain) && plain.starts_with(&special[..added]);
             Ok(if already_there { plain } else { special })

@@ -118,7 +118,33 @@ pub async fn prompt_log_probs(client: &HttpClient, model: &str, prompts: &[Vec<u
     body["prompt_logprobs"] = json!(0);
     let answer = client.post("/v1/completions", &body).await?;
     client.log.record_usage(&answer);
-    let choices = choices(client, &answer, prompts.len())?;
+    parse_prompt_log_probs(&answer, prompts).map_err(|what| match what {
+        PromptLogProbsError::Missing(n) => ServedError::Inexact(format!(
+            "{}/v1/completions gave no `prompt_logprobs` of a prompt's {n} tokens: the server cannot give the exact log-probs of label tokens (vLLM and candor serve can; Ollama and TGI cannot)",
+            client.base()
+        )),
+        PromptLogProbsError::Malformed(what) => malformed(client, "/v1/completions", &what),
+    })
+}
+
+/// Why a completion response's prompt log-probs could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptLogProbsError {
+    /// A choice has no `prompt_logprobs` of its prompt's length (given): the server has none.
+    Missing(usize),
+    /// The response does not have the documented shape: what was expected.
+    Malformed(String),
+}
+
+/// log p(prompt[j] | prompt[..j]) of every token of every prompt (`None` for the first) from a
+/// `/v1/completions` response to `prompt_logprobs` (choices in `index` order, one per prompt;
+/// each entry keyed by token id, holding the prompt's own token).
+pub fn parse_prompt_log_probs(answer: &Value, prompts: &[Vec<u32>]) -> std::result::Result<Vec<Vec<Option<f64>>>, PromptLogProbsError> {
+    let mut choices = answer["choices"].as_array().cloned().ok_or_else(|| PromptLogProbsError::Malformed("a `choices` array".into()))?;
+    choices.sort_by_key(|choice| choice["index"].as_u64().unwrap_or(u64::MAX));
+    if choices.len() != prompts.len() {
+        return Err(PromptLogProbsError::Malformed(format!("{} choices (one per prompt), found {}", prompts.len(), choices.len())));
+    }
     prompts
         .iter()
         .zip(&choices)
@@ -126,21 +152,17 @@ pub async fn prompt_log_probs(client: &HttpClient, model: &str, prompts: &[Vec<u
             let entries = choice["prompt_logprobs"]
                 .as_array()
                 .filter(|entries| entries.len() == prompt.len())
-                .ok_or_else(|| ServedError::Inexact(format!(
-                    "{}/v1/completions gave no `prompt_logprobs` of the prompt's {} tokens: the server cannot give the exact log-probs of label tokens (vLLM and candor serve can; Ollama and TGI cannot)",
-                    client.base(),
-                    prompt.len()
-                )))?;
+                .ok_or(PromptLogProbsError::Missing(prompt.len()))?;
             prompt
                 .iter()
                 .zip(entries)
                 .enumerate()
-                .map(|(j, (id, entry))| match (j, entry) {
-                    (0, _) => Ok(None),
-                    (_, entry) => entry[id.to_string()]["logprob"]
+                .map(|(j, (id, entry))| match j {
+                    0 => Ok(None),
+                    _ => entry[id.to_string()]["logprob"]
                         .as_f64()
                         .map(Some)
-                        .ok_or_else(|| malformed(client, "/v1/completions", &format!("the log-prob of prompt token {id} at position {j}"))),
+                        .ok_or_else(|| PromptLogProbsError::Malformed(format!("the log-prob of prompt token {id} at position {j}"))),
                 })
                 .collect()
         })
