@@ -2,7 +2,8 @@
 //! point one way (cli → experiment → {data, calib, backend, results}; report → {results,
 //! calib}; local → {backend, infer}), `candor-calib` and `candor-infer` depend on no other Candor
 //! crate, nothing depends on `candor-cli`, and only `candor-infer`/`candor-local` (and the
-//! binary) pull in candle. Changing the graph means changing this table, the README's
+//! binary) pull in candle; the served backend (`candor-served`) and the HTTP server
+//! (`candor-server`) see models only through `candor-backend`. Changing the graph means changing this table, the README's
 //! architecture section and ../shared/DESIGN.md together.
 
 use serde_json::Value;
@@ -19,15 +20,37 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("candor-results", &["candor-calib"]),
     ("candor-report", &["candor-calib", "candor-results"]),
     ("candor-local", &["candor-backend", "candor-infer"]),
+    ("candor-served", &["candor-backend"]),
+    ("candor-server", &["candor-backend"]),
     ("candor-experiment", &["candor-backend", "candor-calib", "candor-data", "candor-results"]),
     (
         "candor-cli",
-        &["candor-calib", "candor-data", "candor-experiment", "candor-infer", "candor-local", "candor-report", "candor-results"],
+        &[
+            "candor-backend",
+            "candor-calib",
+            "candor-data",
+            "candor-experiment",
+            "candor-infer",
+            "candor-local",
+            "candor-report",
+            "candor-results",
+            "candor-served",
+            "candor-server",
+        ],
     ),
 ];
 
 /// Crates that must not reach candle, directly or through any dependency.
-const MODEL_FREE: &[&str] = &["candor-calib", "candor-data", "candor-backend", "candor-results", "candor-report", "candor-experiment"];
+const MODEL_FREE: &[&str] = &[
+    "candor-calib",
+    "candor-data",
+    "candor-backend",
+    "candor-results",
+    "candor-report",
+    "candor-experiment",
+    "candor-served",
+    "candor-server",
+];
 
 /// The host's target triple (`rustc -vV`), so `cargo metadata` needs only this platform's
 /// packages, which the build has already fetched (it runs offline).
