@@ -394,6 +394,19 @@ impl ServedBackend {
     }
 }
 
+/// A prompt's ids: the tokenization with the model's special tokens (`special`), unless what
+/// they add is already at the start of the plain one (a template that writes BOS itself):
+/// never a double BOS.
+fn prompt_ids(plain: Vec<u32>, special: Vec<u32>) -> Vec<u32> {
+    let added = special.len().saturating_sub(plain.len());
+    let already_there = added > 0 && special.ends_with(&plain) && plain.starts_with(&special[..added]);
+    if already_there {
+        plain
+    } else {
+        special
+    }
+}
+
 /// The model to use: the named one, or the server's only one.
 fn choose_model<'a>(cards: &'a [vllm::ModelCard], wanted: Option<&str>, base: &str) -> Result<&'a vllm::ModelCard> {
     let names = || cards.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ");
@@ -524,9 +537,7 @@ impl ModelBackend for ServedBackend {
         self.block_on(async {
             let plain = self.tokenize(text, false).await?;
             let special = self.tokenize(text, true).await?;
-            let added = special.len().saturating_sub(plain.len());
-            let already_there = added > 0 && special.ends_with(&plain) && plain.starts_with(&special[..added]);
-            Ok(if already_there { plain } else { special })
+            Ok(prompt_ids(plain, special))
         })
     }
 
@@ -605,6 +616,15 @@ mod tests {
         let score = |id: u32, lp: f64| LabelScore { label: String::new(), token_ids: vec![id, 9], log_prob: lp, first_token_log_prob: lp };
         let labels = [score(1, 0.25f64.ln()), score(1, 0.25f64.ln()), score(2, 0.5f64.ln())];
         assert!((mass_outside(&labels) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_prompt_never_gets_a_second_bos() {
+        // The model wants BOS (2): added to a plain prompt, not to one whose template wrote it.
+        assert_eq!(prompt_ids(vec![7, 8], vec![2, 7, 8]), vec![2, 7, 8]);
+        assert_eq!(prompt_ids(vec![2, 7, 8], vec![2, 2, 7, 8]), vec![2, 7, 8]);
+        // A model without BOS: both tokenizations agree.
+        assert_eq!(prompt_ids(vec![7, 8], vec![7, 8]), vec![7, 8]);
     }
 
     #[test]
