@@ -23,7 +23,15 @@ sdist="$dir/llama_cpp_python-$version.tar.gz"
 rm -rf "$dir/src" && mkdir -p "$dir/src"
 tar -xzf "$sdist" -C "$dir/src" --strip-components=3 "llama_cpp_python-$version/vendor/llama.cpp"
 threads="$(nproc)"
-"$dir/venv/bin/cmake" -S "$dir/src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+# ggml's CPU feature switches for what this CPU has. Not GGML_NATIVE: -march=native turns on
+# ggml's AMX kernels where the CPU lists AMX, and they crash (SIGSEGV) in virtual machines that
+# do not grant the AMX tile state (as scripts/bench-run.sh found).
+flags=()
+for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx512f:AVX512 avx512vbmi:AVX512_VBMI \
+  avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16 avx_vnni:AVX_VNNI; do
+  grep -qw "${pair%%:*}" /proc/cpuinfo && flags+=("-DGGML_${pair##*:}=ON")
+done
+"$dir/venv/bin/cmake" -S "$dir/src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF "${flags[@]}" \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >&2
 "$dir/venv/bin/cmake" --build "$dir/build" --target llama-server -j "$threads" >&2
 echo "$binary"
