@@ -5,8 +5,10 @@
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
-/// Shard `index` of `count`.
+/// Shard `index` of `count`. Deserializing checks `index < count` (a hand-edited manifest with
+/// shard `0/0` is an error, not a division by zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ShardFields")]
 pub struct Shard {
     /// 0-based shard index, below `count`.
     pub index: usize,
@@ -14,7 +16,30 @@ pub struct Shard {
     pub count: usize,
 }
 
+/// A shard as written in a manifest, before it is checked.
+#[derive(Deserialize)]
+struct ShardFields {
+    index: usize,
+    count: usize,
+}
+
+impl TryFrom<ShardFields> for Shard {
+    type Error = String;
+
+    fn try_from(fields: ShardFields) -> Result<Self, String> {
+        Self::new(fields.index, fields.count)
+    }
+}
+
 impl Shard {
+    /// Shard `index` of `count`, when `index < count`.
+    pub fn new(index: usize, count: usize) -> Result<Self, String> {
+        match index < count {
+            true => Ok(Self { index, count }),
+            false => Err(format!("a shard index below the shard count (at least 1), got {index}/{count}")),
+        }
+    }
+
     /// Whether the example at `position` (in the sampled dataset) belongs to this shard.
     pub fn holds(&self, position: usize) -> bool {
         position % self.count == self.index
@@ -29,10 +54,7 @@ impl FromStr for Shard {
         let (index, count) = text.split_once('/').ok_or_else(expected)?;
         let index: usize = index.trim().parse().map_err(|_| expected())?;
         let count: usize = count.trim().parse().map_err(|_| expected())?;
-        if count == 0 || index >= count {
-            return Err(expected());
-        }
-        Ok(Self { index, count })
+        Self::new(index, count).map_err(|_| expected())
     }
 }
 
@@ -54,6 +76,15 @@ mod tests {
             assert_eq!(owners, 1, "position {position}");
         }
         assert!(shards[1].holds(4) && !shards[1].holds(5));
+    }
+
+    #[test]
+    fn a_manifest_shard_of_0_of_0_or_an_index_past_the_count_is_refused_not_a_panic() {
+        for text in [r#"{"index": 0, "count": 0}"#, r#"{"index": 3, "count": 3}"#] {
+            let err = serde_json::from_str::<Shard>(text).unwrap_err().to_string();
+            assert!(err.contains("below the shard count"), "{err}");
+        }
+        assert_eq!(serde_json::from_str::<Shard>(r#"{"index": 2, "count": 3}"#).unwrap(), Shard { index: 2, count: 3 });
     }
 
     #[test]
