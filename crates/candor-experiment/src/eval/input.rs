@@ -83,12 +83,18 @@ impl InputFile {
         Self::from_reader(&name, BufReader::new(file))
     }
 
-    /// Reads input from any buffered reader; `name` is used in error messages.
-    pub fn from_reader(name: &str, reader: impl BufRead) -> Result<Self> {
+    /// Reads input from any buffered reader; `name` is used in error messages. A UTF-8 byte
+    /// order mark and CRLF line ends are accepted (as the dataset readers accept them); a line
+    /// longer than [`MAX_LINE_BYTES`] is an error, not an allocation of its whole length.
+    pub fn from_reader(name: &str, mut reader: impl BufRead) -> Result<Self> {
         let mut rows: Vec<InputRow> = Vec::new();
-        for (index, line) in reader.lines().enumerate() {
-            let line_no = index + 1;
-            let text = line.with_context(|| format!("{name}:{line_no}: cannot read line (is the file UTF-8?)"))?;
+        let mut line_no = 0;
+        while let Some(text) = next_line(&mut reader, name, line_no + 1)? {
+            line_no += 1;
+            let text = match line_no {
+                1 => text.strip_prefix('\u{feff}').unwrap_or(&text).to_string(),
+                _ => text,
+            };
             if text.trim().is_empty() {
                 continue;
             }
@@ -138,6 +144,28 @@ impl InputFile {
         }
         Ok(set.into_iter().map(str::to_string).collect())
     }
+}
+
+/// Longest line of an input file: a probability row of thousands of labels fits many times over.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The next line of `reader` without its `\n` or `\r\n` (`None` at the end), read at most
+/// [`MAX_LINE_BYTES`] at a time.
+fn next_line(reader: &mut impl BufRead, name: &str, line_no: usize) -> Result<Option<String>> {
+    let mut bytes = Vec::new();
+    let read = std::io::Read::take(&mut *reader, MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', &mut bytes)
+        .with_context(|| format!("{name}:{line_no}: cannot read line"))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if bytes.last() != Some(&b'\n') && bytes.len() > MAX_LINE_BYTES {
+        bail!("{name}:{line_no}: line longer than {MAX_LINE_BYTES} bytes (one JSON object per line expected)");
+    }
+    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| invalid!("{name}:{line_no}: the line is not UTF-8"))
 }
 
 fn parse_line(text: &str) -> Result<(String, RowScores)> {
@@ -195,4 +223,24 @@ fn number_map(object: &Map<String, Value>, field: &str) -> Result<Vec<(String, f
             None => bail!("{field}[{label:?}] must be a number, found {}", json_kind(value)),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bom_and_crlf_line_ends_are_read_like_the_dataset_readers_read_them() {
+        let text = "\u{feff}{\"label\": \"a\", \"probs\": {\"a\": 0.7, \"b\": 0.3}}\r\n\r\n{\"label\": \"b\", \"probs\": {\"a\": 0.2, \"b\": 0.8}}\r\n";
+        let input = InputFile::from_reader("in.jsonl", std::io::Cursor::new(text)).unwrap();
+        assert_eq!(input.rows.len(), 2);
+        assert_eq!((input.rows[0].label.as_str(), input.rows[1].line), ("a", 3));
+    }
+
+    #[test]
+    fn an_overlong_line_is_an_error_naming_the_line_not_an_allocation() {
+        let text = format!("{{\"label\": \"a\", \"probs\": {{\"a\": 1}}}}\n{}\n", "x".repeat(MAX_LINE_BYTES + 10));
+        let err = InputFile::from_reader("in.jsonl", std::io::Cursor::new(text)).unwrap_err().to_string();
+        assert!(err.contains("in.jsonl:2") && err.contains("longer than"), "{err}");
+    }
 }
