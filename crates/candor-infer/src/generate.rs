@@ -365,7 +365,11 @@ impl DictInProgress {
                 "the vocabulary has no digit tokens to write a number with".into(),
             ));
         }
-        let allowed_lp: Vec<f64> = allowed.iter().map(|(id, _)| log_probs[*id as usize]).collect();
+        // Ids come from the tokenizer, which may know more tokens than the model has rows.
+        let allowed_lp: Vec<f64> = allowed
+            .iter()
+            .map(|(id, _)| log_probs.get(*id as usize).copied().ok_or_else(|| outside_vocabulary(*id, log_probs.len())))
+            .collect::<Result<_>>()?;
         let best = argmax(&allowed_lp);
         let renormalised = log_softmax_values(&allowed_lp.iter().map(|&v| v as f32).collect::<Vec<_>>());
         self.masked_log_prob += renormalised[best];
@@ -404,6 +408,13 @@ impl DictInProgress {
         self.label += 1;
         Ok(())
     }
+}
+
+/// A token id the tokenizer produced that the model has no logit for.
+fn outside_vocabulary(id: u32, vocab: usize) -> InferError {
+    InferError::InvalidInput(format!(
+        "token id {id} (a number digit or the dict's next piece, from the tokenizer) is outside the model's vocabulary of {vocab}"
+    ))
 }
 
 /// The forced text pieces: `{"A": `, `, "B": `, ..., `}` — labels JSON-escaped.

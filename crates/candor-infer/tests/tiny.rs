@@ -936,3 +936,25 @@ fn phi3_longrope_factors_are_refused_by_name() {
     let err = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("rope_factors_long") && err.contains("LongRoPE"), "{err}");
 }
+
+#[test]
+fn a_dict_piece_token_outside_the_models_vocabulary_is_an_error_not_a_panic() {
+    // The tokenizer knows 43 words, the model has 40 rows: the dict's first piece and the
+    // digits are inside, but `,` (the first token of the piece after a number, the number's
+    // end token) is id 40. Choosing whether to end the number must refuse it by id instead of
+    // indexing past the logits.
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &random_weights(59, false, true, false), "llama");
+    let inside = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", ".", "{\"", "a", "\":", "b"];
+    let words = (0..VOCAB - inside.len()).map(|i| format!("t{i}")).chain(inside.iter().chain(&[",", "\"", "}"]).map(|w| w.to_string()));
+    let vocab = words.enumerate().map(|(id, word)| (word, id as u32)).collect();
+    let model = tokenizers::models::wordlevel::WordLevel::builder().vocab(vocab).unk_token("t0".into()).build().unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace));
+    tokenizer.save(dir.path().join("tokenizer.json"), false).unwrap();
+    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let prefix = m.prefill(&[3, 1, 4]).unwrap();
+    let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2 };
+    let err = m.generate_constrained(&prefix, &["a".to_string(), "b".to_string()], &options).unwrap_err().to_string();
+    assert!(err.contains("token id 40") && err.contains("outside the model's vocabulary of 40"), "{err}");
+}
