@@ -1,5 +1,5 @@
 //! End-to-end test of the newcomer's path on the real default model (SmolLM2-135M-Instruct Q4_1,
-//! fetched by `scripts/fetch-default-model.sh`; skipped with a message when absent): `candor demo`
+//! fetched by `scripts/fetch-default-model.sh`; failing when absent): `candor demo`
 //! on a small sample of the embedded demo dataset — both signals, calibration, and every report
 //! format — then a re-run that resumes without recomputing, and `candor report` for each format.
 
@@ -23,10 +23,7 @@ fn candor(args: &[&str]) -> Output {
 
 #[test]
 fn demo_runs_both_signals_calibrates_and_writes_every_report() {
-    if !model_path().exists() {
-        eprintln!("SKIP: {} is absent; run scripts/fetch-default-model.sh", model_path().display());
-        return;
-    }
+    assert!(model_path().exists(), "{} is absent: run scripts/fetch-default-model.sh (scripts/test.sh does)", model_path().display());
     let temp = tempfile::tempdir().unwrap();
     let out = temp.path().join("demo");
     let (model, out_arg) = (model_path().display().to_string(), out.display().to_string());

@@ -1,5 +1,5 @@
 //! End-to-end tests of `candor score` and `candor generate` on the default model
-//! (skipped with a message when `models/SmolLM2-135M-Instruct.Q4_1.gguf` is absent), and of
+//! (failing when `models/SmolLM2-135M-Instruct.Q4_1.gguf` is absent), and of
 //! their error exits.
 
 use std::path::PathBuf;
@@ -17,14 +17,11 @@ fn candor(args: &[&str]) -> Output {
         .expect("the candor binary runs")
 }
 
-fn default_model_present() -> bool {
-    let present = workspace_root()
-        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        .exists();
-    if !present {
-        eprintln!("SKIP: default model absent; run scripts/fetch-default-model.sh");
-    }
-    present
+/// Fails the test when the default model is missing (scripts/test.sh fetches it): a model
+/// test never passes by skipping.
+fn require_default_model() {
+    let path = workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.exists(), "{} is absent: run scripts/fetch-default-model.sh (scripts/test.sh does)", path.display());
 }
 
 fn json_of(output: &Output) -> serde_json::Value {
@@ -38,9 +35,7 @@ fn json_of(output: &Output) -> serde_json::Value {
 
 #[test]
 fn generate_answers_the_capital_of_france() {
-    if !default_model_present() {
-        return;
-    }
+    require_default_model();
     let out = json_of(&candor(&[
         "generate",
         "--chat",
@@ -64,9 +59,7 @@ fn generate_answers_the_capital_of_france() {
 
 #[test]
 fn score_reports_label_log_probs_and_their_softmax() {
-    if !default_model_present() {
-        return;
-    }
+    require_default_model();
     let out = json_of(&candor(&[
         "score",
         "--chat",
@@ -109,9 +102,7 @@ fn score_reports_label_log_probs_and_their_softmax() {
 
 #[test]
 fn constrained_generation_prints_a_dict_over_the_labels() {
-    if !default_model_present() {
-        return;
-    }
+    require_default_model();
     let output = candor(&[
         "generate",
         "--chat",

@@ -1,6 +1,6 @@
 //! End-to-end tests of `candor run` and `candor merge` with the real default model
-//! (SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-default-model.sh`; the model tests skip
-//! with a message when it is absent) on tests/fixtures/run: twelve short emotion texts under a fake
+//! (SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-default-model.sh`; the model tests fail
+//! when it is absent) on tests/fixtures/run: twelve short emotion texts under a fake
 //! `--data-dir`, and bad datasets under `bad/`.
 //!
 //! Checked: the manifest and every record field against independent derivations (sha256 of the
@@ -31,17 +31,12 @@ fn model_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// Holds the model lock; `None` (with a message) when the model has not been fetched.
-fn model_lock() -> Option<MutexGuard<'static, ()>> {
+/// Holds the model lock. A missing model fails the test (scripts/test.sh fetches it): a model
+/// test never passes by skipping.
+fn model_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    if !model_path().exists() {
-        eprintln!(
-            "SKIP: {} is absent; run scripts/fetch-default-model.sh",
-            model_path().display()
-        );
-        return None;
-    }
-    Some(LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    assert!(model_path().exists(), "{} is absent: run scripts/fetch-default-model.sh (scripts/test.sh does)", model_path().display());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `candor run` arguments for the fixture dataset into `out`, plus `extra`.
@@ -146,7 +141,7 @@ fn close(a: f64, b: f64, tolerance: f64) -> bool {
 
 #[test]
 fn a_run_writes_a_manifest_and_sane_records() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let dir = reference();
     let manifest = manifest(dir);
     let model_bytes = std::fs::read(model_path()).unwrap();
@@ -243,7 +238,7 @@ fn a_run_writes_a_manifest_and_sane_records() {
 
 #[test]
 fn a_killed_run_resumes_to_the_uninterrupted_records() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let expected = timeless_lines(reference());
     let temp = tempfile::tempdir().unwrap();
     let out = temp.path().join("run");
@@ -285,7 +280,7 @@ fn a_killed_run_resumes_to_the_uninterrupted_records() {
 
 #[test]
 fn runs_are_deterministic_apart_from_timing() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let temp = tempfile::tempdir().unwrap();
     let extra = [
         "--verbalized",
@@ -337,7 +332,7 @@ fn runs_are_deterministic_apart_from_timing() {
 
 #[test]
 fn a_directory_with_a_different_manifest_is_refused() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let temp = tempfile::tempdir().unwrap();
     let copy = temp.path().join("run");
     std::fs::create_dir(&copy).unwrap();
@@ -411,7 +406,7 @@ fn bad_datasets_fail_before_a_run_directory_exists() {
 
 #[test]
 fn shards_merge_into_the_unsharded_run() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let reference = reference();
     let temp = tempfile::tempdir().unwrap();
     let shard = |i: usize| temp.path().join(format!("run-shard-{i}"));
@@ -468,7 +463,7 @@ fn shards_merge_into_the_unsharded_run() {
 
 #[test]
 fn long_texts_are_truncated_to_the_prompt_budget_and_counted() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let temp = tempfile::tempdir().unwrap();
     let out = temp.path().join("run");
     let logits_only = ["--signals", "logits", "--limit", "6"];
@@ -518,7 +513,7 @@ fn label_prompt_for(manifest: &Value, text: &str) -> String {
 
 #[test]
 fn prefix_reuse_matches_scoring_from_scratch_and_falls_back_at_a_merged_boundary() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let reference = reference();
     let first = &records(reference)[0];
     let prompt = label_prompt_for(
@@ -608,7 +603,7 @@ fn assert_same_records_up_to_rounding(a: &Path, b: &Path) {
 
 #[test]
 fn batched_runs_give_the_records_of_one_example_at_a_time() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let temp = tempfile::tempdir().unwrap();
     // Six labels (emotion) and two (reviews); groups of 3 leave a ragged last group, and the
     // prompts differ in length, so the dicts sit at different positions at every step.
@@ -635,7 +630,7 @@ fn batched_runs_give_the_records_of_one_example_at_a_time() {
 
 #[test]
 fn printed_prompts_are_the_ones_a_run_sends() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let temp = tempfile::tempdir().unwrap();
     let (ran, printed_out) = (temp.path().join("ran"), temp.path().join("printed"));
     succeed(&run_args(&ran, &["--limit", "4"]));
@@ -713,7 +708,7 @@ fn a_base_model_prompt_starts_with_the_bos_its_tokenizer_asks_for() {
 
 #[test]
 fn prompt_format_raw_sends_the_templates_without_the_chat_turn() {
-    let Some(_lock) = model_lock() else { return };
+    let _lock = model_lock();
     let temp = tempfile::tempdir().unwrap();
     let print = |format: &[&str]| -> Vec<Value> {
         let mut args = run_args(&temp.path().join("unused"), &[&["--limit", "2"], format].concat());

@@ -2,8 +2,7 @@
 //! `scripts/fetch-default-model.sh`): tokenizer ids, chat template, greedy answer, cache and
 //! batch equivalences, label log-probs against a naive token-by-token computation, constrained
 //! generation, the dense export round trip, quantized weight storage against dense storage,
-//! and error cases. Each test skips with a message
-//! when the model file is absent.
+//! and error cases. A missing model file fails the tests (scripts/test.sh fetches it).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -14,49 +13,30 @@ fn model_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// The loaded default model, shared by all tests of this file; `None` (with a message) when
-/// the file has not been fetched.
-fn model() -> Option<&'static LanguageModel> {
-    static MODEL: OnceLock<Option<LanguageModel>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let path = model_path();
-            if !path.exists() {
-                eprintln!(
-                    "SKIP: {} is absent; run scripts/fetch-default-model.sh",
-                    path.display()
-                );
-                return None;
-            }
-            Some(
-                LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default())
-                    .expect("load default model"),
-            )
-        })
-        .as_ref()
+/// The loaded default model, shared by all tests of this file. A missing file fails the test
+/// (scripts/test.sh fetches it): a model test never passes by skipping.
+fn model() -> &'static LanguageModel {
+    static MODEL: OnceLock<LanguageModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = model_path();
+        assert!(path.exists(), "{} is absent: run scripts/fetch-default-model.sh (scripts/test.sh does)", path.display());
+        LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).expect("load default model")
+    })
 }
 
 /// The default model with its weights dequantized to f32 at load (auto storage keeps Q4_1 and
 /// Q8_0 quantized).
-fn dense_model() -> Option<&'static LanguageModel> {
-    static MODEL: OnceLock<Option<LanguageModel>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            model()?;
-            Some(
-                load_with(LoadOptions {
-                    weights: Some(WeightStorage::Dense),
-                    ..LoadOptions::default()
-                })
-                .expect("load default model dense"),
-            )
-        })
-        .as_ref()
+fn dense_model() -> &'static LanguageModel {
+    static MODEL: OnceLock<LanguageModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        model();
+        load_with(LoadOptions { weights: Some(WeightStorage::Dense), ..LoadOptions::default() }).expect("load default model dense")
+    })
 }
 
 #[test]
 fn tokenizer_splits_digits_without_prefix_space() {
-    let Some(m) = model() else { return };
+    let m = model();
     let tok = m.tokenizer();
     let ids = tok.encode("Hello world 12345").unwrap();
     let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
@@ -66,7 +46,7 @@ fn tokenizer_splits_digits_without_prefix_space() {
 
 #[test]
 fn special_tokens_are_whole_tokens_and_round_trip() {
-    let Some(m) = model() else { return };
+    let m = model();
     let tok = m.tokenizer();
     let text = "<|im_start|>user\nCafé ünïcödé — 3.14 ✓<|im_end|>\n";
     let ids = tok.encode(text).unwrap();
@@ -86,7 +66,7 @@ fn special_tokens_are_whole_tokens_and_round_trip() {
 
 #[test]
 fn smollm_template_adds_default_system_message() {
-    let Some(m) = model() else { return };
+    let m = model();
     let prompt = m.chat_prompt("What is the capital of France?").unwrap();
     assert_eq!(
         prompt,
@@ -107,7 +87,7 @@ fn smollm_template_adds_default_system_message() {
 
 #[test]
 fn greedy_answer_to_the_capital_of_france() {
-    let Some(m) = model() else { return };
+    let m = model();
     let prefix = m
         .prefill_text(&m.chat_prompt("What is the capital of France?").unwrap())
         .unwrap();
@@ -135,7 +115,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn prefix_cache_gives_the_same_logits_as_a_full_run() {
-    let Some(m) = model() else { return };
+    let m = model();
     let header = m
         .encode("<|im_start|>system\nClassify the sentiment of the review.<|im_end|>\n")
         .unwrap();
@@ -214,7 +194,7 @@ fn naive_label_log_probs(m: &LanguageModel, prompt: &[u32], label: &[u32]) -> (f
 
 #[test]
 fn label_scores_match_a_naive_token_by_token_computation() {
-    let Some(m) = model() else { return };
+    let m = model();
     let prompt = m
         .encode(&m.chat_prompt("Is this review positive or negative? 'I loved every minute.' Answer with one word.").unwrap())
         .unwrap();
@@ -258,7 +238,7 @@ fn label_scores_match_a_naive_token_by_token_computation() {
 
 #[test]
 fn batched_label_scoring_equals_each_label_alone() {
-    let Some(m) = model() else { return };
+    let m = model();
     let prefix = m
         .prefill_text(&m.chat_prompt("Name a colour.").unwrap())
         .unwrap();
@@ -322,7 +302,7 @@ fn constrained_cases() -> Vec<(String, Vec<String>)> {
 
 #[test]
 fn constrained_dicts_generated_together_equal_each_alone() {
-    let Some(m) = model() else { return };
+    let m = model();
     let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2 };
     let cases = constrained_cases();
     // Ragged prompts (different lengths, so the dicts are at different positions at each step)
@@ -358,7 +338,7 @@ fn constrained_dicts_generated_together_equal_each_alone() {
 
 #[test]
 fn constrained_generation_always_writes_a_valid_dict() {
-    let Some(m) = model() else { return };
+    let m = model();
     // One fractional digit keeps this 50-prompt test short; the grammar is unit-tested for more.
     let options = candor_infer::ConstrainedOptions {
         max_fraction_digits: 1,
@@ -413,7 +393,7 @@ fn constrained_generation_always_writes_a_valid_dict() {
 
 #[test]
 fn constrained_number_log_prob_matches_a_naive_rescoring() {
-    let Some(m) = model() else { return };
+    let m = model();
     let labels: Vec<String> = vec!["positive".into(), "negative".into()];
     let prompt = m
         .encode(
@@ -437,7 +417,7 @@ fn constrained_number_log_prob_matches_a_naive_rescoring() {
 
 #[test]
 fn dense_export_round_trips() {
-    let Some(m) = dense_model() else { return };
+    let m = dense_model();
     let dir = tempfile::tempdir().unwrap();
     candor_infer::export_dense(m, dir.path()).unwrap();
     let dense = LanguageModel::load(
@@ -477,7 +457,7 @@ fn load_with(options: LoadOptions) -> Result<LanguageModel, InferError> {
 
 #[test]
 fn quantized_storage_matches_dense_storage() {
-    let Some(dense) = dense_model() else { return };
+    let dense = dense_model();
     assert_eq!(dense.model().weight_storage(), WeightStorage::Dense);
     let quantized = load_with(LoadOptions {
         weights: Some(WeightStorage::Quantized),
@@ -545,9 +525,7 @@ fn quantized_storage_matches_dense_storage() {
 
 #[test]
 fn auto_storage_is_quantized_for_native_formats_and_checked_against_the_budget() {
-    if model().is_none() {
-        return;
-    }
+    model();
     // SmolLM2-135M: ~540 MB as f32, ~100 MB as Q4_1/Q8_0 blocks, formats with native kernels.
     let budget = |bytes: u64| LoadOptions {
         max_dense_bytes: Some(bytes),
@@ -587,7 +565,7 @@ fn auto_storage_is_quantized_for_native_formats_and_checked_against_the_budget()
 
 #[test]
 fn prompt_longer_than_the_context_is_a_typed_error() {
-    let Some(m) = model() else { return };
+    let m = model();
     let context = m.model().config().context_length;
     let tokens = vec![m.encode("a").unwrap()[0]; context + 1];
     match m.prefill(&tokens) {
@@ -612,10 +590,7 @@ fn missing_and_truncated_files_are_typed_errors() {
         "{missing:?}"
     );
     let path = model_path();
-    if !path.exists() {
-        eprintln!("SKIP truncated-file case: {} is absent", path.display());
-        return;
-    }
+    assert!(path.exists(), "{} is absent: run scripts/fetch-default-model.sh (scripts/test.sh does)", path.display());
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(&path).unwrap();
     for cut in [10, 4096, bytes.len() / 2] {
