@@ -1,6 +1,7 @@
 //! Fitting long texts (IMDB reviews) into a token budget: keep the beginning, cut at a word
 //! boundary and append [`TRUNCATION_MARKER`], measuring length with the caller's token counter (the
-//! model's tokenizer in `candor run`).
+//! model's tokenizer in `candor run`). A word longer than [`LONGEST_UNCUT_WORD`] characters (a
+//! whitespace-free script, a URL) is cut inside, so such texts keep their budget.
 //!
 //! The cut point is found by binary search over word boundaries, so the counter is called
 //! O(log words) times; this assumes that a longer prefix never has fewer tokens, which holds for
@@ -12,6 +13,11 @@ use std::borrow::Cow;
 
 /// Appended to a truncated text: a space and U+2026 HORIZONTAL ELLIPSIS.
 pub const TRUNCATION_MARKER: &str = " …";
+
+/// A word longer than this many characters may be cut inside (at a character boundary): a
+/// whitespace-free script (Chinese, Japanese, Thai) or a long URL would otherwise be cut to
+/// the marker alone.
+pub const LONGEST_UNCUT_WORD: usize = 32;
 
 /// A text fitted to a token budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,14 +64,38 @@ pub fn fit_to_budget<'a>(
             hi = mid;
         }
     }
-    let text = match lo.checked_sub(1) {
-        Some(last_fitting) => marked(text, cuts[last_fitting]),
+    let last_word_end = lo.checked_sub(1).map(|i| cuts[i]);
+    let next_word_end = cuts.get(lo).copied().unwrap_or(text.len());
+    let inside = cut_inside_long_word(text, last_word_end.unwrap_or(0), next_word_end, &fits);
+    let text = match inside.or(last_word_end) {
+        Some(cut) => marked(text, cut),
         None => bare_marker.to_string(),
     };
     Ok(FittedText {
         text: Cow::Owned(text),
         truncated: true,
     })
+}
+
+/// The longest cut inside the word of `text[start..end]` that `fits`, when that word is longer
+/// than [`LONGEST_UNCUT_WORD`] characters (binary search over its character boundaries).
+fn cut_inside_long_word(text: &str, start: usize, end: usize, fits: &impl Fn(usize) -> bool) -> Option<usize> {
+    let word = text[start..end].trim_start();
+    if word.chars().count() <= LONGEST_UNCUT_WORD {
+        return None;
+    }
+    let word_start = end - word.len();
+    let boundaries: Vec<usize> = word.char_indices().skip(1).map(|(offset, _)| word_start + offset).collect();
+    let (mut lo, mut hi) = (0, boundaries.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fits(boundaries[mid]) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.checked_sub(1).map(|i| boundaries[i])
 }
 
 /// Byte offsets where a word ends and whitespace follows, in increasing order.
@@ -126,6 +156,21 @@ mod tests {
         let fitted = fit_to_budget("abcdef ghij", 3, chars).expect("fits");
         assert_eq!(fitted.text, "…");
         assert!(fitted.truncated);
+    }
+
+    #[test]
+    fn a_whitespace_free_text_keeps_most_of_its_budget() {
+        // 200,000 CJK characters, one token each: the cut falls inside the one "word".
+        let chars = |text: &str| text.chars().filter(|c| !c.is_whitespace()).count();
+        let text = "我们今天很高兴见到你".repeat(20_000);
+        let fitted = fit_to_budget(&text, 1000, chars).expect("fits");
+        assert!(fitted.truncated);
+        assert_eq!(chars(&fitted.text), 1000, "{} tokens kept", chars(&fitted.text));
+        assert!(fitted.text.ends_with(" …") && text.starts_with(fitted.text.trim_end_matches(" …")));
+        // After a few words, a long unspaced run is cut inside too.
+        let mixed = format!("short words then {}", "語".repeat(500));
+        let fitted = fit_to_budget(&mixed, 100, chars).expect("fits");
+        assert_eq!(chars(&fitted.text), 100);
     }
 
     #[test]
