@@ -36,6 +36,7 @@ mod attention;
 mod config;
 mod error;
 mod generate;
+mod gguf_guard;
 mod hub;
 mod kernels;
 mod loader;

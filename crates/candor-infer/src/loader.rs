@@ -351,6 +351,7 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
+    crate::gguf_guard::check_gguf_header(path)?;
     let content = gguf_file::Content::read(&mut file).map_err(invalid)?;
     let meta = GgufMetadata {
         metadata: &content.metadata,

@@ -133,6 +133,7 @@ impl Tokenizer {
     /// The tokenizer of a GGUF file, from its metadata alone (any architecture, vocab-only
     /// files included): what [`crate::LanguageModel::load`] uses for the model.
     pub fn from_gguf_file(path: &Path) -> Result<Self> {
+        crate::gguf_guard::check_gguf_header(path)?;
         let mut file = std::fs::File::open(path).map_err(|e| InferError::io(path, e))?;
         let content = candle_core::quantized::gguf_file::Content::read(&mut file).map_err(|e| InferError::InvalidGguf {
             path: path.to_path_buf(),
