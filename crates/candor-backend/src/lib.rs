@@ -65,6 +65,9 @@
 //! # Ok::<(), BackendError>(())
 //! ```
 
+// Input never panics the library: no unwrap/expect outside tests (errors name what was wrong).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -8,6 +8,9 @@
 //! calibration and accuracy, [`bootstrap`] puts confidence intervals on every metric,
 //! [`reliability`] and [`thresholds`] produce the data behind diagrams and decision thresholds.
 
+// Input never panics the library: no unwrap/expect outside tests (errors name what was wrong).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod bootstrap;
 pub mod calibrators;
 pub mod error;

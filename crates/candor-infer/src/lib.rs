@@ -32,6 +32,9 @@
 //! Threads: candle reads `RAYON_NUM_THREADS` on every parallel operation; [`LanguageModel::load`]
 //! calls [`ensure_thread_count`], which sets it to the number of available cores when unset.
 
+// Input never panics the library: no unwrap/expect outside tests (errors name what was wrong).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 mod attention;
 mod config;
 mod error;

@@ -384,7 +384,7 @@ impl Model {
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         self.check_single_sequence(tokens, cache)?;
         let logits = self.run_sequences(&[tokens], &mut [cache], LogitRows::All)?;
-        Ok(logits.into_iter().next().expect("one sequence in, one out"))
+        logits.into_iter().next().ok_or_else(|| missing_output("the sequence"))
     }
 
     /// Like [`Model::forward`] but returns only the last position's logits, `[vocab]`,
@@ -392,7 +392,7 @@ impl Model {
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         self.check_single_sequence(tokens, cache)?;
         let logits = self.run_sequences(&[tokens], &mut [cache], LogitRows::Last)?;
-        Ok(logits.into_iter().next().expect("one sequence in, one out").flatten_all()?)
+        Ok(logits.into_iter().next().ok_or_else(|| missing_output("the sequence"))?.flatten_all()?)
     }
 
     /// Runs several independent sequences as one batch: `chunks[i]` after the positions of
@@ -482,7 +482,7 @@ impl Model {
                 logits[i] = Some(group.get(row)?.narrow(0, 0, continuations[i].len())?);
             }
         }
-        Ok(logits.into_iter().map(|l| l.expect("every continuation runs in one pass")).collect())
+        logits.into_iter().map(|l| l.ok_or_else(|| missing_output("a continuation"))).collect()
     }
 
     /// An error naming the first id that has no embedding row.
@@ -1022,6 +1022,11 @@ pub(crate) fn causal_mask(len: usize, offset: usize, window: Option<usize>, devi
 }
 
 /// Rope inverse frequencies `theta^(-2i/d)`, with Llama 3 scaling or per-frequency divisors.
+/// The error of a batched pass that returned no logits for `what` (a bug, not bad input).
+fn missing_output(what: &str) -> InferError {
+    InferError::InvalidInput(format!("internal error: the forward pass returned no logits for {what}"))
+}
+
 /// The inverse frequencies of a model's global (or only) rope and the multiplier of its cos
 /// and sin: per-frequency `factors` (GGUF `rope_freqs.weight`) or Llama 3 scaling, then linear
 /// or YaRN scaling.

@@ -18,6 +18,9 @@
 //! Requests run on an internal async runtime, `concurrency` at a time (examples of a group,
 //! labels of an example), with retries ([`http`]).
 
+// Input never panics the library: no unwrap/expect outside tests (errors name what was wrong).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 mod error;
 pub mod http;
 pub mod llama;

@@ -15,6 +15,9 @@
 //! answers 503 with `retry-after`), bodies are size-limited, and errors come in OpenAI's shape.
 //! It binds to 127.0.0.1 unless told otherwise.
 
+// Input never panics the library: no unwrap/expect outside tests (errors name what was wrong).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod api;
 pub mod engine;
 mod routes;

@@ -433,7 +433,7 @@ fn evaluation_points(sigma: f64) -> usize {
 /// at that length. Rounded up to the next `2^a·3^b` with `b ≤ 3`, which rustfft transforms fast.
 fn fft_len(grid: usize, reach: usize) -> usize {
     let needed = grid + 2 * reach;
-    [1, 3, 9, 27].map(|odd| odd * needed.div_ceil(odd).next_power_of_two()).into_iter().min().expect("four candidates")
+    [3, 9, 27].map(|odd| odd * needed.div_ceil(odd).next_power_of_two()).into_iter().fold(needed.next_power_of_two(), usize::min)
 }
 
 #[cfg(test)]
