@@ -26,3 +26,6 @@ pub use calibrators::{fit, kinds_for, CalibratorKind, FitOptions, FittedCalibrat
 pub use error::{CalibError, Result};
 pub use matrix::ScoreMatrix;
 pub use verbalized::{ParseStatus, VerbalizedDistribution, VerbalizedParser};
+
+#[cfg(test)]
+mod fuzz;

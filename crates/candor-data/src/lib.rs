@@ -540,3 +540,6 @@ mod tests {
         assert!(!looks_like_a_path("imbd"));
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -79,3 +79,6 @@ pub mod eval;
 pub mod run;
 
 pub use error::{ExperimentError, Result};
+
+#[cfg(test)]
+mod fuzz;

@@ -81,3 +81,6 @@ pub fn ensure_thread_count() {
         set_thread_count(cores);
     }
 }
+
+#[cfg(test)]
+mod fuzz;

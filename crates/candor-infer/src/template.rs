@@ -37,6 +37,10 @@ impl ChatMessage {
     }
 }
 
+/// Instructions a template may execute per render: real chat templates take a few thousand
+/// per conversation turn.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
 /// A chat template with the special token strings it may refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatTemplate {
@@ -96,6 +100,9 @@ impl ChatTemplate {
 
     fn environment(&self) -> Result<Environment<'static>> {
         let mut env = Environment::new();
+        // Templates come from model files: a template that loops without end runs out of
+        // fuel (an error) instead of hanging the run.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -245,6 +252,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(text, r#"<s>[A B]{"role":"user","content":"  a b "}</s>"#);
+    }
+
+    #[test]
+    fn a_template_that_never_ends_runs_out_of_fuel() {
+        let source = "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}";
+        let template = ChatTemplate::new(source, "", "").unwrap();
+        let err = template.render(&[ChatMessage::new("user", "hi")], true).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
     }
 
     #[test]

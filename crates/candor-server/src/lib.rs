@@ -136,3 +136,6 @@ pub fn serve<B: ModelBackend + Send + 'static>(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod fuzz;

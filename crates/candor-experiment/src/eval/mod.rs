@@ -9,7 +9,7 @@
 //! verbalized|logits` reads one signal of a `candor run` directory instead of a file.
 
 mod from_run;
-mod input;
+pub(crate) mod input;
 mod prepare;
 mod render;
 
