@@ -7,7 +7,7 @@
 //! what it found.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::time::{Duration, Instant};
 
 /// Inputs per target under plain `cargo test`.
@@ -40,8 +40,14 @@ pub fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8])) {
     let budget = std::env::var("CANDOR_FUZZ_SECONDS").ok().and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
     let started = Instant::now();
     let mut executions: u64 = 0;
-    loop {
-        let mut runner = TestRunner::new(Config { cases: DEFAULT_CASES, failure_persistence: None, ..Config::default() });
+    for round in 0u64.. {
+        // A new seed each round (the round and the clock): the same seed would replay the
+        // same inputs.
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&round.to_le_bytes());
+        seed[8..24].copy_from_slice(&std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()).to_le_bytes());
+        let config = Config { cases: DEFAULT_CASES, failure_persistence: None, ..Config::default() };
+        let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
         let result = runner.run(&inputs(seeds.clone()), |bytes| {
             target(&bytes);
             Ok(())

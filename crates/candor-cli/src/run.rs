@@ -212,11 +212,15 @@ fn execute<B: ModelBackend>(settings: RunSettings, backend: &B, quiet: bool) -> 
     let plan = RunPlan::new(settings.clone())?;
     let outcome = plan.execute(backend, &mut ProgressBarReporter::new(quiet))?;
     eprintln!(
-        "{}: {} examples ({} new, {} truncated) in {}",
+        "{}: {} examples ({} new, {} truncated{}) in {}",
         settings.out.display(),
         outcome.examples,
         outcome.new_records,
         outcome.truncated,
+        match outcome.repaired_torn_line {
+            true => ", 1 torn last line dropped and recomputed",
+            false => "",
+        },
         outcome.predictions.display()
     );
     Ok(())

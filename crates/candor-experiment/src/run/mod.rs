@@ -161,6 +161,8 @@ pub struct RunOutcome {
     pub truncated: usize,
     /// The records file.
     pub predictions: PathBuf,
+    /// Whether a torn last line (a run killed while writing it) was dropped and recomputed.
+    pub repaired_torn_line: bool,
 }
 
 /// A checked run waiting for a model: settings, prompt templates, dataset and parser.
@@ -234,6 +236,7 @@ impl RunPlan {
             new_records: prepared.len() - done,
             truncated: manifest.selection.truncated,
             predictions: settings.out.join(PREDICTIONS_FILE),
+            repaired_torn_line: writer.repaired_torn_line(),
         })
     }
 

@@ -104,6 +104,7 @@ pub struct RecordKey {
 pub struct PredictionsWriter {
     file: File,
     path: PathBuf,
+    repaired_torn_line: bool,
 }
 
 impl PredictionsWriter {
@@ -122,7 +123,8 @@ impl PredictionsWriter {
         file.read_to_end(&mut bytes)
             .with_context(|| format!("reading {}", path.display()))?;
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-        if complete < bytes.len() {
+        let repaired_torn_line = complete < bytes.len();
+        if repaired_torn_line {
             file.set_len(complete as u64)
                 .with_context(|| format!("dropping the torn last line of {}", path.display()))?;
         }
@@ -147,7 +149,13 @@ impl PredictionsWriter {
             }
         }
         let done = keys.len();
-        Ok((Self { file, path }, done))
+        Ok((Self { file, path, repaired_torn_line }, done))
+    }
+
+    /// Whether opening dropped a torn last line (a run killed while writing it); its example
+    /// is computed again.
+    pub fn repaired_torn_line(&self) -> bool {
+        self.repaired_torn_line
     }
 
     /// Appends one record as a single write, then flushes it to the file.
@@ -205,6 +213,7 @@ mod tests {
         let expected = [(0, "t-0"), (2, "t-2"), (4, "t-4")];
         let (mut writer, done) = PredictionsWriter::open(dir.path(), &expected).unwrap();
         assert_eq!(done, 0);
+        assert!(!writer.repaired_torn_line());
         writer.append(&record(0)).unwrap();
         drop(writer);
         let path = dir.path().join(PREDICTIONS_FILE);
@@ -214,6 +223,7 @@ mod tests {
         std::fs::write(&path, &torn).unwrap();
         let (mut writer, done) = PredictionsWriter::open(dir.path(), &expected).unwrap();
         assert_eq!(done, 1);
+        assert!(writer.repaired_torn_line());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), intact as u64);
         writer.append(&record(2)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
