@@ -14,13 +14,13 @@ work="${WORK:-target/soak-kill}"
 cargo build --release -p candor-cli --quiet
 candor="$root/target/release/candor"
 rm -rf "$work" && mkdir -p "$work"
-run() { "$candor" run --model "$model" --dataset emotion --data-dir "$data" --verbalized constrained --quiet --batch 2 --out "$1"; }
+run() { exec "$candor" run --model "$model" --dataset emotion --data-dir "$data" --verbalized constrained --quiet --batch 2 --out "$1"; }
 untimed() { python3 -c 'import json,sys
 for line in open(sys.argv[1]):
     r = json.loads(line); r.pop("elapsed_ms", None); print(json.dumps(r, sort_keys=True))' "$1"; }
 
 start=$(date +%s.%N)
-run "$work/reference" 2>/dev/null
+("$candor" run --model "$model" --dataset emotion --data-dir "$data" --verbalized constrained --quiet --batch 2 --out "$work/reference") 2>/dev/null
 duration_ms=$(python3 -c "import time,sys; print(int((time.time() - float(sys.argv[1])) * 1000))" "$start")
 untimed "$work/reference/predictions.jsonl" >"$work/reference.txt"
 echo "uninterrupted run: ${duration_ms} ms; killing at random moments in 0..${duration_ms} ms"
@@ -32,19 +32,18 @@ while (( kills < kills_wanted )); do
   while :; do
     run "$dir" 2>"$work/last.log" &
     pid=$!
-    sleep "$(python3 -c "import random,sys; print(random.randint(0, int(sys.argv[1])) / 1000)" "$duration_ms")"
-    if kill -9 "$pid" 2>/dev/null; then
-      wait "$pid" 2>/dev/null || true
-      kills=$((kills + 1))
-      # Resume: the next pass continues the same directory.
-      resumes=$((resumes + 1))
-      (( kills < kills_wanted )) && continue
-      run "$dir" 2>"$work/last.log"
-    else
-      wait "$pid" || { echo "a resumed run failed:"; cat "$work/last.log"; exit 1; }
+    if (( kills < kills_wanted )); then
+      sleep "$(python3 -c "import random,sys; print(random.randint(0, int(sys.argv[1])) / 1000)" "$duration_ms")"
+      kill -9 "$pid" 2>/dev/null || true
     fi
-    grep -q "torn last line" "$work/last.log" && torn=$((torn + 1))
-    break
+    wait "$pid" 2>/dev/null || true
+    # A run that printed its closing line finished; any other was killed (and is resumed).
+    if grep -q "12 examples" "$work/last.log"; then
+      grep -q "torn last line" "$work/last.log" && torn=$((torn + 1))
+      break
+    fi
+    kills=$((kills + 1))
+    resumes=$((resumes + 1))
   done
   if ! cmp -s <(untimed "$dir/predictions.jsonl") "$work/reference.txt"; then
     echo "round $rounds: final predictions differ from the uninterrupted run's"
