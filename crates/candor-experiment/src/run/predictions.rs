@@ -119,6 +119,18 @@ impl PredictionsWriter {
             .create(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
+        // One writer per run directory: two processes appending to one file would duplicate
+        // records. The lock goes with the file (and with the process, however it ends).
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "{} is being written by another candor run (wait for it to finish, or use another --out)",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("locking {}", path.display()))
+            }
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -238,10 +250,20 @@ mod tests {
     }
 
     #[test]
+    fn a_second_writer_of_one_run_directory_is_refused() {
+        // Found by scripts/soak-kill.sh: two runs appending to one directory duplicated records.
+        let dir = tempfile::tempdir().unwrap();
+        let (_first, _) = PredictionsWriter::open(dir.path(), &[(0, "t-0")]).unwrap();
+        let err = PredictionsWriter::open(dir.path(), &[(0, "t-0")]).unwrap_err().to_string();
+        assert!(err.contains("being written by another candor run"), "{err}");
+    }
+
+    #[test]
     fn records_of_other_examples_are_refused_with_the_line() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut writer, _) = PredictionsWriter::open(dir.path(), &[(0, "t-0")]).unwrap();
         writer.append(&record(0)).unwrap();
+        drop(writer);
         let error = PredictionsWriter::open(dir.path(), &[(1, "t-1")])
             .unwrap_err()
             .to_string();
