@@ -47,9 +47,13 @@ mod sample;
 pub mod truncate;
 
 pub use error::{DataError, Result};
-pub use readers::json_kind;
+pub use readers::{json_kind, read_bounded_line, MAX_LINE_BYTES};
 
 use error::bail;
+
+/// Most labels a dataset may have: every label is a continuation scored for every example and
+/// a key of the verbalized dict (MASSIVE has 60).
+pub const MAX_LABELS: usize = 1000;
 use presets::{find_preset, Preset};
 use readers::{row_error, FieldNames, Location, RawLabel, RawRow};
 use serde::Serialize;
@@ -190,6 +194,13 @@ impl DatasetRequest {
         let path = source.origin.path().to_path_buf();
         let rows = readers::read_rows(&path, &source.fields)?;
         let (labels, all_examples) = label_rows(rows, source.preset, &source.split, &path)?;
+        if labels.len() > MAX_LABELS {
+            bail!(
+                "{}: {} distinct labels; Candor handles at most {MAX_LABELS} (each is scored per example and is a key of the verbalized dict)",
+                path.display(),
+                labels.len()
+            );
+        }
         let rows_in_split = all_examples.len();
         let label_of: Vec<usize> = all_examples.iter().map(|example| example.label).collect();
         let mut counts_in_split = vec![0; labels.len()];
@@ -531,6 +542,17 @@ mod tests {
             examples.iter().map(|e| e.label).collect::<Vec<_>>(),
             [1, 0, 0]
         );
+    }
+
+    #[test]
+    fn more_labels_than_the_limit_are_refused_with_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("many.jsonl");
+        let lines: String = (0..=MAX_LABELS).map(|i| format!("{{\"text\": \"t\", \"label\": \"l{i}\"}}\n")).collect();
+        std::fs::write(&path, lines).unwrap();
+        let request = DatasetRequest { spec: path.display().to_string(), ..DatasetRequest::default() };
+        let err = request.load().unwrap_err().to_string();
+        assert!(err.contains("1001 distinct labels") && err.contains("at most 1000"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use parquet::schema::types::Type;
 use serde_json::Value;
 use std::fmt;
 use std::fs::File;
+use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -129,15 +130,45 @@ pub fn read_rows(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
 /// The UTF-8 byte order mark, ignored at the start of a JSONL file.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Longest line (or CSV/TSV record, or Parquet text) a dataset may have: a whole book fits
+/// many times over; a larger one is an error naming it, not an allocation of its size.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The next line of `reader` without its `\n` (`None` at the end of the input), read at most
+/// [`MAX_LINE_BYTES`] at a time; `Err(())` when the line is longer.
+pub fn read_bounded_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>) -> std::io::Result<Option<std::result::Result<(), ()>>> {
+    buffer.clear();
+    let read = std::io::Read::take(&mut *reader, MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buffer)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buffer.last() == Some(&b'\n') {
+        buffer.pop();
+    } else if buffer.len() > MAX_LINE_BYTES {
+        return Ok(Some(Err(())));
+    }
+    Ok(Some(Ok(())))
+}
+
 fn read_jsonl(path: &Path, fields: &FieldNames) -> Result<Vec<RawRow>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
     let mut rows = Vec::new();
-    for (line_index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
+    let mut buffer = Vec::new();
+    let mut line_index = 0u64;
+    while let Some(fits) = read_bounded_line(&mut reader, &mut buffer).with_context(|| format!("cannot read {}", path.display()))? {
+        line_index += 1;
+        let location = Location::Line(line_index);
+        if fits.is_err() {
+            return Err(row_error(path, location, format!("line longer than {MAX_LINE_BYTES} bytes")));
+        }
+        let line = match line_index {
+            1 => buffer.strip_prefix(UTF8_BOM).unwrap_or(&buffer),
+            _ => &buffer[..],
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let location = Location::Line(line_index as u64 + 1);
         let line = std::str::from_utf8(line).map_err(|error| {
             row_error(
                 path,
@@ -235,13 +266,33 @@ fn json_id(value: Value, name: &str) -> Result<String, String> {
     }
 }
 
+/// A reader that fails once a line (bytes between two `\n`) grows past [`MAX_LINE_BYTES`], so
+/// the CSV reader never buffers a record of unbounded size.
+struct BoundedLines<R> {
+    inner: R,
+    run: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for BoundedLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        for &byte in &buf[..read] {
+            self.run = if byte == b'\n' { 0 } else { self.run + 1 };
+            if self.run > MAX_LINE_BYTES {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a line longer than {MAX_LINE_BYTES} bytes")));
+            }
+        }
+        Ok(read)
+    }
+}
+
 fn read_delimited(path: &Path, fields: &FieldNames, delimiter: u8) -> Result<Vec<RawRow>> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .quoting(delimiter != b'\t')
         .has_headers(true)
-        .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+        .from_reader(BoundedLines { inner: file, run: 0 });
     let header_location = Location::Line(1);
     let headers = reader
         .byte_headers()
@@ -484,6 +535,23 @@ mod tests {
             .and_then(|mut file| file.write_all(contents))
             .expect("write");
         (dir, path)
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_an_error_naming_it_in_every_text_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let fields = FieldNames { text: "text".into(), label: "label".into(), id: None };
+        let long = "x".repeat(MAX_LINE_BYTES + 1);
+        for (name, content) in [
+            ("a.jsonl", format!("{{\"text\": \"ok\", \"label\": \"a\"}}\n{long}\n")),
+            ("a.csv", format!("text,label\nok,a\n{long},b\n")),
+            ("a.tsv", format!("text\tlabel\nok\ta\n{long}\tb\n")),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let err = read_rows(&path, &fields).unwrap_err().to_string();
+            assert!(err.contains("longer than") && err.contains(name), "{name}: {err}");
+        }
     }
 
     #[test]

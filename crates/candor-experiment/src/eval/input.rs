@@ -2,7 +2,7 @@
 //! of `probs` (label → probability), `logits` (label → logit) or `text` (raw model output to be
 //! parsed as a verbalized distribution). Every problem is reported with the file and line.
 
-use candor_data::json_kind;
+use candor_data::{json_kind, read_bounded_line, MAX_LINE_BYTES};
 use crate::error::{bail, invalid, Context, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -146,23 +146,16 @@ impl InputFile {
     }
 }
 
-/// Longest line of an input file: a probability row of thousands of labels fits many times over.
-pub const MAX_LINE_BYTES: usize = 16 << 20;
-
 /// The next line of `reader` without its `\n` or `\r\n` (`None` at the end), read at most
 /// [`MAX_LINE_BYTES`] at a time.
 fn next_line(reader: &mut impl BufRead, name: &str, line_no: usize) -> Result<Option<String>> {
     let mut bytes = Vec::new();
-    let read = std::io::Read::take(&mut *reader, MAX_LINE_BYTES as u64 + 1)
-        .read_until(b'\n', &mut bytes)
-        .with_context(|| format!("{name}:{line_no}: cannot read line"))?;
-    if read == 0 {
-        return Ok(None);
+    match read_bounded_line(reader, &mut bytes).with_context(|| format!("{name}:{line_no}: cannot read line"))? {
+        None => return Ok(None),
+        Some(Err(())) => bail!("{name}:{line_no}: line longer than {MAX_LINE_BYTES} bytes (one JSON object per line expected)"),
+        Some(Ok(())) => {}
     }
-    if bytes.last() != Some(&b'\n') && bytes.len() > MAX_LINE_BYTES {
-        bail!("{name}:{line_no}: line longer than {MAX_LINE_BYTES} bytes (one JSON object per line expected)");
-    }
-    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+    if bytes.last() == Some(&b'\r') {
         bytes.pop();
     }
     String::from_utf8(bytes).map(Some).map_err(|_| invalid!("{name}:{line_no}: the line is not UTF-8"))
