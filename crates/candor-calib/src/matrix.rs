@@ -21,7 +21,7 @@ impl ScoreMatrix {
                 reason: "a score matrix needs at least one class".into(),
             });
         }
-        if values.len() % n_classes != 0 {
+        if !values.len().is_multiple_of(n_classes) {
             return Err(CalibError::Shape {
                 what: "score values (length must be a multiple of n_classes)".into(),
                 expected: values.len().div_ceil(n_classes) * n_classes,

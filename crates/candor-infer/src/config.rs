@@ -76,7 +76,7 @@ impl Architecture {
         match self {
             Self::Gemma3 => self.is_local_layer(layer),
             // llama.cpp's swa pattern 2: even layers local.
-            Self::Gemma2 => layer % 2 == 0,
+            Self::Gemma2 => layer.is_multiple_of(2),
             _ => true,
         }
     }
@@ -94,7 +94,7 @@ impl Architecture {
 
     /// Whether layer `layer` is a local (sliding-window) layer with its own rope base.
     pub fn is_local_layer(self, layer: usize) -> bool {
-        self == Self::Gemma3 && (layer + 1) % GEMMA3_GLOBAL_LAYER_PERIOD != 0
+        self == Self::Gemma3 && !(layer + 1).is_multiple_of(GEMMA3_GLOBAL_LAYER_PERIOD)
     }
 
     /// Whether the q, k, v projections carry a bias.
@@ -566,14 +566,14 @@ impl ModelConfig {
                 ));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(InferError::invalid_model(
                 source_name,
                 "num_kv_heads",
                 format!("a divisor of num_heads = {}", self.num_heads),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(InferError::invalid_model(
                 source_name,
                 "head_dim",

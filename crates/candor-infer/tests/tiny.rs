@@ -659,8 +659,8 @@ impl TinyGemma {
     /// Whether layer `li` attends through the sliding window.
     fn is_local(&self, li: usize) -> bool {
         match self.version {
-            GemmaVersion::Two => li % 2 == 0,
-            GemmaVersion::Three => (li + 1) % 6 != 0,
+            GemmaVersion::Two => li.is_multiple_of(2),
+            GemmaVersion::Three => !(li + 1).is_multiple_of(6),
         }
     }
 
