@@ -371,9 +371,12 @@ pub trait ModelBackend {
 
     /// The log-probability of every token of each of `prompts` given the tokens before it
     /// (what an inference server calls prompt log-probs), with the `top` most likely tokens at
-    /// each position and after the prompt. Backends that cannot compute them say so.
-    fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize) -> Result<Vec<PromptLogProbs>> {
-        let _ = (prompts, top);
+    /// each position and after the prompt. `prefix_chunks` (may be empty) gives the lengths of
+    /// the chunks in which a client processed the prompts' shared prefix, so a backend can
+    /// process it the same way and give that client's numbers exactly. Backends that cannot
+    /// compute them say so.
+    fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize, prefix_chunks: &[usize]) -> Result<Vec<PromptLogProbs>> {
+        let _ = (prompts, top, prefix_chunks);
         Err(BackendError::Unsupported("prompt log-probabilities".into()))
     }
 

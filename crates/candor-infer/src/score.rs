@@ -191,52 +191,107 @@ impl LanguageModel {
     }
 
     /// The log-probability of every token of each prompt given the tokens before it, with the
-    /// `top` most likely tokens at each position and after the prompt. The prompts' longest
-    /// common prefix runs once (all its positions' logits kept) and the rest of each prompt as
-    /// a batch on top of its cache, the way [`LanguageModel::score_labels`] runs labels after
-    /// a prompt.
-    pub fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize) -> Result<Vec<PromptLogProbs>> {
+    /// `top` most likely tokens at each position and after the prompt.
+    ///
+    /// The prompts' shared context runs first, then the rest of each prompt as a batch on its
+    /// cache, the way [`LanguageModel::score_labels`] runs labels after a prompt: a rest's
+    /// first token is read from the context's last row, its later tokens from one batch of the
+    /// multi-token rests without their last token. `chunks` says how a client processed the
+    /// context (e.g. `[shared instruction head, the example's part]`): the context runs in
+    /// those chunks, its last row through the one-row path, so the numbers are those of a local
+    /// run over the same chunks, bit for bit. Empty `chunks`: the prompts' whole common prefix
+    /// in one chunk.
+    pub fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize, chunks: &[usize]) -> Result<Vec<PromptLogProbs>> {
         if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
             return Err(InferError::InvalidInput(format!("prompt {i} has no tokens")));
         }
         let shared = common_prefix_len(prompts);
-        if shared == 0 {
+        if shared == 0 && chunks.is_empty() {
             // No common first token: each prompt on its own.
-            return prompts.iter().map(|p| Ok(self.prompt_log_probs(std::slice::from_ref(p), top)?.remove(0))).collect();
+            return prompts.iter().map(|p| Ok(self.prompt_log_probs(std::slice::from_ref(p), top, &[])?.remove(0))).collect();
         }
+        let chunks = match chunks {
+            [] => vec![shared],
+            given if given.contains(&0) || given.iter().sum::<usize>() > shared => {
+                return Err(InferError::InvalidInput(format!(
+                    "prefix chunks {given:?} do not fit the prompts' common prefix of {shared} tokens"
+                )))
+            }
+            given => given.to_vec(),
+        };
         for prompt in prompts {
             self.model().check_token_ids(prompt)?;
         }
-        let mut cache = self.model().new_cache();
-        let head = self.model().forward(&prompts[0][..shared], &mut cache)?;
-        let tails: Vec<Vec<u32>> = prompts.iter().filter(|p| p.len() > shared).map(|p| p[shared..].to_vec()).collect();
-        let tail_logits = match tails.is_empty() {
-            true => Vec::new(),
-            false => self.model().forward_batch(&tails, &cache)?,
-        };
-        let mut tail_logits = tail_logits.into_iter();
-        let head_rows: Vec<Vec<f64>> = (0..shared).map(|row| log_softmax(&head.get(row)?)).collect::<Result<_>>()?;
+        let (context_rows, cache) = self.context_rows(&prompts[0], &chunks)?;
+        let context = context_rows.len();
+        let rests: Vec<&[u32]> = prompts.iter().map(|p| &p[context..]).collect();
+        let rest_rows = self.rest_rows(&rests, &cache)?;
         prompts
             .iter()
-            .map(|prompt| {
-                let mut rows: Vec<&Vec<f64>> = head_rows.iter().collect();
-                let tail_rows: Vec<Vec<f64>> = match prompt.len() > shared {
-                    true => {
-                        let logits = tail_logits.next().ok_or_else(|| InferError::InvalidInput("a missing continuation".into()))?;
-                        (0..prompt.len() - shared).map(|row| log_softmax(&logits.get(row)?)).collect::<Result<_>>()?
-                    }
-                    false => Vec::new(),
-                };
-                rows.extend(tail_rows.iter());
+            .zip(rest_rows)
+            .map(|(prompt, (rest, after))| {
                 // rows[i] is the distribution of token i + 1.
+                let rows: Vec<&Vec<f64>> = context_rows.iter().chain(&rest).collect();
                 let mut tokens = vec![PromptTokenLogProb { log_prob: None, rank: 0, top: Vec::new() }];
                 for (row, &token) in rows.iter().zip(&prompt[1..]) {
                     let log_prob = row[token as usize];
                     let rank = 1 + row.iter().filter(|&&lp| lp > log_prob).count();
                     tokens.push(PromptTokenLogProb { log_prob: Some(log_prob), rank, top: top_entries(row, top) });
                 }
-                let next = top_entries(rows[prompt.len() - 1], top);
+                let next = top_entries(after.as_ref().unwrap_or(rows[context - 1]), top);
                 Ok(PromptLogProbs { tokens, next })
+            })
+            .collect()
+    }
+
+    /// Log-probs of every row of `prompt`'s first `Σ chunks` tokens, run chunk by chunk (the
+    /// last chunk's last row through the one-row path), and the cache after them.
+    fn context_rows(&self, prompt: &[u32], chunks: &[usize]) -> Result<(Vec<Vec<f64>>, KvCache)> {
+        let mut cache = self.model().new_cache();
+        let mut rows = Vec::new();
+        let mut start = 0;
+        for (i, &len) in chunks.iter().enumerate() {
+            let piece = &prompt[start..start + len];
+            let before = (i + 1 == chunks.len()).then(|| cache.clone());
+            let logits = self.model().forward(piece, &mut cache)?;
+            for row in 0..len {
+                rows.push(log_softmax(&logits.get(row)?)?);
+            }
+            if let (Some(mut before), Some(last)) = (before, rows.last_mut()) {
+                *last = log_softmax(&self.model().forward_last(piece, &mut before)?)?;
+            }
+            start += len;
+        }
+        Ok((rows, cache))
+    }
+
+    /// For each rest after the context: the log-prob rows of its tokens after the first (one
+    /// batch of the multi-token rests without their last token, as label scoring runs them),
+    /// and the row after its last token (a second batch; `None` for an empty rest).
+    fn rest_rows(&self, rests: &[&[u32]], cache: &KvCache) -> Result<Vec<(Vec<Vec<f64>>, Option<Vec<f64>>)>> {
+        let multi: Vec<Vec<u32>> = rests.iter().filter(|r| r.len() > 1).map(|r| r[..r.len() - 1].to_vec()).collect();
+        let whole: Vec<Vec<u32>> = rests.iter().filter(|r| !r.is_empty()).map(|r| r.to_vec()).collect();
+        let batch = |continuations: &[Vec<u32>]| match continuations.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.model().forward_batch(continuations, cache),
+        };
+        let (mut inner, mut after) = (batch(&multi)?.into_iter(), batch(&whole)?.into_iter());
+        let missing = || InferError::InvalidInput("internal error: a continuation has no logits".into());
+        rests
+            .iter()
+            .map(|rest| {
+                let rows = match rest.len() > 1 {
+                    true => {
+                        let logits = inner.next().ok_or_else(missing)?;
+                        (0..rest.len() - 1).map(|row| log_softmax(&logits.get(row)?)).collect::<Result<_>>()?
+                    }
+                    false => Vec::new(),
+                };
+                let last = match rest.is_empty() {
+                    true => None,
+                    false => Some(log_softmax(&after.next().ok_or_else(missing)?.get(rest.len() - 1)?)?),
+                };
+                Ok((rows, last))
             })
             .collect()
     }

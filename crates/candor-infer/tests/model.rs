@@ -647,3 +647,25 @@ fn offline_hub_miss_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn prompt_log_probs_over_the_callers_chunks_equal_label_scoring_bit_for_bit() {
+    // What `candor serve` computes for a served run's label prompts must be what the local run
+    // computes: the same context chunks (shared head, then the example), the same label batch.
+    let m = model();
+    let head = m.encode("Classify the emotion of the text. Answer with one word.\nText:").unwrap();
+    let rest = m.encode(" I finally got the job I wanted!\nLabel:").unwrap();
+    let prefix = m.extend(&m.prefill(&head).unwrap(), &rest).unwrap();
+    let labels: Vec<String> = [" joy", " deep sadness and regret", " anger", " a mild surprise"].iter().map(|s| s.to_string()).collect();
+    let scores = m.score_labels(&prefix, &labels).unwrap();
+    let prompts: Vec<Vec<u32>> = scores.labels.iter().map(|l| [prefix.tokens(), l.token_ids.as_slice()].concat()).collect();
+    assert!(scores.labels.iter().any(|l| l.token_ids.len() > 2), "a multi-token label is covered");
+    let all = m.prompt_log_probs(&prompts, 1, &[head.len(), rest.len()]).unwrap();
+    for (score, log_probs) in scores.labels.iter().zip(&all) {
+        let label_part: Vec<f64> = log_probs.tokens[prefix.tokens().len()..].iter().map(|t| t.log_prob.unwrap()).collect();
+        assert_eq!(label_part[0].to_bits(), score.first_token_log_prob.to_bits(), "{}", score.label);
+        assert_eq!(label_part.iter().sum::<f64>().to_bits(), score.log_prob.to_bits(), "{}", score.label);
+    }
+    let err = m.prompt_log_probs(&prompts, 1, &[head.len(), rest.len() + 50]).unwrap_err().to_string();
+    assert!(err.contains("do not fit"), "{err}");
+}

@@ -193,8 +193,8 @@ impl ModelBackend for LocalBackend {
         self.model.tokenizer().decode(ids).map_err(model_error)
     }
 
-    fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize) -> candor_backend::Result<Vec<PromptLogProbs>> {
-        let all = self.model.prompt_log_probs(prompts, top).map_err(model_error)?;
+    fn prompt_log_probs(&self, prompts: &[Vec<u32>], top: usize, prefix_chunks: &[usize]) -> candor_backend::Result<Vec<PromptLogProbs>> {
+        let all = self.model.prompt_log_probs(prompts, top, prefix_chunks).map_err(model_error)?;
         Ok(all
             .into_iter()
             .zip(prompts)

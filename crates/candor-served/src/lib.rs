@@ -132,13 +132,18 @@ pub struct ServedBackend {
     has_chat_template: bool,
 }
 
-/// A served prompt: only its token ids (the server holds no state between requests).
+/// A served prompt: its token ids (the server holds no state between requests) and the
+/// chunks they were given in (prefill, then each extension), which `candor serve` uses to
+/// process the prompt the way a local run would.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServedPrefix(Vec<u32>);
+pub struct ServedPrefix {
+    tokens: Vec<u32>,
+    chunks: Vec<usize>,
+}
 
 impl PromptState for ServedPrefix {
     fn tokens(&self) -> &[u32] {
-        &self.0
+        &self.tokens
     }
 }
 
@@ -241,7 +246,7 @@ impl ServedBackend {
             let (Some(&token), Some(&generated_lp)) = (generated.token_ids.first(), generated.token_log_probs.first()) else {
                 return Err(ServedError::Inexact(format!("{base}: the self-test's one-token generation returned no token with a log-prob")));
             };
-            let scored = self.continuation_log_probs(&prompt, &[vec![token]]).await?;
+            let scored = self.continuation_log_probs(&prompt, &[], &[vec![token]]).await?;
             let prompt_lp = scored[0][0];
             match (prompt_lp - generated_lp).abs() <= SELF_TEST_TOLERANCE {
                 true => Ok(()),
@@ -287,7 +292,7 @@ impl ServedBackend {
     /// The log-prob of every token of each continuation after `prompt`: vLLM's prompt
     /// log-probs of all continuations in one request, or one forced generation per token on
     /// llama-server.
-    async fn continuation_log_probs(&self, prompt: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<Vec<f64>>> {
+    async fn continuation_log_probs(&self, prompt: &[u32], chunks: &[usize], continuations: &[Vec<u32>]) -> Result<Vec<Vec<f64>>> {
         match self.engine {
             Engine::LlamaServer => {
                 let forced = continuations.iter().map(|ids| {
@@ -301,7 +306,8 @@ impl ServedBackend {
             Engine::Sglang => sglang::continuation_log_probs(&self.client, prompt, continuations).await,
             Engine::Vllm | Engine::Candor => {
                 let prompts: Vec<Vec<u32>> = continuations.iter().map(|ids| [prompt, ids.as_slice()].concat()).collect();
-                let all = vllm::prompt_log_probs(&self.client, &self.model, &prompts).await?;
+                let chunks = if self.engine == Engine::Candor { chunks } else { &[] };
+                let all = vllm::prompt_log_probs(&self.client, &self.model, &prompts, chunks).await?;
                 Ok(all.iter().map(|lps| lps[prompt.len()..].iter().map(|lp| lp.unwrap_or(f64::NAN)).collect()).collect())
             }
         }
@@ -341,13 +347,14 @@ impl ServedBackend {
 
     /// The label scores after one prompt: each label's ids as they follow the prompt's text,
     /// all label prompts' log-probs in one request.
-    async fn score_one(&self, prompt: &[u32], continuations: &[String]) -> Result<LabelScores> {
+    async fn score_one(&self, prefix: &ServedPrefix, continuations: &[String]) -> Result<LabelScores> {
+        let prompt = prefix.tokens.as_slice();
         if prompt.is_empty() || continuations.is_empty() {
             return Err(ServedError::Setup("label scoring needs a non-empty prompt and at least one label".into()));
         }
         let text = self.prompt_text(prompt).await?;
         let label_ids = try_join_all(continuations.iter().map(|label| self.ids_after(prompt, &text, label))).await?;
-        let log_probs = self.continuation_log_probs(prompt, &label_ids).await?;
+        let log_probs = self.continuation_log_probs(prompt, &prefix.chunks, &label_ids).await?;
         let labels: Vec<LabelScore> = continuations
             .iter()
             .zip(&label_ids)
@@ -545,31 +552,35 @@ impl ModelBackend for ServedBackend {
     }
 
     fn prefill(&self, tokens: &[u32]) -> candor_backend::Result<ServedPrefix> {
-        Ok(ServedPrefix(tokens.to_vec()))
+        Ok(ServedPrefix { tokens: tokens.to_vec(), chunks: vec![tokens.len()] })
     }
 
     fn extend(&self, prefix: &ServedPrefix, tokens: &[u32]) -> candor_backend::Result<ServedPrefix> {
-        Ok(ServedPrefix([prefix.0.as_slice(), tokens].concat()))
+        let chunks = match tokens.is_empty() {
+            true => prefix.chunks.clone(),
+            false => [prefix.chunks.as_slice(), &[tokens.len()]].concat(),
+        };
+        Ok(ServedPrefix { tokens: [prefix.tokens.as_slice(), tokens].concat(), chunks })
     }
 
     fn score_labels(&self, prefix: &ServedPrefix, continuations: &[String]) -> candor_backend::Result<LabelScores> {
-        self.block_on(self.score_one(&prefix.0, continuations))
+        self.block_on(self.score_one(prefix, continuations))
     }
 
     fn score_labels_batch(&self, prefixes: &[&ServedPrefix], continuations: &[String]) -> candor_backend::Result<Vec<LabelScores>> {
-        self.block_on(try_join_all(prefixes.iter().map(|prefix| self.score_one(&prefix.0, continuations))))
+        self.block_on(try_join_all(prefixes.iter().map(|prefix| self.score_one(prefix, continuations))))
     }
 
     fn generate(&self, prefix: &ServedPrefix, max_tokens: usize) -> candor_backend::Result<Generation> {
-        self.block_on(self.generate_one(&prefix.0, max_tokens))
+        self.block_on(self.generate_one(&prefix.tokens, max_tokens))
     }
 
     fn generate_batch(&self, prefixes: &[&ServedPrefix], max_tokens: usize) -> candor_backend::Result<Vec<Generation>> {
-        self.block_on(try_join_all(prefixes.iter().map(|prefix| self.generate_one(&prefix.0, max_tokens))))
+        self.block_on(try_join_all(prefixes.iter().map(|prefix| self.generate_one(&prefix.tokens, max_tokens))))
     }
 
     fn generate_constrained(&self, prefix: &ServedPrefix, labels: &[String], options: &ConstrainedOptions) -> candor_backend::Result<ConstrainedGeneration> {
-        self.block_on(self.constrained_one(&prefix.0, labels, options))
+        self.block_on(self.constrained_one(&prefix.tokens, labels, options))
     }
 
     fn generate_constrained_batch(
@@ -578,7 +589,7 @@ impl ModelBackend for ServedBackend {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> candor_backend::Result<Vec<ConstrainedGeneration>> {
-        self.block_on(try_join_all(prefixes.iter().map(|prefix| self.constrained_one(&prefix.0, labels, options))))
+        self.block_on(try_join_all(prefixes.iter().map(|prefix| self.constrained_one(&prefix.tokens, labels, options))))
     }
 }
 

@@ -111,11 +111,15 @@ fn choices(client: &HttpClient, answer: &Value, prompts: usize) -> Result<Vec<Va
 }
 
 /// log p(prompt[j] | prompt[..j]) for every token of every prompt (`None` for the first),
-/// in one request.
-pub async fn prompt_log_probs(client: &HttpClient, model: &str, prompts: &[Vec<u32>]) -> Result<Vec<Vec<Option<f64>>>> {
+/// in one request. `prefix_chunks` (sent only when not empty; `candor serve` reads it, other
+/// servers ignore it): how the shared prefix was processed locally.
+pub async fn prompt_log_probs(client: &HttpClient, model: &str, prompts: &[Vec<u32>], prefix_chunks: &[usize]) -> Result<Vec<Vec<Option<f64>>>> {
     let mut body = greedy(model, 1);
     body["prompt"] = json!(prompts);
     body["prompt_logprobs"] = json!(0);
+    if !prefix_chunks.is_empty() {
+        body["candor_prefix_chunks"] = json!(prefix_chunks);
+    }
     let answer = client.post("/v1/completions", &body).await?;
     client.log.record_usage(&answer);
     parse_prompt_log_probs(&answer, prompts).map_err(|what| match what {

@@ -243,6 +243,11 @@ pub struct CompletionRequest {
     /// Write tokens in `logprobs` as `token_id:<id>` (vLLM's extension).
     #[serde(default)]
     pub return_tokens_as_token_ids: bool,
+    /// Lengths of the chunks in which the client processed the prompts' shared prefix (a
+    /// Candor extension: Candor's served backend sends it so `candor serve` reproduces the
+    /// client's local numbers bit for bit; other servers ignore it).
+    #[serde(default)]
+    pub candor_prefix_chunks: Vec<usize>,
     /// Greedy-only sampling settings and the response format.
     #[serde(flatten)]
     pub sampling: Sampling,

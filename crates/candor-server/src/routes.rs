@@ -170,7 +170,11 @@ pub async fn completions<B: ModelBackend + 'static>(State(shared): State<Arc<Sha
         Some((labels, options)) => constrained_outcomes(&shared, token_lists, labels, options).await?,
         None => {
             let wants_log_probs = request.prompt_logprobs.is_some() || request.logprobs.is_some();
-            shared.engine.run(move |backend: &B| free_outcomes(backend, token_lists, max_tokens, wants_log_probs.then_some(top))).await?
+            let chunks = request.candor_prefix_chunks.clone();
+            shared
+                .engine
+                .run(move |backend: &B| free_outcomes(backend, token_lists, max_tokens, wants_log_probs.then_some(top), &chunks))
+                .await?
         }
     };
     let decoded = decode_outcome_tokens(&shared, &outcomes).await?;
@@ -253,10 +257,16 @@ async fn futures_join<T>(futures: impl Iterator<Item = impl std::future::Future<
 /// Greedy completions of each prompt, with log-probs of prompt and generated tokens (`top`
 /// alternatives) when asked. With one token to generate and log-probs computed, the greedy
 /// token is read from them instead of a second forward pass.
-fn free_outcomes<B: ModelBackend>(backend: &B, prompts: Vec<Vec<u32>>, max_tokens: usize, top: Option<usize>) -> Result<Vec<CompletionOutcome>, ApiError> {
+fn free_outcomes<B: ModelBackend>(
+    backend: &B,
+    prompts: Vec<Vec<u32>>,
+    max_tokens: usize,
+    top: Option<usize>,
+    prefix_chunks: &[usize],
+) -> Result<Vec<CompletionOutcome>, ApiError> {
     let stops = backend.stop_tokens();
     let prompt_log_probs = match top {
-        Some(top) => Some(backend.prompt_log_probs(&prompts, top.max(1))?),
+        Some(top) => Some(backend.prompt_log_probs(&prompts, top.max(1), prefix_chunks)?),
         None => None,
     };
     let generations: Vec<(Vec<u32>, &'static str)> = match (&prompt_log_probs, max_tokens) {
@@ -301,7 +311,7 @@ fn with_generated<B: ModelBackend>(backend: &B, prompt_lp: &PromptLogProbs, prom
             all.tokens.push(candor_backend::TokenLogProb { token_id: *only, log_prob, rank, top: prompt_lp.next.iter().take(top.max(1)).copied().collect() });
             Ok(all)
         }
-        _ => Ok(backend.prompt_log_probs(&[[prompt, generated].concat()], top.max(1))?.remove(0)),
+        _ => Ok(backend.prompt_log_probs(&[[prompt, generated].concat()], top.max(1), &[])?.remove(0)),
     }
 }
 
@@ -396,7 +406,7 @@ pub async fn chat_completions<B: ModelBackend + 'static>(State(shared): State<Ar
     }
     let outcome = match &constrained {
         Some((labels, options)) => constrained_outcomes(&shared, vec![tokens], labels, options).await?.remove(0),
-        None => shared.engine.run(move |backend: &B| Ok(free_outcomes(backend, vec![tokens], max_tokens, top)?.remove(0))).await?,
+        None => shared.engine.run(move |backend: &B| Ok(free_outcomes(backend, vec![tokens], max_tokens, top, &[])?.remove(0))).await?,
     };
     let decoded = decode_outcome_tokens(&shared, std::slice::from_ref(&outcome)).await?;
     let logprobs = outcome.log_probs.as_ref().map(|lp| {
