@@ -5,8 +5,12 @@
 //! What it needs from the server, exactly: the token ids of the prompt as the server's model
 //! sees them (its `/tokenize`, chat rendered by its own template and checked to survive
 //! `/detokenize` → `/tokenize` unchanged), and the log-probability of each label token in
-//! context (vLLM's `prompt_logprobs`: raw, never sampled). Labels are tokenized as they follow
-//! the prompt's text, like the local backend does. Verbalized answers are greedy, free or
+//! context: vLLM's `prompt_logprobs` and SGLang's input log-probs (raw, never sampled;
+//! [`vllm`], [`sglang`]), or on llama.cpp's llama-server, which has none, one forced one-token
+//! generation per label token ([`llama`]; llama.cpp's own numbers, marked approximate).
+//! `candor serve` speaks vLLM's API and is told how each prompt was chunked, so its numbers
+//! equal a local run's bit for bit. Labels are tokenized as they follow the prompt's text,
+//! like the local backend does. Verbalized answers are greedy, free or
 //! under a JSON schema (one number per label, in order, all required, no others); an answer
 //! that breaks the schema (a server that dropped the constraint) is counted in the request
 //! log and recorded as the text it is.
