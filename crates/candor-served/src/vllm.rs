@@ -110,7 +110,7 @@ fn choices(client: &HttpClient, answer: &Value, prompts: usize) -> Result<Vec<Va
     }
 }
 
-/// log p(prompt[j] | prompt[..j]) for every token of every prompt (`None` for the first),
+/// `log p(prompt[j] | prompt[..j])` for every token of every prompt (`None` for the first),
 /// in one request. `prefix_chunks` (sent only when not empty; `candor serve` reads it, other
 /// servers ignore it): how the shared prefix was processed locally.
 pub async fn prompt_log_probs(client: &HttpClient, model: &str, prompts: &[Vec<u32>], prefix_chunks: &[usize]) -> Result<Vec<Vec<Option<f64>>>> {
@@ -140,7 +140,7 @@ pub enum PromptLogProbsError {
     Malformed(String),
 }
 
-/// log p(prompt[j] | prompt[..j]) of every token of every prompt (`None` for the first) from a
+/// `log p(prompt[j] | prompt[..j])` of every token of every prompt (`None` for the first) from a
 /// `/v1/completions` response to `prompt_logprobs` (choices in `index` order, one per prompt;
 /// each entry keyed by token id, holding the prompt's own token).
 pub fn parse_prompt_log_probs(answer: &Value, prompts: &[Vec<u32>]) -> std::result::Result<Vec<Vec<Option<f64>>>, PromptLogProbsError> {
