@@ -20,8 +20,17 @@ targets=(
   "candor-server fuzz_http_request_parser"
 )
 cargo test --workspace --lib --no-run --quiet
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 for target in "${targets[@]}"; do
   read -r crate test <<<"$target"
-  CANDOR_FUZZ_SECONDS="$seconds" cargo test --quiet -p "$crate" --lib "fuzz::$test" -- --exact --nocapture 2>&1 \
-    | grep -E "^fuzz target|panicked|failed" || { echo "fuzz target $test: no summary (see cargo test -p $crate --lib fuzz::$test)"; exit 1; }
+  if CANDOR_FUZZ_SECONDS="$seconds" cargo test --quiet -p "$crate" --lib "fuzz::$test" -- --exact --nocapture >"$log" 2>&1; then
+    grep -E "^fuzz target" "$log"
+  else
+    # A panic shows proptest's smallest input; an abort (allocation failure, stack overflow)
+    # shows only in the raw output.
+    echo "fuzz target $test FAILED:"
+    tail -40 "$log"
+    exit 1
+  fi
 done
