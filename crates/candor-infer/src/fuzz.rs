@@ -14,12 +14,17 @@ use crate::{ChatMessage, ChatTemplate, LanguageModel, LoadOptions, ModelSpec, To
 
 /// A tiny llama GGUF: a byte-level BPE vocabulary of five tokens and one f32 tensor.
 fn gguf_seed() -> Vec<u8> {
+    gguf_with_layers(1)
+}
+
+/// [`gguf_seed`] claiming `layers` blocks.
+fn gguf_with_layers(layers: u32) -> Vec<u8> {
     let tokens: Vec<Value> = ["a", "b", "ab", "<s>", "</s>"].iter().map(|t| Value::String(t.to_string())).collect();
     let metadata = [
         ("general.architecture", Value::String("llama".into())),
         ("llama.embedding_length", Value::U32(8)),
         ("llama.feed_forward_length", Value::U32(16)),
-        ("llama.block_count", Value::U32(1)),
+        ("llama.block_count", Value::U32(layers)),
         ("llama.attention.head_count", Value::U32(2)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ("llama.context_length", Value::U32(64)),
@@ -46,6 +51,17 @@ fn fuzz_gguf_reader() {
         let _ = Tokenizer::from_gguf_file(&path);
         let _ = LanguageModel::load(&ModelSpec::Gguf(path.clone()), &LoadOptions::default());
     });
+}
+
+#[test]
+fn a_gguf_claiming_more_layers_than_tensors_is_refused_before_listing_them() {
+    // Found by fuzz_gguf_reader: block_count mutated to ~2^31 made the loader build a name for
+    // every tensor of every layer (a hang, then an allocation failure).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layers.gguf");
+    std::fs::write(&path, gguf_with_layers(1 << 31)).unwrap();
+    let err = LanguageModel::load(&ModelSpec::Gguf(path), &LoadOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("llama.block_count") && err.contains("2147483648"), "{err}");
 }
 
 #[test]

@@ -365,6 +365,15 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
         content.tensor_infos.contains_key("output.weight"),
         vocab_len,
     )?;
+    // Every layer has several tensors: a header claiming more layers than the file holds
+    // tensors would only make the loader list billions of names (found by fuzzing: a hang).
+    if config.num_layers > content.tensor_infos.len() {
+        return Err(InferError::invalid_model(
+            &source_name,
+            &format!("{}.block_count", config.architecture.name()),
+            format!("at most the file's {} tensors, found {}", content.tensor_infos.len(), config.num_layers),
+        ));
+    }
     let names = expected_tensor_names(&config);
     let infos: Vec<&gguf_file::TensorInfo> = names
         .iter()
