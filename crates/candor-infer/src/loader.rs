@@ -370,7 +370,7 @@ fn load_gguf(path: &Path, device: &Device, options: &LoadOptions) -> Result<Lang
     if config.num_layers > content.tensor_infos.len() {
         return Err(InferError::invalid_model(
             &source_name,
-            &format!("{}.block_count", config.architecture.name()),
+            format!("{}.block_count", config.architecture.name()),
             format!("at most the file's {} tensors, found {}", content.tensor_infos.len(), config.num_layers),
         ));
     }

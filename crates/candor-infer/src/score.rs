@@ -268,7 +268,7 @@ impl LanguageModel {
     /// For each rest after the context: the log-prob rows of its tokens after the first (one
     /// batch of the multi-token rests without their last token, as label scoring runs them),
     /// and the row after its last token (a second batch; `None` for an empty rest).
-    fn rest_rows(&self, rests: &[&[u32]], cache: &KvCache) -> Result<Vec<(Vec<Vec<f64>>, Option<Vec<f64>>)>> {
+    fn rest_rows(&self, rests: &[&[u32]], cache: &KvCache) -> Result<Vec<RestRows>> {
         let multi: Vec<Vec<u32>> = rests.iter().filter(|r| r.len() > 1).map(|r| r[..r.len() - 1].to_vec()).collect();
         let whole: Vec<Vec<u32>> = rests.iter().filter(|r| !r.is_empty()).map(|r| r.to_vec()).collect();
         let batch = |continuations: &[Vec<u32>]| match continuations.is_empty() {
@@ -357,6 +357,9 @@ impl LanguageModel {
         })
     }
 }
+
+/// A rest's log-prob rows after its first token, and the row after its last token.
+type RestRows = (Vec<Vec<f64>>, Option<Vec<f64>>);
 
 /// Length of the longest prefix all `prompts` share.
 fn common_prefix_len(prompts: &[Vec<u32>]) -> usize {
