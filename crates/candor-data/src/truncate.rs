@@ -54,16 +54,8 @@ pub fn fit_to_budget<'a>(
     }
     let cuts = word_ends(text);
     let fits = |cut: usize| count_tokens(&marked(text, cut)) <= budget;
-    // Binary search for the last cut that fits: cuts[..lo] fit, cuts[hi..] do not.
-    let (mut lo, mut hi) = (0, cuts.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if fits(cuts[mid]) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
+    // Binary search for the last cut that fits: cuts[..lo] fit, the rest do not.
+    let lo = cuts.partition_point(|&cut| fits(cut));
     let last_word_end = lo.checked_sub(1).map(|i| cuts[i]);
     let next_word_end = cuts.get(lo).copied().unwrap_or(text.len());
     let inside = cut_inside_long_word(text, last_word_end.unwrap_or(0), next_word_end, &fits);
@@ -86,15 +78,7 @@ fn cut_inside_long_word(text: &str, start: usize, end: usize, fits: &impl Fn(usi
     }
     let word_start = end - word.len();
     let boundaries: Vec<usize> = word.char_indices().skip(1).map(|(offset, _)| word_start + offset).collect();
-    let (mut lo, mut hi) = (0, boundaries.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if fits(boundaries[mid]) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
+    let lo = boundaries.partition_point(|&cut| fits(cut));
     lo.checked_sub(1).map(|i| boundaries[i])
 }
 
