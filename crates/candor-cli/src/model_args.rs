@@ -10,13 +10,10 @@ use clap::{Args, ValueEnum};
 /// Where the default model lives after `scripts/fetch-default-model.sh`.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Model selection and runtime options.
+/// How a local model runs: device, threads, weight storage, hub access (shared by every
+/// command that loads one).
 #[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// Model: a .gguf file, a directory with config.json + *.safetensors + tokenizer.json, or
-    /// hf:owner/repo[:file.gguf].
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: String,
+pub struct LocalModelFlags {
     /// Device: cpu, cuda, cuda:N or metal (GPU devices need a build with that cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -24,14 +21,38 @@ pub struct ModelArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// GGUF weight storage: dense (f32 at load), quantized (blocks kept, dequantized per row
-    /// inside each product; activations stay f32 either way), or auto (dense when the f32
-    /// weights fit in available memory).
+    /// inside each product; activations stay f32 either way), or auto (quantized on the CPU
+    /// when every format has Candor's kernels, else dense when the f32 weights fit).
     #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
     pub weights: WeightsArg,
     /// Use only the local Hugging Face cache for hf: models, never the network
     /// (also on when HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+}
+
+impl LocalModelFlags {
+    /// The local model `spec` run with these flags.
+    pub fn options(&self, spec: &str) -> LocalModelOptions {
+        LocalModelOptions {
+            spec: spec.to_string(),
+            device: self.device.clone(),
+            threads: self.threads,
+            weights: self.weights.storage(),
+            offline: self.offline,
+        }
+    }
+}
+
+/// Model selection and runtime options.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a .gguf file, a directory with config.json + *.safetensors + tokenizer.json, or
+    /// hf:owner/repo[:file.gguf].
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    #[command(flatten)]
+    pub local: LocalModelFlags,
     /// Wrap the prompt in the model's chat template as one user message (with the template's
     /// generation prompt appended).
     #[arg(long)]
@@ -65,14 +86,7 @@ impl WeightsArg {
 impl ModelArgs {
     /// Load the model these options describe.
     pub fn load(&self) -> Result<LanguageModel> {
-        let options = LocalModelOptions {
-            spec: self.model.clone(),
-            device: self.device.clone(),
-            threads: self.threads,
-            weights: self.weights.storage(),
-            offline: self.offline,
-        };
-        Ok(options.load()?)
+        Ok(self.local.options(&self.model).load()?)
     }
 
     /// The prompt text as the model will see it: chat-wrapped with `--chat`, verbatim otherwise.

@@ -3,7 +3,7 @@
 //! `candor merge` joins `--shard` directories.
 
 use crate::dataset_args::DatasetArgs;
-use crate::model_args::{WeightsArg, DEFAULT_MODEL};
+use crate::model_args::{LocalModelFlags, DEFAULT_MODEL};
 use crate::progress::ProgressBarReporter;
 use anyhow::{ensure, Result};
 use candor_backend::ModelBackend;
@@ -27,19 +27,8 @@ pub struct RunArgs {
     model: String,
     #[command(flatten)]
     served: ServedArgs,
-    /// Device: cpu, cuda, cuda:N or metal (GPU devices need a build with that cargo feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Compute threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// GGUF weight storage: dense, quantized (dequantized per row, activations stay f32) or
-    /// auto (dense when the f32 weights fit in available memory).
-    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
-    weights: WeightsArg,
-    /// Use only the local Hugging Face cache for hf: models, never the network.
-    #[arg(long)]
-    offline: bool,
+    #[command(flatten)]
+    local: LocalModelFlags,
     #[command(flatten)]
     pub dataset: DatasetArgs,
     /// The run directory (created; re-running the same command resumes it).
@@ -122,13 +111,7 @@ impl RunArgs {
 
     /// Which local model to load.
     pub fn model_options(&self) -> LocalModelOptions {
-        LocalModelOptions {
-            spec: self.model.clone(),
-            device: self.device.clone(),
-            threads: self.threads,
-            weights: self.weights.storage(),
-            offline: self.offline,
-        }
+        self.local.options(&self.model)
     }
 }
 

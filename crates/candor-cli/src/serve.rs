@@ -1,9 +1,9 @@
 //! `candor serve`: Candor's exact local engine behind vLLM's HTTP API (`candor-server`), for
 //! `candor run --model http://…`, lm-evaluation-harness or any OpenAI client.
 
-use crate::model_args::{WeightsArg, DEFAULT_MODEL};
+use crate::model_args::{LocalModelFlags, DEFAULT_MODEL};
 use anyhow::{ensure, Result};
-use candor_local::{LocalBackend, LocalModelOptions};
+use candor_local::LocalBackend;
 use candor_server::{ServeOptions, ServerLimits};
 use clap::Args;
 use std::path::Path;
@@ -15,18 +15,8 @@ pub struct ServeArgs {
     /// hf:owner/repo[:file.gguf].
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
-    /// Device: cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Compute threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// GGUF weight storage: auto, dense or quantized.
-    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
-    weights: WeightsArg,
-    /// Use only the local Hugging Face cache for hf: models.
-    #[arg(long)]
-    offline: bool,
+    #[command(flatten)]
+    local: LocalModelFlags,
     /// Address to bind. Anything but a loopback address exposes the model to the network
     /// (no authentication): put a proxy in front.
     #[arg(long, default_value = "127.0.0.1")]
@@ -48,13 +38,7 @@ pub struct ServeArgs {
 /// Runs `candor serve` until interrupted.
 pub fn run(args: &ServeArgs) -> Result<()> {
     ensure!(args.queue > 0, "--queue must be at least 1");
-    let model = LocalModelOptions {
-        spec: args.model.clone(),
-        device: args.device.clone(),
-        threads: args.threads,
-        weights: args.weights.storage(),
-        offline: args.offline,
-    };
+    let model = args.local.options(&args.model);
     let backend = LocalBackend::new(model.load()?, &model)?;
     let model_name = args.served_model_name.clone().unwrap_or_else(|| default_name(&args.model));
     let options = ServeOptions {
