@@ -6,6 +6,7 @@
 //!
 //! Run with `cargo bench -p candor-calib --bench calib` on an otherwise idle machine.
 
+use candor_calib::metrics::MetricOptions;
 use candor_calib::bootstrap::{bootstrap_metrics, resample_counts, BootstrapOptions};
 use candor_calib::calibrators::{fit, CalibratorKind, FitOptions, InputKind};
 use candor_calib::metrics::compute_all;
@@ -48,7 +49,7 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(20));
     let options = BootstrapOptions { resamples: 1000, seed: 1, level: 0.95 };
     group.bench_function("bootstrap_all_metrics_b1000", |b| {
-        b.iter(|| bootstrap_metrics(black_box(&probs), black_box(&labels), &options).expect("valid"))
+        b.iter(|| bootstrap_metrics(black_box(&probs), black_box(&labels), &options, &MetricOptions::default()).expect("valid"))
     });
     group.bench_function("naive_materialised_bootstrap_b10", |b| {
         b.iter(|| naive_bootstrap(black_box(&probs), black_box(&labels), NAIVE_RESAMPLES))
@@ -59,7 +60,7 @@ fn bench(c: &mut Criterion) {
                 fit(CalibratorKind::Ts, InputKind::Logits, black_box(&logits), &labels, &FitOptions::default())
                     .expect("valid");
             let calibrated = calibrator.apply(&logits).expect("same shape as the fit");
-            bootstrap_metrics(&calibrated, &labels, &options).expect("valid")
+            bootstrap_metrics(&calibrated, &labels, &options, &MetricOptions::default()).expect("valid")
         })
     });
     group.measurement_time(Duration::from_secs(5));

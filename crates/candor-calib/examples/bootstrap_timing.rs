@@ -7,6 +7,7 @@
 //! fixed), which is far steadier than wall time, or count instructions under
 //! `valgrind --tool=callgrind`; `perf record -e cpu-clock` gives profiles.
 
+use candor_calib::metrics::MetricOptions;
 use candor_calib::bootstrap::{bootstrap_metrics, resampled_metrics, BootstrapOptions};
 use candor_calib::{fit, CalibError, CalibratorKind, FitOptions, InputKind};
 use std::time::Instant;
@@ -40,7 +41,7 @@ fn main() -> Result<(), CalibError> {
     let fitted = start.elapsed();
     let probs = calibrator.apply(&logits)?;
     let applied = start.elapsed();
-    let estimates = bootstrap_metrics(&probs, &labels, &options)?;
+    let estimates = bootstrap_metrics(&probs, &labels, &options, &MetricOptions::default())?;
     let total = start.elapsed();
     println!(
         "fit ts {:.1} ms, apply {:.1} ms, bootstrap {:.1} ms, total {:.1} ms",
@@ -55,7 +56,7 @@ fn main() -> Result<(), CalibError> {
     let estimate_bits = estimates.iter().flat_map(|e| [e.value, e.ci_low.unwrap_or(f64::NAN), e.ci_high.unwrap_or(f64::NAN)]);
     println!("estimates fingerprint {:016x}", fingerprint(estimate_bits));
     if std::env::var_os("BOOTSTRAP_TIMING_ALL_VALUES").is_some() {
-        let all = resampled_metrics(&probs, &labels, &options)?;
+        let all = resampled_metrics(&probs, &labels, &options, &MetricOptions::default())?;
         let bits = all.iter().flat_map(|v| v.iter().map(|(_, x)| x).collect::<Vec<_>>());
         println!("all resampled values fingerprint {:016x}", fingerprint(bits));
     }

@@ -17,7 +17,7 @@
 
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
-use crate::metrics::{EvalWorkspace, Metric, MetricValues, PreparedMetrics};
+use crate::metrics::{EvalWorkspace, MetricOptions, Metric, MetricValues, PreparedMetrics};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -128,8 +128,13 @@ fn fill_resample_counts(counts: &mut [u32], seed: u64, resample: u64) {
 
 /// All metrics with row `i` counted `counts[i]` times: the metrics of the materialised
 /// resample, computed without materialising it.
-pub fn metrics_for_counts(probs: &ScoreMatrix, labels: &[usize], counts: &[u32]) -> Result<MetricValues> {
-    let prepared = PreparedMetrics::new(probs, labels)?;
+pub fn metrics_for_counts(
+    probs: &ScoreMatrix,
+    labels: &[usize],
+    counts: &[u32],
+    metrics: &MetricOptions,
+) -> Result<MetricValues> {
+    let prepared = PreparedMetrics::new(probs, labels, metrics)?;
     if counts.len() != prepared.n_rows() {
         return Err(CalibError::Shape {
             what: "counts (one per row)".into(),
@@ -150,24 +155,27 @@ pub fn resampled_metrics(
     probs: &ScoreMatrix,
     labels: &[usize],
     options: &BootstrapOptions,
+    metrics: &MetricOptions,
 ) -> Result<Vec<MetricValues>> {
     options.validate()?;
-    let prepared = PreparedMetrics::new(probs, labels)?;
+    let prepared = PreparedMetrics::new(probs, labels, metrics)?;
     Ok(resample_all(&[&prepared], options).into_iter().map(|v| v[0]).collect())
 }
 
-/// Point estimates and percentile-bootstrap intervals of all twelve metrics, in
+/// Point estimates and percentile-bootstrap intervals of the wanted metrics, in
 /// [`Metric::ALL`] order.
 pub fn bootstrap_metrics(
     probs: &ScoreMatrix,
     labels: &[usize],
     options: &BootstrapOptions,
+    metrics: &MetricOptions,
 ) -> Result<Vec<MetricEstimate>> {
     options.validate()?;
-    let prepared = PreparedMetrics::new(probs, labels)?;
+    let prepared = PreparedMetrics::new(probs, labels, metrics)?;
     let point = prepared.evaluate_unweighted(&mut EvalWorkspace::default());
     let resampled = resample_all(&[&prepared], options);
-    Ok(Metric::ALL
+    Ok(metrics
+        .metrics()
         .into_iter()
         .map(|metric| {
             let mut values: Vec<f64> = resampled
@@ -187,13 +195,14 @@ pub fn bootstrap_metrics(
         .collect())
 }
 
-/// Paired bootstrap of `metric(a) − metric(b)` for all twelve metrics: both matrices are
+/// Paired bootstrap of `metric(a) − metric(b)` for the wanted metrics: both matrices are
 /// evaluated on the same resamples of the shared examples and `labels`.
 pub fn paired_bootstrap(
     a: &ScoreMatrix,
     b: &ScoreMatrix,
     labels: &[usize],
     options: &BootstrapOptions,
+    metrics: &MetricOptions,
 ) -> Result<Vec<MetricDifference>> {
     options.validate()?;
     if a.n_rows() != b.n_rows() {
@@ -203,13 +212,14 @@ pub fn paired_bootstrap(
             found: b.n_rows(),
         });
     }
-    let prepared_a = PreparedMetrics::new(a, labels)?;
-    let prepared_b = PreparedMetrics::new(b, labels)?;
+    let prepared_a = PreparedMetrics::new(a, labels, metrics)?;
+    let prepared_b = PreparedMetrics::new(b, labels, metrics)?;
     let mut workspace = EvalWorkspace::default();
     let point_a = prepared_a.evaluate_unweighted(&mut workspace);
     let point_b = prepared_b.evaluate_unweighted(&mut workspace);
     let resampled = resample_all(&[&prepared_a, &prepared_b], options);
-    Ok(Metric::ALL
+    Ok(metrics
+        .metrics()
         .into_iter()
         .map(|metric| {
             let mut differences: Vec<f64> = resampled
@@ -342,19 +352,19 @@ mod tests {
     fn options_are_checked() {
         let probs = ScoreMatrix::from_rows(&[vec![0.9, 0.1], vec![0.2, 0.8]]).unwrap();
         let bad = BootstrapOptions { level: 1.0, ..Default::default() };
-        assert!(bootstrap_metrics(&probs, &[0, 1], &bad).is_err());
+        assert!(bootstrap_metrics(&probs, &[0, 1], &bad, &MetricOptions::default()).is_err());
         let other = ScoreMatrix::from_rows(&[vec![0.9, 0.1]]).unwrap();
-        assert!(paired_bootstrap(&probs, &other, &[0, 1], &BootstrapOptions::default()).is_err());
-        assert!(metrics_for_counts(&probs, &[0, 1], &[0, 0]).is_err());
-        assert!(metrics_for_counts(&probs, &[0, 1], &[1]).is_err());
+        assert!(paired_bootstrap(&probs, &other, &[0, 1], &BootstrapOptions::default(), &MetricOptions::default()).is_err());
+        assert!(metrics_for_counts(&probs, &[0, 1], &[0, 0], &MetricOptions::default()).is_err());
+        assert!(metrics_for_counts(&probs, &[0, 1], &[1], &MetricOptions::default()).is_err());
     }
 
     #[test]
     fn zero_resamples_give_point_estimates_only() {
         let probs = ScoreMatrix::from_rows(&[vec![0.9, 0.1], vec![0.2, 0.8]]).unwrap();
         let options = BootstrapOptions { resamples: 0, ..Default::default() };
-        let estimates = bootstrap_metrics(&probs, &[0, 0], &options).unwrap();
-        assert_eq!(estimates.len(), 12);
+        let estimates = bootstrap_metrics(&probs, &[0, 0], &options, &MetricOptions::default()).unwrap();
+        assert_eq!(estimates.len(), Metric::ALL.len());
         assert!(estimates.iter().all(|e| e.ci_low.is_none() && e.defined_resamples == 0));
         assert_eq!(estimates[0].value, 0.5);
     }

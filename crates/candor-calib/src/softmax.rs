@@ -97,7 +97,7 @@ pub fn invert_softmax_rows(probabilities: &ScoreMatrix, epsilon: f64) -> Result<
     ScoreMatrix::new(probabilities.n_classes(), values)
 }
 
-fn check_epsilon(epsilon: f64) -> Result<()> {
+pub(crate) fn check_epsilon(epsilon: f64) -> Result<()> {
     if epsilon > 0.0 && epsilon < 1.0 {
         Ok(())
     } else {

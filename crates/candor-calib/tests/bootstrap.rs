@@ -1,6 +1,7 @@
 //! Bootstrap behaviour: reproducible for any thread count, consistent with the per-resample
 //! values, and paired differences built from the same resamples.
 
+use candor_calib::metrics::MetricOptions;
 use candor_calib::bootstrap::{
     bootstrap_metrics, metrics_for_counts, paired_bootstrap, percentile_interval, resample_counts,
     resampled_metrics, BootstrapOptions,
@@ -35,11 +36,11 @@ fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 fn results_do_not_depend_on_thread_count() {
     let (probs, labels) = problem(1, 300, 5, 3.0);
     let options = BootstrapOptions { resamples: 70, seed: 42, level: 0.9 };
-    let one = in_pool(1, || bootstrap_metrics(&probs, &labels, &options).unwrap());
-    let three = in_pool(3, || bootstrap_metrics(&probs, &labels, &options).unwrap());
+    let one = in_pool(1, || bootstrap_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap());
+    let three = in_pool(3, || bootstrap_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap());
     assert_eq!(one, three);
     let other_seed = BootstrapOptions { seed: 43, ..options };
-    assert_ne!(one, bootstrap_metrics(&probs, &labels, &other_seed).unwrap());
+    assert_ne!(one, bootstrap_metrics(&probs, &labels, &other_seed, &MetricOptions::default()).unwrap());
 }
 
 #[test]
@@ -47,10 +48,10 @@ fn block_evaluation_equals_one_resample_at_a_time() {
     // 1300 rows: several rank tiles and a partial one; 40 resamples: a full block and a partial one.
     let (probs, labels) = problem(5, 1300, 4, 3.0);
     let options = BootstrapOptions { resamples: 40, seed: 9, level: 0.9 };
-    let resampled = resampled_metrics(&probs, &labels, &options).unwrap();
+    let resampled = resampled_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap();
     for (b, values) in resampled.iter().enumerate() {
         let counts = resample_counts(probs.n_rows(), options.seed, b as u64);
-        let alone = metrics_for_counts(&probs, &labels, &counts).unwrap();
+        let alone = metrics_for_counts(&probs, &labels, &counts, &MetricOptions::default()).unwrap();
         for metric in Metric::ALL {
             let (block, single) = (values.get(metric), alone.get(metric));
             assert!(block == single || (block.is_nan() && single.is_nan()), "resample {b} {metric}");
@@ -62,9 +63,9 @@ fn block_evaluation_equals_one_resample_at_a_time() {
 fn estimates_are_point_values_and_percentiles_of_the_resamples() {
     let (probs, labels) = problem(2, 250, 4, 2.0);
     let options = BootstrapOptions { resamples: 120, seed: 7, level: 0.8 };
-    let estimates = bootstrap_metrics(&probs, &labels, &options).unwrap();
+    let estimates = bootstrap_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap();
     let point = compute_all(&probs, &labels).unwrap();
-    let resampled = resampled_metrics(&probs, &labels, &options).unwrap();
+    let resampled = resampled_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap();
     assert_eq!(resampled.len(), 120);
     for (estimate, metric) in estimates.iter().zip(Metric::ALL) {
         assert_eq!(estimate.metric, metric);
@@ -91,9 +92,9 @@ fn undefined_resamples_are_skipped_and_counted() {
     .unwrap();
     let labels = [0, 0, 0, 0, 0, 1];
     let options = BootstrapOptions { resamples: 200, seed: 3, level: 0.95 };
-    let estimates = bootstrap_metrics(&probs, &labels, &options).unwrap();
+    let estimates = bootstrap_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap();
     let auroc = estimates.iter().find(|e| e.metric == Metric::Auroc).unwrap();
-    let resampled = resampled_metrics(&probs, &labels, &options).unwrap();
+    let resampled = resampled_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap();
     let defined = resampled.iter().filter(|v| v.auroc.is_finite()).count();
     assert_eq!(auroc.defined_resamples, defined);
     // P(no wrong row in 6 draws) = (5/6)^6 ≈ 0.33.
@@ -116,9 +117,9 @@ fn paired_bootstrap_uses_the_same_resamples_for_both_matrices() {
         .collect();
     let b = ScoreMatrix::from_rows(&b_rows).unwrap();
     let options = BootstrapOptions { resamples: 90, seed: 11, level: 0.9 };
-    let diffs = paired_bootstrap(&a, &b, &labels, &options).unwrap();
-    let ra = resampled_metrics(&a, &labels, &options).unwrap();
-    let rb = resampled_metrics(&b, &labels, &options).unwrap();
+    let diffs = paired_bootstrap(&a, &b, &labels, &options, &MetricOptions::default()).unwrap();
+    let ra = resampled_metrics(&a, &labels, &options, &MetricOptions::default()).unwrap();
+    let rb = resampled_metrics(&b, &labels, &options, &MetricOptions::default()).unwrap();
     for (d, metric) in diffs.iter().zip(Metric::ALL) {
         let mut per_resample: Vec<f64> =
             ra.iter().zip(&rb).map(|(x, y)| x.get(metric) - y.get(metric)).collect();
@@ -129,7 +130,7 @@ fn paired_bootstrap_uses_the_same_resamples_for_both_matrices() {
         assert_eq!(d.difference, d.value_a - d.value_b);
     }
     // A matrix against itself: every difference is exactly zero.
-    for d in paired_bootstrap(&a, &a, &labels, &options).unwrap() {
+    for d in paired_bootstrap(&a, &a, &labels, &options, &MetricOptions::default()).unwrap() {
         assert_eq!((d.difference, d.ci_low, d.ci_high), (0.0, Some(0.0), Some(0.0)), "{}", d.metric);
         assert_eq!(d.fraction_at_most_zero, Some(1.0));
     }
@@ -142,7 +143,7 @@ fn interval_covers_the_truth_for_a_simple_mean() {
     let labels: Vec<usize> = (0..2000).map(|i| usize::from(i % 10 >= 7)).collect();
     let probs = ScoreMatrix::from_rows(&rows).unwrap();
     let options = BootstrapOptions { resamples: 400, ..Default::default() };
-    let estimates = bootstrap_metrics(&probs, &labels, &options).unwrap();
+    let estimates = bootstrap_metrics(&probs, &labels, &options, &MetricOptions::default()).unwrap();
     let accuracy = estimates[0];
     let (low, high) = (accuracy.ci_low.unwrap(), accuracy.ci_high.unwrap());
     assert!((high - low - 2.0 * 0.0201).abs() < 0.008, "{low} {high}");

@@ -3,6 +3,7 @@
 //! parameter recovery of vector scaling, Platt against a brute-force search, serde round trips
 //! and the errors for bad input.
 
+use candor_calib::softmax::DEFAULT_EPSILON;
 use candor_calib::calibrators::{mean_nll, CalibratorParams};
 use candor_calib::softmax::softmax;
 use candor_calib::{
@@ -205,7 +206,7 @@ fn ts_fits_the_temperature_that_generated_the_labels() {
     let provenance = fitted.provenance();
     assert!(provenance.nll_after < provenance.nll_before);
     assert_eq!(provenance.class_counts.iter().sum::<usize>(), n);
-    assert_eq!(provenance.epsilon, None);
+    assert_eq!(provenance.epsilon, Some(DEFAULT_EPSILON));
 }
 
 #[test]
@@ -457,7 +458,7 @@ fn every_fitted_calibrator_round_trips_through_json() {
                     .all(|(x, y)| (x - y).abs() <= 1e-12),
                 "{kind} on {input_kind}"
             );
-            let nll = mean_nll(&b, &labels).unwrap();
+            let nll = mean_nll(&b, &labels, DEFAULT_EPSILON).unwrap();
             assert!((nll - fitted.provenance().nll_after).abs() < 1e-12);
         }
     }

@@ -1,6 +1,7 @@
 //! Metrics against independent, deliberately naive implementations written here, and the
 //! weighted (bootstrap) evaluation against explicitly materialised resamples.
 
+use candor_calib::metrics::MetricOptions;
 use candor_calib::bootstrap::{metrics_for_counts, resample_counts};
 use candor_calib::metrics::{
     compute_all, smooth_ece, smooth_ece_at_bandwidth, Metric, MetricValues,
@@ -10,27 +11,32 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Top-label (confidence, correct) pairs, argmax ties to the lowest index.
-fn top_label(probs: &ScoreMatrix, labels: &[usize]) -> Vec<(f64, bool)> {
+/// The classes holding a row's maximum.
+fn tied_maxima(row: &[f64]) -> Vec<usize> {
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (0..row.len()).filter(|&c| row[c] == max).collect()
+}
+
+/// Top-label (confidence, correctness) pairs; a k-way tie at the maximum that holds the gold
+/// label is 1/k correct.
+fn top_label(probs: &ScoreMatrix, labels: &[usize]) -> Vec<(f64, f64)> {
     probs
         .rows()
         .zip(labels)
         .map(|(row, &gold)| {
-            let mut best = 0;
-            for (c, &p) in row.iter().enumerate() {
-                if p > row[best] {
-                    best = c;
-                }
-            }
-            (row[best], best == gold)
+            let tied = tied_maxima(row);
+            let correct = if tied.contains(&gold) { 1.0 / tied.len() as f64 } else { 0.0 };
+            (row[tied[0]], correct)
         })
         .collect()
 }
 
-/// Binned ECE of (score, outcome) pairs where `bin_of` assigns bins; returns (ECE, MCE, RMSCE).
-fn naive_binned(pairs: &[(f64, bool)], bins: &[usize], n_bins: usize) -> (f64, f64, f64) {
+/// Binned errors of (score, outcome) pairs whose bins are given; returns (ECE, MCE, RMSCE,
+/// debiased L2 CE). The debiased estimate follows Kumar et al.'s reference code: per bin of at
+/// least two members, the squared gap minus `ā(1 − ā)/(n_b − 1)`, weighted by the bin's share.
+fn naive_binned(pairs: &[(f64, f64)], bins: &[usize], n_bins: usize) -> (f64, f64, f64, f64) {
     let n = pairs.len() as f64;
-    let (mut ece, mut mce, mut ms) = (0.0, 0.0f64, 0.0);
+    let (mut ece, mut mce, mut ms, mut debiased) = (0.0, 0.0f64, 0.0, 0.0);
     for b in 0..n_bins {
         let members: Vec<_> = pairs.iter().zip(bins).filter(|(_, &bin)| bin == b).collect();
         if members.is_empty() {
@@ -38,12 +44,15 @@ fn naive_binned(pairs: &[(f64, bool)], bins: &[usize], n_bins: usize) -> (f64, f
         }
         let count = members.len() as f64;
         let conf = members.iter().map(|(p, _)| p.0).sum::<f64>() / count;
-        let acc = members.iter().filter(|(p, _)| p.1).count() as f64 / count;
+        let acc = members.iter().map(|(p, _)| p.1).sum::<f64>() / count;
         ece += count / n * (acc - conf).abs();
         mce = mce.max((acc - conf).abs());
         ms += count / n * (acc - conf).powi(2);
+        if members.len() >= 2 {
+            debiased += count / n * ((acc - conf).powi(2) - acc * (1.0 - acc) / (count - 1.0));
+        }
     }
-    (ece, mce, ms.sqrt())
+    (ece, mce, ms.sqrt(), debiased.max(0.0).sqrt())
 }
 
 fn width_bins(scores: impl Iterator<Item = f64>) -> Vec<usize> {
@@ -52,7 +61,7 @@ fn width_bins(scores: impl Iterator<Item = f64>) -> Vec<usize> {
 
 /// Equal-mass bins: sort by score, a tie group goes to the bin of its first position, bin of
 /// position s = largest b with ⌊b·N/10⌋ ≤ s (found by scanning).
-fn mass_bins(pairs: &[(f64, bool)]) -> Vec<usize> {
+fn mass_bins(pairs: &[(f64, f64)]) -> Vec<usize> {
     let n = pairs.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| pairs[a].0.total_cmp(&pairs[b].0));
@@ -67,16 +76,18 @@ fn mass_bins(pairs: &[(f64, bool)]) -> Vec<usize> {
     bins
 }
 
-/// AUROC by counting all (correct, wrong) pairs.
-fn naive_auroc(pairs: &[(f64, bool)]) -> f64 {
+/// AUROC by counting all (correct, wrong) pairs, a row being `c` of a correct row and `1 − c`
+/// of a wrong one.
+fn naive_auroc(pairs: &[(f64, f64)]) -> f64 {
     let (mut won, mut total) = (0.0, 0.0);
-    for p in pairs.iter().filter(|p| p.1) {
-        for q in pairs.iter().filter(|q| !q.1) {
-            total += 1.0;
-            won += if p.0 > q.0 { 1.0 } else if p.0 == q.0 { 0.5 } else { 0.0 };
+    for p in pairs {
+        for q in pairs {
+            let weight = p.1 * (1.0 - q.1);
+            total += weight;
+            won += weight * if p.0 > q.0 { 1.0 } else if p.0 == q.0 { 0.5 } else { 0.0 };
         }
     }
-    if total == 0.0 {
+    if total < 1e-12 {
         f64::NAN
     } else {
         won / total
@@ -85,7 +96,7 @@ fn naive_auroc(pairs: &[(f64, bool)]) -> f64 {
 
 /// AURC: for each k, the expected errors among the k most confident rows when tied rows are in
 /// random order (rows strictly above the k-th score count fully, the tied group proportionally).
-fn naive_aurc(pairs: &[(f64, bool)]) -> f64 {
+fn naive_aurc(pairs: &[(f64, f64)]) -> f64 {
     let n = pairs.len();
     let mut scores: Vec<f64> = pairs.iter().map(|p| p.0).collect();
     scores.sort_by(|a, b| b.total_cmp(a));
@@ -94,23 +105,24 @@ fn naive_aurc(pairs: &[(f64, bool)]) -> f64 {
         let threshold = scores[k - 1];
         let above: Vec<_> = pairs.iter().filter(|p| p.0 > threshold).collect();
         let tied: Vec<_> = pairs.iter().filter(|p| p.0 == threshold).collect();
-        let tied_errors = tied.iter().filter(|p| !p.1).count() as f64;
-        let errors = above.iter().filter(|p| !p.1).count() as f64
+        let tied_errors = tied.iter().map(|p| 1.0 - p.1).sum::<f64>();
+        let errors = above.iter().map(|p| 1.0 - p.1).sum::<f64>()
             + (k - above.len()) as f64 * tied_errors / tied.len() as f64;
         total += errors / k as f64;
     }
     total / n as f64
 }
 
+/// Macro-F1 where a row tied over k classes predicts each of them with weight 1/k.
 fn naive_macro_f1(probs: &ScoreMatrix, labels: &[usize]) -> f64 {
-    let preds: Vec<usize> = probs
-        .rows()
-        .map(|row| (0..row.len()).fold(0, |b, c| if row[c] > row[b] { c } else { b }))
-        .collect();
+    let share = |row: &[f64], c: usize| {
+        let tied = tied_maxima(row);
+        if tied.contains(&c) { 1.0 / tied.len() as f64 } else { 0.0 }
+    };
     let mut f1s = Vec::new();
     for c in 0..probs.n_classes() {
-        let tp = preds.iter().zip(labels).filter(|(&p, &g)| p == c && g == c).count() as f64;
-        let predicted = preds.iter().filter(|&&p| p == c).count() as f64;
+        let tp: f64 = probs.rows().zip(labels).filter(|(_, &g)| g == c).map(|(row, _)| share(row, c)).sum();
+        let predicted: f64 = probs.rows().map(|row| share(row, c)).sum();
         let gold = labels.iter().filter(|&&g| g == c).count() as f64;
         if predicted + gold > 0.0 {
             f1s.push(2.0 * tp / (predicted + gold));
@@ -123,8 +135,8 @@ fn naive_classwise(probs: &ScoreMatrix, labels: &[usize]) -> f64 {
     let k = probs.n_classes();
     (0..k)
         .map(|c| {
-            let pairs: Vec<(f64, bool)> =
-                probs.rows().zip(labels).map(|(row, &g)| (row[c], g == c)).collect();
+            let pairs: Vec<(f64, f64)> =
+                probs.rows().zip(labels).map(|(row, &g)| (row[c], f64::from(u8::from(g == c)))).collect();
             naive_binned(&pairs, &width_bins(pairs.iter().map(|p| p.0)), 15).0
         })
         .sum::<f64>()
@@ -182,13 +194,13 @@ fn check_against_naive(probs: &ScoreMatrix, labels: &[usize]) {
     let v = compute_all(probs, labels).unwrap();
     let pairs = top_label(probs, labels);
     let n = pairs.len() as f64;
-    let (ece, mce, rmsce) = naive_binned(&pairs, &width_bins(pairs.iter().map(|p| p.0)), 15);
+    let (ece, mce, rmsce, debiased) = naive_binned(&pairs, &width_bins(pairs.iter().map(|p| p.0)), 15);
     let checks = [
-        (Metric::Accuracy, pairs.iter().filter(|p| p.1).count() as f64 / n),
+        (Metric::Accuracy, pairs.iter().map(|p| p.1).sum::<f64>() / n),
         (Metric::MacroF1, naive_macro_f1(probs, labels)),
         (
             Metric::Nll,
-            probs.rows().zip(labels).map(|(r, &g)| -r[g].max(1e-12).ln()).sum::<f64>() / n,
+            probs.rows().zip(labels).map(|(r, &g)| -r[g].max(1e-6).ln()).sum::<f64>() / n,
         ),
         (
             Metric::Brier,
@@ -206,6 +218,7 @@ fn check_against_naive(probs: &ScoreMatrix, labels: &[usize]) {
         (Metric::ClasswiseEce, naive_classwise(probs, labels)),
         (Metric::Mce, mce),
         (Metric::Rmsce, rmsce),
+        (Metric::DebiasedL2Ce, debiased),
         (Metric::Auroc, naive_auroc(&pairs)),
         (Metric::Aurc, naive_aurc(&pairs)),
     ];
@@ -294,7 +307,8 @@ fn top_label_smooth_ece_in_compute_all_uses_confidence_and_correctness() {
     let (probs, labels) = random_problem(3, 300, 5, 0);
     let pairs = top_label(&probs, &labels);
     let scores: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-    let outcomes: Vec<bool> = pairs.iter().map(|p| p.1).collect();
+    // Continuous data: no ties, so every correctness is 0 or 1.
+    let outcomes: Vec<bool> = pairs.iter().map(|p| p.1 == 1.0).collect();
     let direct = smooth_ece(&scores, &outcomes).unwrap().value;
     // Same definition; the engine sums in confidence order, so only rounding may differ.
     assert!((compute_all(&probs, &labels).unwrap().smooth_ece - direct).abs() < 1e-12);
@@ -336,7 +350,7 @@ proptest! {
         let probs = to_probs(&raw);
         let mut counts = vec![0u32; probs.n_rows()];
         indices.iter().for_each(|&i| counts[i] += 1);
-        let weighted = metrics_for_counts(&probs, &labels, &counts).unwrap();
+        let weighted = metrics_for_counts(&probs, &labels, &counts, &MetricOptions::default()).unwrap();
         let materialised = probs.select_rows(&indices);
         let repeated: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
         let plain = compute_all(&materialised, &repeated).unwrap();
@@ -358,5 +372,5 @@ fn weighted_equals_materialised_for_a_bootstrap_resample() {
         counts.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat_n(i, c as usize)).collect();
     let repeated: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
     let plain = compute_all(&probs.select_rows(&indices), &repeated).unwrap();
-    assert_close(&metrics_for_counts(&probs, &labels, &counts).unwrap(), &plain, 1e-9);
+    assert_close(&metrics_for_counts(&probs, &labels, &counts, &MetricOptions::default()).unwrap(), &plain, 1e-9);
 }

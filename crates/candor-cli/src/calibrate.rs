@@ -1,6 +1,7 @@
 //! `candor calibrate`, `candor report` and `candor summarize`: flags → the calibrate pipeline of
 //! `candor_experiment::calibrate` and the renderers of `candor-report`, with what they print.
 
+use crate::analysis_args::AnalysisFlags;
 use anyhow::Result;
 use candor_experiment::calibrate::{calibrate, CalibrateConfig};
 use candor_experiment::eval::UnparseablePolicy;
@@ -21,18 +22,9 @@ pub struct CalibrateArgs {
     /// Fraction of each class of --run used to fit the calibrators, in (0, 1).
     #[arg(long, default_value_t = 0.5)]
     pub calib_fraction: f64,
-    /// Seed of the split and of every bootstrap.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Bootstrap resamples of every interval (0: no intervals).
-    #[arg(long, default_value_t = 1000)]
-    pub bootstrap: usize,
-    /// Confidence level of the intervals.
-    #[arg(long, default_value_t = 0.95)]
-    pub level: f64,
-    /// ε of invert softmax (zeros in probabilities become ε before taking logs).
-    #[arg(long, default_value_t = candor_calib::softmax::DEFAULT_EPSILON)]
-    pub epsilon: f64,
+    /// Seed, bootstrap, ε, temperature bounds, selections, interval method, ε sweep.
+    #[command(flatten)]
+    pub analysis: AnalysisFlags,
     /// Verbalized answers that cannot be parsed: count as uniform, or leave them out.
     #[arg(long, value_enum, default_value_t = UnparseablePolicy::Uniform)]
     pub unparseable: UnparseablePolicy,
@@ -51,10 +43,7 @@ impl CalibrateArgs {
             run,
             calibration_run: None,
             calib_fraction: 0.5,
-            seed: 0,
-            bootstrap,
-            level: 0.95,
-            epsilon: candor_calib::softmax::DEFAULT_EPSILON,
+            analysis: AnalysisFlags { bootstrap, ..AnalysisFlags::default() },
             unparseable: UnparseablePolicy::Uniform,
             target_precision: vec![0.8, 0.9, 0.95],
             quiet: false,
@@ -67,10 +56,7 @@ impl CalibrateArgs {
             run: self.run.clone(),
             calibration_run: self.calibration_run.clone(),
             calib_fraction: self.calib_fraction,
-            seed: self.seed,
-            bootstrap: self.bootstrap,
-            level: self.level,
-            epsilon: self.epsilon,
+            analysis: self.analysis.config(),
             unparseable: self.unparseable,
             target_precision: self.target_precision.clone(),
         }

@@ -1,6 +1,7 @@
 //! `candor eval`: flags → the eval pipeline of `candor_experiment::eval`, printed as a table or
 //! one JSON document.
 
+use crate::analysis_args::AnalysisFlags;
 use anyhow::Result;
 use candor_experiment::eval::{evaluate, EvalConfig, UnparseablePolicy};
 use candor_experiment::run::Signal;
@@ -24,20 +25,13 @@ pub struct EvalArgs {
     /// Fraction of each class used to fit calibrators, in [0, 1); 0 evaluates the input as is.
     #[arg(long, default_value_t = 0.5)]
     calib_fraction: f64,
-    /// Seed of the calibration/test split and of the bootstrap.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Bootstrap resamples for the confidence intervals (0: no intervals).
-    #[arg(long, default_value_t = 1000)]
-    bootstrap: usize,
-    /// Confidence level of the intervals.
-    #[arg(long, default_value_t = 0.95)]
-    level: f64,
-    /// ε of invert softmax (zeros in probabilities become ε before taking logs).
-    #[arg(long, default_value_t = candor_calib::softmax::DEFAULT_EPSILON)]
-    epsilon: f64,
-    /// What to do with `text` rows whose distribution cannot be parsed.
-    #[arg(long, value_enum, default_value_t = UnparseablePolicy::Exclude)]
+    /// Seed, bootstrap, ε, temperature bounds, selections, interval method, ε sweep.
+    #[command(flatten)]
+    analysis: AnalysisFlags,
+    /// What to do with `text` rows whose distribution cannot be parsed: count them as uniform
+    /// (the signal failed there, and its metrics should show it; as `candor calibrate`), or
+    /// leave them out (the count is reported).
+    #[arg(long, value_enum, default_value_t = UnparseablePolicy::Uniform)]
     unparseable: UnparseablePolicy,
     /// Print one JSON document instead of a table.
     #[arg(long)]
@@ -53,10 +47,7 @@ impl EvalArgs {
             signal: self.signal,
             labels: self.labels.clone(),
             calib_fraction: self.calib_fraction,
-            seed: self.seed,
-            bootstrap: self.bootstrap,
-            level: self.level,
-            epsilon: self.epsilon,
+            analysis: self.analysis.config(),
             unparseable: self.unparseable,
         }
     }

@@ -3,6 +3,7 @@
 //! `candor-experiment`, `candor-local`, `candor-report`), shows progress and maps errors to exit
 //! codes; the work itself happens in those crates.
 
+mod analysis_args;
 mod calibrate;
 mod dataset_args;
 mod dataset_info;

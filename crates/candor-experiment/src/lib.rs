@@ -7,6 +7,8 @@
 //!   intervals, paired comparisons, thresholds → the `calibration.json` data model
 //!   ([`candor_results::CalibrationResults`]).
 //! - [`eval`]: the same measurement for probability files that came from anywhere.
+//! - [`analysis`]: the options both share (ε, temperature bounds, selections, interval method,
+//!   ε sweep) and the measurement of one calibrator.
 //!
 //! It never names an inference library: a model comes in through the backend trait. Every
 //! fallible call returns an [`ExperimentError`].
@@ -73,6 +75,7 @@
 // Input never panics the library: no unwrap/expect outside tests (errors name what was wrong).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod analysis;
 pub mod calibrate;
 mod error;
 pub mod eval;

@@ -1,10 +1,11 @@
 //! A small, hand-written [`CalibrationResults`] for the report tests: two signals, a label and a
-//! model name that need escaping, an undefined metric, an unreachable threshold and reliability
-//! diagrams with known non-empty bins.
+//! model name that need escaping, an undefined metric, an unreachable threshold, reliability
+//! diagrams with known non-empty bins, a degenerate verbalized signal whose `resoftmax_ts`
+//! stopped at the upper temperature bound, an ε sweep and the signals' agreement.
 
 use candor_results::{
-    CalibrateSettings, CalibrationResults, CalibratorResults, Difference, Estimate, RunSummary, SignalComparison,
-    SignalResults, ThresholdResult, WellFormedness,
+    CalibrateSettings, CalibrationResults, CalibratorResults, Difference, Estimate, FitStatus, RunSummary,
+    SignalAgreement, SignalComparison, SignalDiagnostics, SignalResults, SweepPoint, ThresholdResult, WellFormedness,
 };
 use candor_calib::metrics::Metric;
 use candor_calib::reliability::{Binning, ReliabilityBin, ReliabilityDiagram};
@@ -38,13 +39,55 @@ pub fn results() -> CalibrationResults {
             epsilon: 1e-6,
             unparseable: "exclude".to_string(),
             target_precisions: vec![0.9, 0.99],
+            temperature_bounds: [0.01, 100.0],
+            interval_method: "percentile bootstrap over the test examples; each calibrator fitted once".to_string(),
+            calibrators: None,
+            metrics: None,
         },
         labels: vec!["joy".to_string(), AWKWARD_LABEL.to_string(), "anger".to_string()],
         n_calibration: 30,
         n_test: 30,
         signals: vec![verbalized(), logits()],
         comparisons: vec![comparison("none", -0.0766), comparison("ts", 0.0125)],
+        agreement: Some(SignalAgreement {
+            n: 59,
+            mean_rank_correlation: Some(0.4321),
+            rank_correlation_defined: 15,
+            argmax_agreement: 0.3051,
+        }),
     }
+}
+
+/// The verbalized answers: 3 in 4 uniform (degenerate).
+fn diagnostics() -> SignalDiagnostics {
+    SignalDiagnostics {
+        n: 59,
+        constant_share: 0.75,
+        modal_share: 0.75,
+        modal_answer: vec![1.0 / 3.0; 3],
+        mean_entropy: 0.9876,
+        distinct_answers: 9,
+        degenerate: true,
+    }
+}
+
+/// Two ε of the sweep; the larger one stops at the upper bound.
+fn sweep() -> Vec<SweepPoint> {
+    let point = |epsilon: f64, temperature: f64, at_bound: bool, nll_none: f64| SweepPoint {
+        epsilon,
+        temperature: candor_calib::calibrators::TemperatureParams {
+            temperature,
+            at_bound,
+            identifiable: true,
+            bounds: [0.01, 100.0],
+            iterations: 5,
+        },
+        nll_none,
+        nll_ts: 1.0,
+        ece_none: 0.3,
+        ece_ts: 0.1,
+    };
+    vec![point(1e-8, 3.5, false, 5.5), point(1e-2, 100.0, true, 1.5)]
 }
 
 fn run_summary() -> RunSummary {
@@ -68,7 +111,13 @@ fn verbalized() -> SignalResults {
     let mut none = calibrator("none", json!({"method": "identity"}), 0.10, &VERBALIZED_NONE_BINS);
     none.metrics.insert("ece_15_equal_width".to_string(), Estimate { value: Some(0.1234), ci: Some([0.0987, 0.15]) });
     let ts = versus_none(calibrator("ts", json!({"method": "temperature", "temperature": 2.5}), 0.20, &CALIBRATED_BINS));
-    let resoftmax = calibrator("resoftmax_ts", json!({"method": "temperature", "temperature": 0.8}), 0.30, &CALIBRATED_BINS);
+    let mut resoftmax = calibrator(
+        "resoftmax_ts",
+        json!({"method": "temperature", "temperature": 100.0, "at_bound": true}),
+        0.30,
+        &CALIBRATED_BINS,
+    );
+    resoftmax.fit_status = FitStatus::AtUpperBound;
     let vector = calibrator("vector", json!({"method": "vector", "weights": [1.0, 2.0, 3.0]}), 0.40, &CALIBRATED_BINS);
     SignalResults {
         signal: "verbalized".to_string(),
@@ -88,6 +137,8 @@ fn verbalized() -> SignalResults {
             missing_labels: BTreeMap::from([(AWKWARD_LABEL.to_string(), 2), ("anger".to_string(), 1)]),
         }),
         mean_outside_mass: None,
+        diagnostics: Some(diagnostics()),
+        epsilon_sweep: sweep(),
         calibrators: vec![none, ts, resoftmax, vector],
     }
 }
@@ -103,6 +154,8 @@ fn logits() -> SignalResults {
         n_test: 30,
         well_formedness: None,
         mean_outside_mass: Some(0.3127),
+        diagnostics: None,
+        epsilon_sweep: Vec::new(),
         calibrators: vec![none, ts],
     }
 }
@@ -120,6 +173,8 @@ fn calibrator(name: &str, params: serde_json::Value, base: f64, bins: &[BinSpec]
     CalibratorResults {
         calibrator: name.to_string(),
         params,
+        fit_status: FitStatus::Fitted,
+        temperature_ci: None,
         metrics,
         difference_vs_none: BTreeMap::new(),
         reliability: diagram(bins),

@@ -78,6 +78,7 @@ fn value(calibrator: &CalibratorResults, metric: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candor_experiment::analysis::AnalysisConfig;
     use candor_experiment::calibrate::{calibrate, CalibrateConfig};
     use candor_experiment::eval::UnparseablePolicy;
     use std::path::Path;
@@ -89,10 +90,7 @@ mod tests {
             run: fixtures.join("test-run"),
             calibration_run: Some(fixtures.join("calibration-run")),
             calib_fraction: 0.5,
-            seed: 0,
-            bootstrap: 0,
-            level: 0.95,
-            epsilon: 1e-6,
+            analysis: AnalysisConfig { bootstrap: 0, ..AnalysisConfig::default() },
             unparseable: UnparseablePolicy::Uniform,
             target_precision: vec![0.9],
         })
@@ -108,10 +106,13 @@ mod tests {
         assert_eq!(rows.len(), 5, "{text}");
         let cells = |row: &str| row.split('|').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect::<Vec<_>>();
         let verbalized_none = cells(rows[0]);
-        // 20 of the 21 verbalized answers could be read; 8 of 12 test answers are right.
+        // 20 of the 21 verbalized answers could be read; 7 of 12 test answers are right outright,
+        // the unparseable one (uniform, gold among 3 tied) counts 1/3 and test-5's 2-way tie
+        // holding its gold label 1/2: (7 + 1/3 + 1/2)/12 = 0.653. (When ties went to the first
+        // label, the uniform answer "predicted" its gold label 0 and this read 0.667.)
         assert_eq!(verbalized_none[4], "95.2%");
         assert_eq!(verbalized_none[5], "none");
-        assert_eq!(verbalized_none[6], "0.667");
+        assert_eq!(verbalized_none[6], "0.653");
         assert_eq!(verbalized_none[2], "9 / 12");
         // 21 records of 100 ms each in the two runs, 12 in this one.
         assert_eq!(verbalized_none[1], "0.0 min (12 ex.)");

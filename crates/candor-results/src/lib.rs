@@ -37,6 +37,9 @@
 
 pub mod json_file;
 
+pub use candor_calib::diagnostics::{SignalAgreement, SignalDiagnostics};
+pub use candor_calib::sweep::SweepPoint;
+pub use candor_calib::FitStatus;
 use candor_calib::reliability::ReliabilityDiagram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,6 +70,10 @@ pub struct CalibrationResults {
     /// Paired-bootstrap differences `verbalized − logits` for each calibrator both signals have,
     /// on the test examples both signals could use (empty unless both signals were collected).
     pub comparisons: Vec<SignalComparison>,
+    /// How the verbalized distribution relates to the logit one on the examples that have both
+    /// (per-example rank correlation, argmax agreement); `null` unless both were collected.
+    #[serde(default)]
+    pub agreement: Option<SignalAgreement>,
 }
 
 /// The run the records came from (from its manifest).
@@ -110,12 +117,34 @@ pub struct CalibrateSettings {
     pub bootstrap_resamples: usize,
     /// Confidence level of every interval.
     pub level: f64,
-    /// ε of invert softmax.
+    /// ε of invert softmax, of the lifted uncalibrated answers and of every NLL floor.
     pub epsilon: f64,
     /// `exclude` or `uniform`: what happens to verbalized answers that cannot be parsed.
     pub unparseable: String,
     /// Target precisions of the decision thresholds.
     pub target_precisions: Vec<f64>,
+    /// The temperature's search range `[min, max]`.
+    #[serde(default = "default_temperature_bounds")]
+    pub temperature_bounds: [f64; 2],
+    /// How the intervals were computed, in words.
+    #[serde(default = "default_interval_method")]
+    pub interval_method: String,
+    /// The calibrators asked for (`null`: all that apply; `none` is always there).
+    #[serde(default)]
+    pub calibrators: Option<Vec<String>>,
+    /// The metrics asked for (`null`: all).
+    #[serde(default)]
+    pub metrics: Option<Vec<String>>,
+}
+
+/// Results written before the bounds were options used the default bounds.
+fn default_temperature_bounds() -> [f64; 2] {
+    [candor_calib::calibrators::MIN_TEMPERATURE, candor_calib::calibrators::MAX_TEMPERATURE]
+}
+
+/// Results written before the method was recorded used the plain bootstrap.
+fn default_interval_method() -> String {
+    "percentile bootstrap over the test examples; each calibrator fitted once".into()
 }
 
 /// One signal (`verbalized` or `logits`) under every calibrator.
@@ -133,6 +162,13 @@ pub struct SignalResults {
     pub well_formedness: Option<WellFormedness>,
     /// Logits only: mean probability of a first token that starts no label.
     pub mean_outside_mass: Option<f64>,
+    /// Probability signals: what the answers look like (constant, identical, entropy) and
+    /// whether the signal is degenerate; over every example the signal has.
+    #[serde(default)]
+    pub diagnostics: Option<SignalDiagnostics>,
+    /// Probability signals: `ts` and `none` under each ε of the sweep.
+    #[serde(default)]
+    pub epsilon_sweep: Vec<SweepPoint>,
     /// `none` first, then every calibrator that applies to the input kind.
     pub calibrators: Vec<CalibratorResults>,
 }
@@ -159,6 +195,13 @@ pub struct CalibratorResults {
     pub calibrator: String,
     /// Fitted parameters.
     pub params: serde_json::Value,
+    /// Whether the parameters are a fit (`fitted`) or not (`at_lower_bound`,
+    /// `at_upper_bound`, `not_identifiable`).
+    #[serde(default)]
+    pub fit_status: FitStatus,
+    /// The temperature's refit interval (`--bootstrap-refit`).
+    #[serde(default)]
+    pub temperature_ci: Option<[f64; 2]>,
     /// Every metric with its bootstrap interval, keyed by metric name.
     pub metrics: BTreeMap<String, Estimate>,
     /// Paired differences `metric(this) − metric(none)`; empty for `none`.

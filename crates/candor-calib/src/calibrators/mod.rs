@@ -6,13 +6,18 @@
 //! carries its parameters and the provenance of its fit ([`Provenance`]), serialises with serde,
 //! and applies to new rows with [`FittedCalibrator::apply`].
 //!
+//! **One ε.** On probability input every kind starts from the same ε-lifted distribution
+//! `softmax(ln max(p, ε))` (zeros lifted to ε, renormalised), the NLL of fits and metrics floors
+//! `p_y` at the same ε, and [`Provenance::epsilon`] records it; so `none` and `ts` at T = 1 give
+//! bit-for-bit the same probabilities and every metric agrees between them.
+//!
 //! What each kind sees:
 //! * `ts`, `vector`: logits `z`. On probability input, `z = ln(max(p, ε))` (invert softmax).
 //! * `resoftmax_ts`: the probabilities themselves, `softmax(p / T)` (the negative control; it
 //!   does not apply to logits).
 //! * `platt`: the one-vs-rest log-odds of each class, `ln p_k − ln(1 − p_k)` (exact from logits;
-//!   from probabilities with both terms floored at ε).
-//! * `histogram`, `isotonic`: the probabilities (`softmax(z)` on logits, the renormalised row on
+//!   from the lifted probabilities with both terms floored at ε).
+//! * `histogram`, `isotonic`: the probabilities (`softmax(z)` on logits, the lifted row on
 //!   probabilities).
 //! * `none`: the same probabilities, unchanged: the uncalibrated baseline through the same path.
 //!
@@ -31,6 +36,7 @@ pub use histogram::HistogramParams;
 pub use isotonic::{IsotonicMap, IsotonicParams};
 pub use platt::{PlattMap, PlattParams};
 pub use temperature::{TemperatureParams, MAX_TEMPERATURE, MIN_TEMPERATURE};
+pub(crate) use temperature::TemperatureBounds;
 pub use vector::VectorParams;
 
 use crate::error::{CalibError, Result};
@@ -174,9 +180,14 @@ impl FromStr for InputKind {
 /// Fitting options. [`FitOptions::default`] gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitOptions {
-    /// ε of invert softmax / the log-odds floor on probability input (default
-    /// [`DEFAULT_EPSILON`]); must be in `(0, 1)`.
+    /// ε of invert softmax, the log-odds floor on probability input and the floor of `p_y` in
+    /// every NLL (default [`DEFAULT_EPSILON`]); must be in `(0, 1)`.
     pub epsilon: f64,
+    /// The smallest temperature `ts` and `resoftmax_ts` may return (default
+    /// [`MIN_TEMPERATURE`]); positive.
+    pub min_temperature: f64,
+    /// The largest temperature (default [`MAX_TEMPERATURE`]); above `min_temperature`.
+    pub max_temperature: f64,
     /// Allowed `|row sum − 1|` of probability input (default 0.01).
     pub probability_tolerance: f64,
     /// Number of equal-width bins of `histogram` (default 15).
@@ -193,6 +204,8 @@ impl Default for FitOptions {
     fn default() -> Self {
         Self {
             epsilon: DEFAULT_EPSILON,
+            min_temperature: MIN_TEMPERATURE,
+            max_temperature: MAX_TEMPERATURE,
             probability_tolerance: 0.01,
             histogram_bins: 15,
             platt_target_smoothing: true,
@@ -208,6 +221,18 @@ impl FitOptions {
             return invalid(
                 "epsilon",
                 format!("must be in (0, 1), got {}", self.epsilon),
+            );
+        }
+        if !(self.min_temperature > 0.0
+            && self.max_temperature.is_finite()
+            && self.min_temperature < self.max_temperature)
+        {
+            return invalid(
+                "temperature bounds",
+                format!(
+                    "need 0 < min < max < ∞, got [{}, {}]",
+                    self.min_temperature, self.max_temperature
+                ),
             );
         }
         if !(0.0..1.0).contains(&self.probability_tolerance) {
@@ -236,7 +261,8 @@ pub struct Provenance {
     pub n_rows: usize,
     /// Number of classes.
     pub n_classes: usize,
-    /// ε used on probability input by `ts`, `vector` and `platt`; `None` when no ε was involved.
+    /// The ε of the fit (lifting zero probabilities, and flooring `p_y` in its NLL);
+    /// `None` only in results written before every kind recorded it.
     pub epsilon: Option<f64>,
     /// Gold-label count of each class in the calibration data.
     pub class_counts: Vec<usize>,
@@ -262,6 +288,59 @@ pub enum CalibratorParams {
     Histogram(HistogramParams),
     /// `isotonic`.
     Isotonic(IsotonicParams),
+}
+
+/// Whether a calibrator's parameters are a fit, or something the reader must be told about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitStatus {
+    /// An interior optimum (or a calibrator without a search bound).
+    #[default]
+    Fitted,
+    /// The temperature stopped at the lower search bound.
+    AtLowerBound,
+    /// The temperature stopped at the upper search bound.
+    AtUpperBound,
+    /// Every temperature gives the same NLL.
+    NotIdentifiable,
+}
+
+impl FitStatus {
+    /// The stable name (`fitted`, `at_lower_bound`, `at_upper_bound`, `not_identifiable`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fitted => "fitted",
+            Self::AtLowerBound => "at_lower_bound",
+            Self::AtUpperBound => "at_upper_bound",
+            Self::NotIdentifiable => "not_identifiable",
+        }
+    }
+
+    /// Whether the parameters are an actual fit.
+    pub fn is_fit(self) -> bool {
+        self == Self::Fitted
+    }
+
+    /// What the status means, in one sentence for reports (`None` for a fit).
+    pub fn explanation(self) -> Option<&'static str> {
+        match self {
+            Self::Fitted => None,
+            Self::AtUpperBound => Some(
+                "the temperature stopped at the upper search bound: no temperature helps, the \
+                 confidence carries no ranking information about the label (or --max-temperature \
+                 is too tight); T is the bound, not a fit",
+            ),
+            Self::AtLowerBound => Some(
+                "the temperature stopped at the lower search bound: on the calibration part the \
+                 most confident label was (nearly) always right, so sharpening kept helping (or \
+                 --min-temperature is too tight); T is the bound, not a fit",
+            ),
+            Self::NotIdentifiable => Some(
+                "not identifiable: every answer is uniform, so every temperature gives the same \
+                 NLL; T = 1 is a convention, not a fit",
+            ),
+        }
+    }
 }
 
 /// A fitted calibration map with its provenance.
@@ -296,23 +375,20 @@ pub fn fit(
     }
     validate_scores(input_kind, scores, options.probability_tolerance)?;
     scores.check_labels(labels)?;
-    let epsilon = (input_kind == InputKind::Probabilities
-        && matches!(
-            kind,
-            CalibratorKind::Ts | CalibratorKind::Vector | CalibratorKind::Platt
-        ))
-    .then_some(options.epsilon);
     let view = InputView {
         input_kind,
         epsilon: options.epsilon,
     };
+    let bounds = TemperatureBounds::new(options.min_temperature, options.max_temperature);
     let params = match kind {
         CalibratorKind::None => CalibratorParams::Identity,
-        CalibratorKind::Ts => {
-            CalibratorParams::Temperature(temperature::fit(&*view.logits(scores)?, labels))
-        }
+        CalibratorKind::Ts => CalibratorParams::Temperature(temperature::fit(
+            &*view.logits(scores)?,
+            labels,
+            bounds,
+        )),
         CalibratorKind::ResoftmaxTs => {
-            CalibratorParams::Temperature(temperature::fit(scores, labels))
+            CalibratorParams::Temperature(temperature::fit(scores, labels, bounds))
         }
         CalibratorKind::Vector => CalibratorParams::Vector(vector::fit(
             &*view.logits(scores)?,
@@ -341,14 +417,14 @@ pub fn fit(
         provenance: Provenance {
             n_rows: scores.n_rows(),
             n_classes: scores.n_classes(),
-            epsilon,
+            epsilon: Some(options.epsilon),
             class_counts,
             nll_before: view.uncalibrated_nll(scores, labels),
             nll_after: 0.0,
         },
         params,
     };
-    fitted.provenance.nll_after = mean_nll(&fitted.transform(scores)?, labels)?;
+    fitted.provenance.nll_after = mean_nll(&fitted.transform(scores)?, labels, options.epsilon)?;
     Ok(fitted)
 }
 
@@ -371,6 +447,16 @@ impl FittedCalibrator {
     /// The fitted parameters.
     pub fn parameters(&self) -> &CalibratorParams {
         &self.params
+    }
+
+    /// Whether the parameters are a fit (see [`FitStatus`]).
+    pub fn fit_status(&self) -> FitStatus {
+        match &self.params {
+            CalibratorParams::Temperature(t) if !t.identifiable => FitStatus::NotIdentifiable,
+            CalibratorParams::Temperature(t) if t.at_bound && t.temperature <= t.bounds[0] => FitStatus::AtLowerBound,
+            CalibratorParams::Temperature(t) if t.at_bound => FitStatus::AtUpperBound,
+            _ => FitStatus::Fitted,
+        }
     }
 
     /// The parameters as JSON for reports, e.g. `{"method": "temperature", "temperature": 1.7,
@@ -422,9 +508,9 @@ impl FittedCalibrator {
     }
 }
 
-/// Mean negative log-likelihood `−mean ln p̂_y`, with `p̂_y` floored at `f64::MIN_POSITIVE` so that
-/// a zero probability on the gold label gives a large but finite (serialisable) value.
-pub fn mean_nll(probabilities: &ScoreMatrix, labels: &[usize]) -> Result<f64> {
+/// Mean negative log-likelihood `−mean ln max(p̂_y, ε)`: the floor is the ε of the fit, the
+/// same as the `nll` metric's, so a zero probability on the gold label costs `−ln ε`.
+pub fn mean_nll(probabilities: &ScoreMatrix, labels: &[usize], epsilon: f64) -> Result<f64> {
     probabilities.check_labels(labels)?;
     if labels.is_empty() {
         return Err(CalibError::Empty("NLL of zero rows".into()));
@@ -432,7 +518,7 @@ pub fn mean_nll(probabilities: &ScoreMatrix, labels: &[usize]) -> Result<f64> {
     let total: f64 = probabilities
         .rows()
         .zip(labels)
-        .map(|(row, &y)| -row[y].max(f64::MIN_POSITIVE).ln())
+        .map(|(row, &y)| -row[y].max(epsilon).ln())
         .sum();
     Ok(total / labels.len() as f64)
 }
@@ -467,32 +553,41 @@ impl InputView {
         }
     }
 
-    /// Probabilities: `softmax` of logits, or the rows divided by their sums.
+    /// Probabilities: `softmax` of the logits of [`Self::logits`] — on probability input the
+    /// ε-lifted, renormalised rows, computed exactly as `ts` computes them at T = 1.
     fn probabilities(&self, scores: &ScoreMatrix) -> Result<ScoreMatrix> {
         match self.input_kind {
             InputKind::Logits => map_rows(scores, softmax_in_place),
-            InputKind::Probabilities => map_rows(scores, |row| {
-                let sum: f64 = row.iter().sum();
-                row.iter_mut().for_each(|p| *p = (*p / sum).min(1.0));
-            }),
+            InputKind::Probabilities => {
+                let epsilon = self.epsilon;
+                map_rows(scores, |row| {
+                    row.iter_mut().for_each(|p| *p = p.max(epsilon).ln());
+                    softmax_in_place(row);
+                })
+            }
         }
     }
 
     /// [`mean_nll`] of [`Self::probabilities`], computed row-parallel without building the
-    /// matrix: `ln Σ e^z − z_y` on logits, `−ln(p_y / Σ p)` on probabilities, each capped at
-    /// `−ln f64::MIN_POSITIVE` like the floor of [`mean_nll`].
+    /// matrix: `ln Σ e^z − z_y` of the logits of [`Self::logits`], capped at `−ln ε` like the
+    /// floor of [`mean_nll`].
     fn uncalibrated_nll(&self, scores: &ScoreMatrix, labels: &[usize]) -> f64 {
         let k = scores.n_classes();
         let values = scores.values();
-        let cap = -f64::MIN_POSITIVE.ln();
+        let cap = -self.epsilon.ln();
+        let epsilon = self.epsilon;
         let partial = map_row_chunks(scores.n_rows(), |rows| {
+            let mut lifted = vec![0.0; k];
             rows.map(|i| {
                 let row = &values[i * k..(i + 1) * k];
-                let nll = match self.input_kind {
-                    InputKind::Logits => logsumexp(row) - row[labels[i]],
-                    InputKind::Probabilities => -(row[labels[i]] / row.iter().sum::<f64>()).ln(),
+                let logits = match self.input_kind {
+                    InputKind::Logits => row,
+                    InputKind::Probabilities => {
+                        lifted.iter_mut().zip(row).for_each(|(z, p)| *z = p.max(epsilon).ln());
+                        &lifted[..]
+                    }
                 };
-                nll.min(cap)
+                (logsumexp(logits) - logits[labels[i]]).min(cap)
             })
             .sum::<f64>()
         });
@@ -634,7 +729,8 @@ mod tests {
                 epsilon: DEFAULT_EPSILON,
             };
             let direct = view.uncalibrated_nll(scores, &labels);
-            let through_matrix = mean_nll(&view.probabilities(scores).unwrap(), &labels).unwrap();
+            let through_matrix =
+                mean_nll(&view.probabilities(scores).unwrap(), &labels, DEFAULT_EPSILON).unwrap();
             assert!(
                 (direct - through_matrix).abs() < 1e-12,
                 "{direct} vs {through_matrix}"
@@ -642,10 +738,86 @@ mod tests {
         }
     }
 
+    /// Verbalized answers with zeros, some one-hot and wrong (the case where two floors once
+    /// made `ts` "improve" on `none` by ~14 nats at T = 1).
+    fn answers_with_zeros() -> (ScoreMatrix, Vec<usize>) {
+        let rows = [
+            vec![1.0, 0.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+            vec![0.5, 0.5, 0.0],
+            vec![0.2, 0.3, 0.5],
+            vec![0.0, 0.0, 1.0],
+        ];
+        (ScoreMatrix::from_rows(&rows).unwrap(), vec![1, 1, 2, 0, 2])
+    }
+
+    #[test]
+    fn ts_at_temperature_one_equals_none_on_inputs_with_zeros() {
+        let (scores, labels) = answers_with_zeros();
+        for epsilon in [1e-8, 1e-6, 1e-3] {
+            let options = FitOptions { epsilon, ..FitOptions::default() };
+            let none = fit(CalibratorKind::None, InputKind::Probabilities, &scores, &labels, &options).unwrap();
+            let mut ts = fit(CalibratorKind::Ts, InputKind::Probabilities, &scores, &labels, &options).unwrap();
+            ts.params = CalibratorParams::Temperature(TemperatureParams {
+                temperature: 1.0,
+                at_bound: false,
+                identifiable: true,
+                bounds: [MIN_TEMPERATURE, MAX_TEMPERATURE],
+                iterations: 0,
+            });
+            let (a, b) = (none.apply(&scores).unwrap(), ts.apply(&scores).unwrap());
+            assert_eq!(a, b, "ε = {epsilon}");
+            let metrics = crate::metrics::MetricOptions::with_epsilon(epsilon);
+            let (ma, mb) = (
+                crate::metrics::compute_all_with(&a, &labels, &metrics).unwrap(),
+                crate::metrics::compute_all_with(&b, &labels, &metrics).unwrap(),
+            );
+            for ((metric, x), (_, y)) in ma.iter().zip(mb.iter()) {
+                assert!(x == y || (x.is_nan() && y.is_nan()), "{metric}: {x} vs {y}");
+            }
+            // The hand value of row 0 (one-hot on the wrong label): p_y = ε/(1 + 2ε), floored at
+            // ε, costs −ln ε; provenance and metric agree.
+            let lifted_gold = epsilon / (1.0 + 2.0 * epsilon);
+            assert!((a.row(0)[1] - lifted_gold).abs() < 1e-15 * lifted_gold.max(1.0));
+            assert_eq!(none.provenance().nll_before, none.provenance().nll_after);
+            assert!((ma.nll - none.provenance().nll_before).abs() < 1e-12);
+            assert_eq!(none.provenance().epsilon, Some(epsilon));
+        }
+    }
+
+    #[test]
+    fn confident_answers_independent_of_labels_drive_t_to_the_upper_bound() {
+        // One-hot answers that match the gold label no more often than chance.
+        let rows: Vec<Vec<f64>> = (0..30).map(|i| {
+            let mut row = vec![0.0; 3];
+            row[i % 3] = 1.0;
+            row
+        }).collect();
+        let labels: Vec<usize> = (0..30).map(|i| (i / 3) % 3).collect();
+        let scores = ScoreMatrix::from_rows(&rows).unwrap();
+        let ts = fit(CalibratorKind::Ts, InputKind::Probabilities, &scores, &labels, &FitOptions::default()).unwrap();
+        let CalibratorParams::Temperature(t) = ts.parameters() else { panic!("{:?}", ts.parameters()) };
+        assert!(t.at_bound && t.identifiable);
+        assert_eq!(t.temperature, MAX_TEMPERATURE);
+        assert_eq!(ts.fit_status(), FitStatus::AtUpperBound);
+    }
+
+    #[test]
+    fn uniform_answers_leave_the_temperature_not_identifiable() {
+        let scores = ScoreMatrix::from_rows(&vec![vec![0.25; 4]; 6]).unwrap();
+        let labels = [0, 1, 2, 3, 0, 1];
+        for kind in [CalibratorKind::Ts, CalibratorKind::ResoftmaxTs] {
+            let fitted = fit(kind, InputKind::Probabilities, &scores, &labels, &FitOptions::default()).unwrap();
+            let CalibratorParams::Temperature(t) = fitted.parameters() else { panic!() };
+            assert!(!t.identifiable && !t.at_bound, "{kind}");
+            assert_eq!(fitted.fit_status(), FitStatus::NotIdentifiable);
+        }
+    }
+
     #[test]
     fn mean_nll_is_hand_value() {
         let p = ScoreMatrix::from_rows(&[vec![0.5, 0.5], vec![0.25, 0.75]]).unwrap();
-        let nll = mean_nll(&p, &[0, 1]).unwrap();
+        let nll = mean_nll(&p, &[0, 1], DEFAULT_EPSILON).unwrap();
         assert!((nll - (2f64.ln() + (4.0f64 / 3.0).ln()) / 2.0).abs() < 1e-15);
     }
 }

@@ -4,9 +4,12 @@
 //! `NLL'(β) = mean_i (E_p[z_i] − z_iy)` and `NLL''(β) = mean_i Var_p[z_i] ≥ 0` under
 //! `p = softmax(β z_i)`. The fit is a safeguarded Newton iteration on `NLL' = 0`: each evaluation
 //! shrinks a bracket `[β_lo, β_hi]` by the sign of the slope, and a Newton step that leaves the
-//! bracket is replaced by its geometric midpoint. β is confined to `[1/MAX_TEMPERATURE,
-//! 1/MIN_TEMPERATURE]`; when the optimum lies beyond (separable data push `T → 0`, pure noise
+//! bracket is replaced by its geometric midpoint. β is confined to `[1/max, 1/min]` of the
+//! temperature bounds (default [`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]); when the optimum lies
+//! beyond (separable data push `T → 0`; confidence that carries no information about the label
 //! pushes `T → ∞`) the fit stops at the bound and says so in [`TemperatureParams::at_bound`].
+//! When every row's logits are equal (e.g. every verbalized answer uniform), every temperature
+//! gives the same NLL: T is not identifiable, reported as such with T = 1.
 
 use super::{map_row_chunks, map_rows};
 use crate::error::Result;
@@ -19,8 +22,6 @@ pub const MIN_TEMPERATURE: f64 = 0.01;
 /// The largest temperature the fit may return.
 pub const MAX_TEMPERATURE: f64 = 100.0;
 
-const BETA_MIN: f64 = 1.0 / MAX_TEMPERATURE;
-const BETA_MAX: f64 = 1.0 / MIN_TEMPERATURE;
 const MAX_ITERATIONS: usize = 100;
 /// Relative bracket width below which the iteration stops.
 const RELATIVE_STEP_TOLERANCE: f64 = 1e-12;
@@ -28,16 +29,53 @@ const RELATIVE_STEP_TOLERANCE: f64 = 1e-12;
 /// quadratic, so the error after it is of order this squared (≈ 1e-10 relative).
 const FINAL_NEWTON_STEP: f64 = 1e-5;
 
+/// The search range of the temperature, as β = 1/T.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TemperatureBounds {
+    beta_min: f64,
+    beta_max: f64,
+}
+
+impl TemperatureBounds {
+    /// Temperatures in `[min_temperature, max_temperature]` (checked by the caller).
+    pub(crate) fn new(min_temperature: f64, max_temperature: f64) -> Self {
+        Self { beta_min: 1.0 / max_temperature, beta_max: 1.0 / min_temperature }
+    }
+}
+
+impl Default for TemperatureBounds {
+    fn default() -> Self {
+        Self::new(MIN_TEMPERATURE, MAX_TEMPERATURE)
+    }
+}
+
 /// A fitted temperature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemperatureParams {
     /// The temperature T of `softmax(z / T)`.
     pub temperature: f64,
-    /// True when T sits on [`MIN_TEMPERATURE`] or [`MAX_TEMPERATURE`] because the NLL kept
-    /// decreasing beyond it.
+    /// True when T sits on a search bound ([`Self::bounds`]) because the NLL kept decreasing
+    /// beyond it: not a fit.
     pub at_bound: bool,
+    /// False when every temperature gives the same NLL (every row's logits are equal): T is
+    /// then 1 by convention, not a fit.
+    #[serde(default = "identifiable_by_default")]
+    pub identifiable: bool,
+    /// The search range `[min, max]` of the temperature.
+    #[serde(default = "default_bounds")]
+    pub bounds: [f64; 2],
     /// Passes over the data the fit took.
     pub iterations: usize,
+}
+
+/// Results written before identifiability was recorded only held fits.
+fn identifiable_by_default() -> bool {
+    true
+}
+
+/// Results written before the bounds were options used the default bounds.
+fn default_bounds() -> [f64; 2] {
+    [MIN_TEMPERATURE, MAX_TEMPERATURE]
 }
 
 impl TemperatureParams {
@@ -121,18 +159,28 @@ fn row_nll_derivatives(row: &[f64], label: usize, beta: f64) -> NllDerivatives {
 /// passes instead of five or six.
 const SUBSAMPLE_ROWS: usize = 4096;
 
-/// Fits T on logits `z` (validated: finite, labels in range, at least one row).
-pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
+/// Fits T on logits `z` (validated: finite, labels in range, at least one row) within `bounds`.
+pub(super) fn fit(z: &ScoreMatrix, labels: &[usize], bounds: TemperatureBounds) -> TemperatureParams {
     let n = z.n_rows();
+    let constant_rows = z.rows().all(|row| row.iter().all(|&v| v == row[0]));
+    if constant_rows {
+        return TemperatureParams {
+            temperature: 1.0,
+            at_bound: false,
+            identifiable: false,
+            bounds: [1.0 / bounds.beta_max, 1.0 / bounds.beta_min],
+            iterations: 0,
+        };
+    }
     let start = if n > 4 * SUBSAMPLE_ROWS {
         let stride = n / SUBSAMPLE_ROWS;
         let rows: Vec<usize> = (0..n).step_by(stride).collect();
         let sub_labels: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
-        1.0 / fit_from(&z.select_rows(&rows), &sub_labels, 1.0).temperature
+        1.0 / fit_from(&z.select_rows(&rows), &sub_labels, 1.0, bounds).temperature
     } else {
         1.0
     };
-    fit_from(z, labels, start)
+    fit_from(z, labels, start.clamp(bounds.beta_min, bounds.beta_max), bounds)
 }
 
 /// The iteration behind [`fit`], from a starting β.
@@ -143,8 +191,10 @@ pub(super) fn fit(z: &ScoreMatrix, labels: &[usize]) -> TemperatureParams {
 /// unchecked bound, the next point is that bound (so separable data reach it in a few passes);
 /// heading down, the first time, a Newton step in `ln β`, then the bound; inside a checked
 /// bracket, its geometric midpoint. [`TemperatureParams::iterations`] counts passes over `z`.
-fn fit_from(z: &ScoreMatrix, labels: &[usize], start: f64) -> TemperatureParams {
-    let (mut lo, mut hi) = (BETA_MIN, BETA_MAX);
+fn fit_from(z: &ScoreMatrix, labels: &[usize], start: f64, bounds: TemperatureBounds) -> TemperatureParams {
+    let TemperatureBounds { beta_min, beta_max } = bounds;
+    let start = start.clamp(beta_min, beta_max);
+    let (mut lo, mut hi) = (beta_min, beta_max);
     let (mut lo_checked, mut hi_checked) = (false, false);
     let mut beta = start;
     let mut last_step = hi - lo;
@@ -162,7 +212,7 @@ fn fit_from(z: &ScoreMatrix, labels: &[usize], start: f64) -> TemperatureParams 
         } else {
             (lo, lo_checked) = (beta, true);
         }
-        if (beta == BETA_MAX && d.slope < 0.0) || (beta == BETA_MIN && d.slope > 0.0) {
+        if (beta == beta_max && d.slope < 0.0) || (beta == beta_min && d.slope > 0.0) {
             at_bound = true;
             break;
         }
@@ -172,16 +222,16 @@ fn fit_from(z: &ScoreMatrix, labels: &[usize], start: f64) -> TemperatureParams 
             if newton > lo && newton < hi && 2.0 * (newton - beta).abs() < step_before_last.abs() {
                 newton
             } else if d.slope < 0.0 && !hi_checked {
-                BETA_MAX
+                beta_max
             } else if d.slope > 0.0 && !lo_checked && !log_step_taken {
                 // Newton in u = ln β: NLL_uu = β²·NLL'' + β·NLL' > 0 since NLL' > 0 here. It
                 // cannot overshoot below zero the way the plain step does when the optimum
                 // temperature is above 1.
                 log_step_taken = true;
                 let step = -beta * d.slope / (beta * beta * d.curvature + beta * d.slope);
-                (beta * step.exp()).max(BETA_MIN)
+                (beta * step.exp()).max(beta_min)
             } else if d.slope > 0.0 && !lo_checked {
-                BETA_MIN
+                beta_min
             } else {
                 (lo * hi).sqrt()
             };
@@ -195,6 +245,8 @@ fn fit_from(z: &ScoreMatrix, labels: &[usize], start: f64) -> TemperatureParams 
     TemperatureParams {
         temperature: 1.0 / beta,
         at_bound,
+        identifiable: true,
+        bounds: [1.0 / beta_max, 1.0 / beta_min],
         iterations,
     }
 }
@@ -243,7 +295,7 @@ mod tests {
     fn fit_equals_brute_force_grid_minimum() {
         for (t_true, seed) in [(0.5, 2), (1.0, 3), (3.0, 4)] {
             let (z, labels) = sample(1000, 4, t_true, seed);
-            let fitted = fit(&z, &labels);
+            let fitted = fit(&z, &labels, TemperatureBounds::default());
             assert!(!fitted.at_bound);
             // Brute force: a grid of step 1e-2 over β ∈ (0, 4], then step 2e-6 within ±1e-2 of
             // the coarse minimum (NLL is convex, so the fine window holds the true minimum).
@@ -273,8 +325,8 @@ mod tests {
     #[test]
     fn subsample_start_reaches_the_same_optimum() {
         let (z, labels) = sample(5 * SUBSAMPLE_ROWS, 3, 1.7, 12);
-        let fitted = fit(&z, &labels);
-        let from_one = fit_from(&z, &labels, 1.0);
+        let fitted = fit(&z, &labels, TemperatureBounds::default());
+        let from_one = fit_from(&z, &labels, 1.0, TemperatureBounds::default());
         assert!((fitted.temperature - from_one.temperature).abs() < 1e-10 * fitted.temperature);
         assert!(
             fitted.iterations < from_one.iterations,
@@ -286,7 +338,7 @@ mod tests {
     fn fitted_beta_is_a_stationary_point() {
         for (t_true, seed) in [(0.3, 5), (1.0, 6), (8.0, 7)] {
             let (z, labels) = sample(3000, 10, t_true, seed);
-            let fitted = fit(&z, &labels);
+            let fitted = fit(&z, &labels, TemperatureBounds::default());
             let beta = 1.0 / fitted.temperature;
             let d = nll_derivatives(&z, &labels, beta);
             // The remaining Newton correction is negligible relative to β.
@@ -302,20 +354,35 @@ mod tests {
     fn separable_data_stop_at_the_lower_temperature_bound() {
         // Gold label always has the largest logit: NLL keeps falling as T → 0.
         let z = ScoreMatrix::from_rows(&[vec![2.0, 0.0], vec![0.0, 1.0], vec![3.0, 1.0]]).unwrap();
-        let fitted = fit(&z, &[0, 1, 0]);
+        let fitted = fit(&z, &[0, 1, 0], TemperatureBounds::default());
         assert!(fitted.at_bound);
         assert_eq!(fitted.temperature, MIN_TEMPERATURE);
         // Gold label always has the smallest logit: T → ∞ is best (uniform beats wrong).
-        let fitted = fit(&z, &[1, 0, 1]);
+        let fitted = fit(&z, &[1, 0, 1], TemperatureBounds::default());
         assert!(fitted.at_bound);
         assert_eq!(fitted.temperature, MAX_TEMPERATURE);
     }
 
     #[test]
-    fn constant_rows_keep_t_equal_to_one() {
+    fn constant_rows_are_not_identifiable() {
         let z = ScoreMatrix::from_rows(&[vec![0.5, 0.5], vec![1.0, 1.0]]).unwrap();
-        let fitted = fit(&z, &[0, 1]);
+        let fitted = fit(&z, &[0, 1], TemperatureBounds::default());
         assert_eq!(fitted.temperature, 1.0);
-        assert!(!fitted.at_bound);
+        assert!(!fitted.identifiable && !fitted.at_bound);
+        // Every β gives the same NLL: ln 2 per row.
+        for beta in [0.01, 1.0, 100.0] {
+            assert!((nll_derivatives(&z, &[0, 1], beta).nll - 2f64.ln()).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn bounds_are_options() {
+        let z = ScoreMatrix::from_rows(&[vec![2.0, 0.0], vec![0.0, 1.0], vec![3.0, 1.0]]).unwrap();
+        let narrow = TemperatureBounds::new(0.5, 2.0);
+        let fitted = fit(&z, &[0, 1, 0], narrow);
+        assert!(fitted.at_bound && fitted.identifiable);
+        assert_eq!((fitted.temperature, fitted.bounds), (0.5, [0.5, 2.0]));
+        let fitted = fit(&z, &[1, 0, 1], narrow);
+        assert_eq!((fitted.temperature, fitted.at_bound), (2.0, true));
     }
 }

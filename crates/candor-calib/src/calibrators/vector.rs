@@ -166,7 +166,7 @@ fn fill_scaled(z: &[f64], theta: &[f64], u: &mut [f64]) {
 /// Fits vector scaling on logits `z` (validated) with L2 strength `l2 > 0`.
 pub(super) fn fit(z: &ScoreMatrix, labels: &[usize], l2: f64) -> Result<VectorParams> {
     let k = z.n_classes();
-    let beta = 1.0 / temperature::fit(z, labels).temperature;
+    let beta = 1.0 / temperature::fit(z, labels, super::TemperatureBounds::default()).temperature;
     let mut theta: Vec<f64> = (0..2 * k).map(|a| if a < k { beta } else { 0.0 }).collect();
     let objective = Objective {
         z,

@@ -8,7 +8,7 @@
 //! computed for many resamples at once by [`PreparedMetrics::add_column_sums`].
 
 use super::smooth::{SmoothEceData, SmoothEceWorkspace};
-use super::{MetricValues, EQUAL_MASS_BINS, EQUAL_WIDTH_BINS, NLL_PROBABILITY_FLOOR};
+use super::{Metric, MetricOptions, MetricValues, EQUAL_MASS_BINS, EQUAL_WIDTH_BINS};
 use crate::error::{CalibError, Result};
 use crate::matrix::ScoreMatrix;
 
@@ -41,11 +41,16 @@ struct RankedRow {
     confidence: f64,
     nll: f64,
     brier: f64,
+    /// The first of the classes tied at the maximum.
     predicted: u32,
+    /// How many classes share the maximum (1 without a tie).
+    tied: u32,
     label: u32,
     top_bin: u8,
     gold_bin: u8,
-    correct: bool,
+    /// The credit of the top-label prediction: 1/k when the gold label is one of the k
+    /// classes tied at the maximum, else 0 (the expected correctness of a random tie-break).
+    correct: f64,
     /// Index of the row's tie group (rows of equal confidence), ascending with the rank.
     group: u32,
 }
@@ -54,6 +59,7 @@ struct RankedRow {
 #[derive(Debug)]
 pub(crate) struct PreparedMetrics<'a> {
     probs: &'a ScoreMatrix,
+    options: MetricOptions,
     /// Rows in ascending confidence order (ties by row index).
     ranked: Vec<RankedRow>,
     /// `rank_to_row[r]`: the original index of the row of rank `r`.
@@ -74,15 +80,16 @@ pub(crate) struct EvalWorkspace {
     class_bins: Vec<f64>,
     sparse_sums: Vec<f64>,
     /// Per class: `[true positives, predicted, gold]` weights.
-    f1_counts: Vec<[u64; 3]>,
+    f1_counts: Vec<[f64; 3]>,
     harmonic: Harmonic,
     pub(crate) smooth: SmoothEceWorkspace,
 }
 
 impl<'a> PreparedMetrics<'a> {
-    /// Validates the inputs and computes the per-row quantities.
-    pub(crate) fn new(probs: &'a ScoreMatrix, labels: &[usize]) -> Result<Self> {
+    /// Validates the inputs and options and computes the per-row quantities.
+    pub(crate) fn new(probs: &'a ScoreMatrix, labels: &[usize], options: &MetricOptions) -> Result<Self> {
         super::validate_inputs(probs, labels)?;
+        options.validate()?;
         let n = probs.n_rows();
         if u32::try_from(n).is_err() || u32::try_from(probs.n_classes()).is_err() {
             return Err(CalibError::InvalidParameter {
@@ -90,7 +97,8 @@ impl<'a> PreparedMetrics<'a> {
                 reason: format!("at most {} rows and classes are supported", u32::MAX),
             });
         }
-        let by_row: Vec<RankedRow> = probs.rows().zip(labels).map(|(row, &gold)| ranked_row(row, gold)).collect();
+        let by_row: Vec<RankedRow> =
+            probs.rows().zip(labels).map(|(row, &gold)| ranked_row(row, gold, options.epsilon)).collect();
         let mut rank_to_row: Vec<u32> = (0..n as u32).collect();
         rank_to_row.sort_by(|&a, &b| {
             by_row[a as usize].confidence.total_cmp(&by_row[b as usize].confidence).then(a.cmp(&b))
@@ -106,9 +114,10 @@ impl<'a> PreparedMetrics<'a> {
             .flat_map(|(rank, &row)| sparse_entries(rank as u32, probs.row(row as usize)))
             .collect();
         let confidence: Vec<f64> = ranked.iter().map(|r| r.confidence).collect();
-        let correct: Vec<f64> = ranked.iter().map(|r| f64::from(u8::from(r.correct))).collect();
+        let correct: Vec<f64> = ranked.iter().map(|r| r.correct).collect();
         Ok(Self {
             probs,
+            options: options.clone(),
             smooth: SmoothEceData::new(&confidence, &correct),
             ranked,
             rank_to_row,
@@ -218,20 +227,30 @@ impl<'a> PreparedMetrics<'a> {
         let weighted_ranks_in_use = &weighted_ranks[..weighted];
         let sums = self.ranked_pass(ranked_counts, weighted_ranks_in_use, workspace);
         let total = sums.total as f64;
-        let (ece, mce, rmsce) = top_label_bins(&sums.bins, total);
+        let bins = top_label_bins(&sums.bins, total);
+        let wanted = |metric| self.options.wants(metric);
         let values = MetricValues {
-            accuracy: sums.correct as f64 / total,
+            accuracy: sums.correct / total,
             macro_f1: macro_f1(&workspace.f1_counts),
             nll: sums.nll / total,
             brier: sums.brier / total,
-            ece_15_equal_width: ece,
+            ece_15_equal_width: bins.ece,
             ece_10_equal_mass: sums.equal_mass.gap_sum() / total,
-            classwise_ece: self.classwise_ece(ranked_counts, column_sums, total, workspace),
-            mce,
-            rmsce,
-            smooth_ece: self.smooth.smooth_ece(ranked_counts, weighted_ranks_in_use, &mut workspace.smooth).value,
+            classwise_ece: if wanted(Metric::ClasswiseEce) {
+                self.classwise_ece(ranked_counts, column_sums, total, workspace)
+            } else {
+                f64::NAN
+            },
+            mce: bins.mce,
+            rmsce: bins.rmsce,
+            debiased_l2_ce: bins.debiased_l2_ce,
+            smooth_ece: if wanted(Metric::SmoothEce) {
+                self.smooth.smooth_ece(ranked_counts, weighted_ranks_in_use, &mut workspace.smooth).value
+            } else {
+                f64::NAN
+            },
             auroc: sums.auroc(),
-            aurc: sums.aurc.value(sums.total - sums.correct, total),
+            aurc: sums.aurc.value(total - sums.correct, total),
         };
         workspace.weighted_ranks = weighted_ranks;
         values
@@ -249,47 +268,63 @@ impl<'a> PreparedMetrics<'a> {
     fn ranked_pass(&self, counts: &[u32], weighted_ranks: &[u32], workspace: &mut EvalWorkspace) -> PassSums {
         let k = self.n_classes();
         workspace.f1_counts.clear();
-        workspace.f1_counts.resize(k, [0; 3]);
+        workspace.f1_counts.resize(k, [0.0; 3]);
         workspace.gold_weights.clear();
         workspace.gold_weights.resize(k * EQUAL_WIDTH_BINS, 0);
         let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
         workspace.harmonic.ensure(total);
         let mut sums = PassSums::new(total);
-        let (mut bin, mut bin_sums) = (0, [0.0; 2]);
-        let mut group = Group { index: u32::MAX, confidence: 0.0, weight: 0, correct: 0 };
+        let (mut bin, mut bin_sums) = (0, [0.0; 3]);
+        let mut group = Group { index: u32::MAX, confidence: 0.0, weight: 0, correct: 0.0 };
         for &rank in weighted_ranks {
             let row = &self.ranked[rank as usize];
             let count = u64::from(counts[rank as usize]);
             let w = f64::from(counts[rank as usize]);
-            let correct = u64::from(row.correct);
-            sums.correct += count * correct;
+            sums.correct += w * row.correct;
             sums.nll += w * row.nll;
             sums.brier += w * row.brier;
             if usize::from(row.top_bin) != bin {
                 sums.bins[bin] = bin_sums;
-                (bin, bin_sums) = (usize::from(row.top_bin), [0.0; 2]);
+                (bin, bin_sums) = (usize::from(row.top_bin), [0.0; 3]);
             }
             bin_sums[0] += w;
-            bin_sums[1] += w * (row.confidence - f64::from(u8::from(row.correct)));
-            let f1 = &mut workspace.f1_counts;
-            f1[row.predicted as usize][0] += count * correct;
-            f1[row.predicted as usize][1] += count;
-            f1[row.label as usize][2] += count;
+            bin_sums[1] += w * (row.confidence - row.correct);
+            bin_sums[2] += w * row.correct;
+            self.add_f1_counts(rank, row, w, &mut workspace.f1_counts);
             workspace.gold_weights[row.label as usize * EQUAL_WIDTH_BINS + usize::from(row.gold_bin)] += count;
             if row.group != group.index {
                 if group.weight > 0 {
                     sums.add_group(&group, &workspace.harmonic);
                 }
-                group = Group { index: row.group, confidence: row.confidence, weight: 0, correct: 0 };
+                group = Group { index: row.group, confidence: row.confidence, weight: 0, correct: 0.0 };
             }
             group.weight += count;
-            group.correct += count * correct;
+            group.correct += w * row.correct;
         }
         sums.bins[bin] = bin_sums;
         if group.weight > 0 {
             sums.add_group(&group, &workspace.harmonic);
         }
         sums
+    }
+
+    /// Adds a row of weight `w` to the per-class `[true positives, predicted, gold]` of F1: a
+    /// k-way tie at the maximum counts as 1/k of a prediction of each tied class.
+    fn add_f1_counts(&self, rank: u32, row: &RankedRow, w: f64, f1: &mut [[f64; 3]]) {
+        f1[row.label as usize][2] += w;
+        if row.tied == 1 {
+            f1[row.predicted as usize][0] += w * row.correct;
+            f1[row.predicted as usize][1] += w;
+            return;
+        }
+        let probabilities = self.probs.row(self.rank_to_row[rank as usize] as usize);
+        let share = w / f64::from(row.tied);
+        for (class, _) in probabilities.iter().enumerate().filter(|&(_, &p)| p == row.confidence) {
+            f1[class][1] += share;
+            if class == row.label as usize {
+                f1[class][0] += share;
+            }
+        }
     }
 
     /// Class-wise ECE from the gold terms left by [`Self::ranked_pass`], the sparse
@@ -321,19 +356,22 @@ impl<'a> PreparedMetrics<'a> {
     }
 }
 
-/// The per-row quantities of one row with gold label `gold`.
-fn ranked_row(row: &[f64], gold: usize) -> RankedRow {
+/// The per-row quantities of one row with gold label `gold`; `−ln p_gold` is taken with
+/// `p_gold` floored at `epsilon`.
+fn ranked_row(row: &[f64], gold: usize, epsilon: f64) -> RankedRow {
     let (predicted, confidence) = argmax(row);
+    let tied = row.iter().filter(|&&p| p == confidence).count();
     let p_gold = row[gold];
     RankedRow {
         confidence,
-        nll: -p_gold.max(NLL_PROBABILITY_FLOOR).ln(),
+        nll: -p_gold.max(epsilon).ln(),
         brier: row.iter().map(|p| p * p).sum::<f64>() - 2.0 * p_gold + 1.0,
         predicted: predicted as u32,
+        tied: tied as u32,
         label: gold as u32,
         top_bin: equal_width_bin(confidence, EQUAL_WIDTH_BINS) as u8,
         gold_bin: equal_width_bin(p_gold, EQUAL_WIDTH_BINS) as u8,
-        correct: predicted == gold,
+        correct: if p_gold == confidence { 1.0 / tied as f64 } else { 0.0 },
         group: 0,
     }
 }
@@ -396,7 +434,7 @@ impl EqualMassWalk {
             self.next_cut = Self::cut(self.bin + 1, self.total);
         }
         debug_assert_eq!(self.bin, equal_mass_bin(self.before, self.total, EQUAL_MASS_BINS));
-        self.gap_sums[self.bin] += to_f64(group.weight) * group.confidence - to_f64(group.correct);
+        self.gap_sums[self.bin] += to_f64(group.weight) * group.confidence - group.correct;
         self.before += group.weight;
     }
 
@@ -421,18 +459,18 @@ struct AurcSums {
 }
 
 impl AurcSums {
-    fn add(&mut self, group: &Group, before: u64, errors_before: u64, total: u64, harmonic: &Harmonic) {
+    fn add(&mut self, group: &Group, before: u64, errors_before: f64, total: u64, harmonic: &Harmonic) {
         let m = group.weight;
-        let errors = m - group.correct;
+        let errors = to_f64(m) - group.correct;
         let k0 = total - before - m;
         let delta_h = harmonic.range(k0, m);
         self.delta_h += delta_h;
-        self.errors_through_times_delta_h += to_f64(errors_before + errors) * delta_h;
-        self.within_group += to_f64(errors) * harmonic.reciprocal(m) * (to_f64(m) - to_f64(k0) * delta_h);
+        self.errors_through_times_delta_h += (errors_before + errors) * delta_h;
+        self.within_group += errors * harmonic.reciprocal(m) * (to_f64(m) - to_f64(k0) * delta_h);
     }
 
-    fn value(&self, total_errors: u64, total: f64) -> f64 {
-        (total_errors as f64 * self.delta_h - self.errors_through_times_delta_h + self.within_group) / total
+    fn value(&self, total_errors: f64, total: f64) -> f64 {
+        (total_errors * self.delta_h - self.errors_through_times_delta_h + self.within_group) / total
     }
 }
 
@@ -514,39 +552,61 @@ fn argmax(row: &[f64]) -> (usize, f64) {
         .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
 }
 
-/// ECE, MCE and RMSCE from per-bin `[weight, Σ w·(conf − correct)]`.
-fn top_label_bins(bins: &[[f64; 2]; EQUAL_WIDTH_BINS], total: f64) -> (f64, f64, f64) {
-    let (mut ece, mut mce, mut squared) = (0.0, 0.0f64, 0.0);
-    for &[weight, gap_sum] in bins.iter().filter(|b| b[0] > 0.0) {
+/// The metrics of the top-label equal-width bins.
+struct BinnedErrors {
+    ece: f64,
+    mce: f64,
+    rmsce: f64,
+    debiased_l2_ce: f64,
+}
+
+/// ECE, MCE, RMSCE and the debiased L2 calibration error from per-bin
+/// `[weight, Σ w·(conf − correct), Σ w·correct]`.
+///
+/// The debiased estimate (Kumar, Liang & Ma 2019, "Verified Uncertainty Calibration") removes
+/// the sampling variance of each bin's accuracy from the plug-in squared gap:
+/// `sqrt(max(0, Σ_b (n_b/N)·[(acc_b − conf_b)² − acc_b(1 − acc_b)/(n_b − 1)]))`, where bins
+/// with fewer than two rows contribute nothing (as in the authors' reference code).
+fn top_label_bins(bins: &[[f64; 3]; EQUAL_WIDTH_BINS], total: f64) -> BinnedErrors {
+    let (mut ece, mut mce, mut squared, mut debiased_squared) = (0.0, 0.0f64, 0.0, 0.0);
+    for &[weight, gap_sum, correct] in bins.iter().filter(|b| b[0] > 0.0) {
         let gap = (gap_sum / weight).abs();
         ece += gap_sum.abs();
         mce = mce.max(gap);
         squared += weight * gap * gap;
+        if weight >= 2.0 {
+            let accuracy = correct / weight;
+            debiased_squared += weight * (gap * gap - accuracy * (1.0 - accuracy) / (weight - 1.0));
+        }
     }
-    (ece / total, mce, (squared / total).sqrt())
+    BinnedErrors {
+        ece: ece / total,
+        mce,
+        rmsce: (squared / total).sqrt(),
+        debiased_l2_ce: (debiased_squared / total).max(0.0).sqrt(),
+    }
 }
 
 /// Macro-F1 from per-class `[true positives, predicted, gold]`, over classes that occur.
-fn macro_f1(per_class: &[[u64; 3]]) -> f64 {
+fn macro_f1(per_class: &[[f64; 3]]) -> f64 {
     let (sum, present) = per_class
         .iter()
-        .filter(|[_, predicted, gold]| predicted + gold > 0)
-        .fold((0.0, 0usize), |(sum, n), [tp, predicted, gold]| {
-            (sum + 2.0 * *tp as f64 / (predicted + gold) as f64, n + 1)
-        });
+        .filter(|[_, predicted, gold]| predicted + gold > 0.0)
+        .fold((0.0, 0usize), |(sum, n), [tp, predicted, gold]| (sum + 2.0 * tp / (predicted + gold), n + 1));
     sum / present as f64
 }
 
 /// Sums collected by [`PreparedMetrics::ranked_pass`].
 struct PassSums {
     total: u64,
-    correct: u64,
+    /// Σ w·correct (fractional under ties).
+    correct: f64,
     nll: f64,
     brier: f64,
-    /// Per equal-width bin: `[weight, Σ w·(confidence − correct)]`.
-    bins: [[f64; 2]; EQUAL_WIDTH_BINS],
+    /// Per equal-width bin: `[weight, Σ w·(confidence − correct), Σ w·correct]`.
+    bins: [[f64; 3]; EQUAL_WIDTH_BINS],
     equal_mass: EqualMassWalk,
-    wrong_before: u64,
+    wrong_before: f64,
     won_pairs: f64,
     aurc: AurcSums,
 }
@@ -555,12 +615,12 @@ impl PassSums {
     fn new(total: u64) -> Self {
         Self {
             total,
-            correct: 0,
+            correct: 0.0,
             nll: 0.0,
             brier: 0.0,
-            bins: [[0.0; 2]; EQUAL_WIDTH_BINS],
+            bins: [[0.0; 3]; EQUAL_WIDTH_BINS],
             equal_mass: EqualMassWalk::new(total),
-            wrong_before: 0,
+            wrong_before: 0.0,
             won_pairs: 0.0,
             aurc: AurcSums::default(),
         }
@@ -572,16 +632,17 @@ impl PassSums {
         let before = self.equal_mass.before;
         self.aurc.add(group, before, self.wrong_before, self.total, harmonic);
         self.equal_mass.add(group);
-        let wrong = group.weight - group.correct;
-        self.won_pairs += to_f64(group.correct) * (to_f64(self.wrong_before) + 0.5 * to_f64(wrong));
+        let wrong = to_f64(group.weight) - group.correct;
+        self.won_pairs += group.correct * (self.wrong_before + 0.5 * wrong);
         self.wrong_before += wrong;
     }
 
-    /// Mann–Whitney AUROC of confidence for correctness; NaN with only one outcome.
+    /// Mann–Whitney AUROC of confidence for correctness (a tied row counts as `correct` of a
+    /// correct row and the rest of a wrong one); NaN with only one outcome.
     fn auroc(&self) -> f64 {
-        let correct = self.total - self.wrong_before;
-        if correct > 0 && self.wrong_before > 0 {
-            self.won_pairs / (correct as f64 * self.wrong_before as f64)
+        let correct = to_f64(self.total) - self.wrong_before;
+        if correct > 0.0 && self.wrong_before > 0.0 {
+            self.won_pairs / (correct * self.wrong_before)
         } else {
             f64::NAN
         }
@@ -594,7 +655,8 @@ struct Group {
     index: u32,
     confidence: f64,
     weight: u64,
-    correct: u64,
+    /// Σ w·correct of the group's rows.
+    correct: f64,
 }
 
 #[cfg(test)]

@@ -8,22 +8,26 @@
 //! examples. A verbalized answer that could not be parsed counts as the uniform distribution by
 //! default (the signal failed on that example, and the failure should show in its metrics);
 //! `--unparseable exclude` leaves such examples out of the verbalized signal instead, and the
-//! signal comparison then uses the test examples both signals have.
+//! signal comparison then uses the test examples both signals have. Probability signals also
+//! get degeneracy diagnostics and an ε sweep, and when both signals were collected their
+//! per-example agreement (rank correlation, argmax) is measured on every example that has both.
 
 mod records;
 mod signal;
 
+use crate::analysis::AnalysisConfig;
 use crate::eval::UnparseablePolicy;
 use crate::run::Signal;
 use crate::error::{bail, ensure, Context, Result};
-use candor_calib::bootstrap::{paired_bootstrap, BootstrapOptions};
-use candor_calib::calibrators::{FitOptions, InputKind};
+use candor_calib::bootstrap::paired_bootstrap;
+use candor_calib::calibrators::InputKind;
+use candor_calib::diagnostics::SignalAgreement;
 use candor_calib::split::stratified_split;
 use candor_calib::verbalized::ParseStatus;
 use candor_calib::ScoreMatrix;
 use records::RunRecords;
 use candor_results::{CalibrateSettings, CalibrationResults, RunSummary, SignalComparison, SignalResults, WellFormedness};
-use signal::{differences, measure_signal, MeasureOptions, Measured, SignalRows};
+use signal::{diagnostics, differences, measure_signal, sweep, MeasureOptions, Measured, SignalRows};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -37,14 +41,8 @@ pub struct CalibrateConfig {
     pub calibration_run: Option<PathBuf>,
     /// Fraction of each class of --run used to fit the calibrators, in (0, 1).
     pub calib_fraction: f64,
-    /// Seed of the split and of every bootstrap.
-    pub seed: u64,
-    /// Bootstrap resamples of every interval (0: no intervals).
-    pub bootstrap: usize,
-    /// Confidence level of the intervals.
-    pub level: f64,
-    /// ε of invert softmax (zeros in probabilities become ε before taking logs).
-    pub epsilon: f64,
+    /// Seed, bootstrap, ε, temperature bounds, selections, interval method and ε sweep.
+    pub analysis: AnalysisConfig,
     /// Verbalized answers that cannot be parsed: count as uniform, or leave them out.
     pub unparseable: UnparseablePolicy,
     /// Precisions the decision thresholds must reach.
@@ -69,11 +67,7 @@ pub fn calibrate(args: &CalibrateConfig) -> Result<Calibrated> {
         run.check_compatible_calibration(calibration, dir)?;
     }
     let parts = Parts::new(&run, calibration_run.as_ref(), args)?;
-    let options = MeasureOptions {
-        bootstrap: BootstrapOptions { resamples: args.bootstrap, seed: args.seed, level: args.level },
-        fit: FitOptions { epsilon: args.epsilon, ..FitOptions::default() },
-        target_precisions: args.target_precision.clone(),
-    };
+    let options = MeasureOptions { analysis: args.analysis.clone(), target_precisions: args.target_precision.clone() };
     let mut signals = Vec::new();
     let mut measured_by_signal: Vec<(Vec<usize>, Vec<Measured>)> = Vec::new();
     for signal in Signal::ALL {
@@ -87,33 +81,46 @@ pub fn calibrate(args: &CalibrateConfig) -> Result<Calibrated> {
             n_test: rows.rows.test.1.len(),
             well_formedness: (signal == Signal::Verbalized).then(|| parts.well_formedness(args.unparseable)),
             mean_outside_mass: (signal == Signal::Logits).then(|| parts.mean_outside_mass()).flatten(),
+            diagnostics: diagnostics(&rows.rows).with_context(|| format!("diagnosing the {name} signal"))?,
+            epsilon_sweep: sweep(&rows.rows, &options.analysis).with_context(|| format!("the {name} signal"))?,
             calibrators: measured.iter().map(|m| m.results.clone()).collect(),
         });
         measured_by_signal.push((rows.test_examples, measured));
     }
     let comparisons = match measured_by_signal.as_slice() {
-        [verbalized, logits] => compare(verbalized, logits, &parts.test_gold(), &options.bootstrap)?,
+        [verbalized, logits] => compare(verbalized, logits, &parts.test_gold(), &options.analysis)?,
         _ => Vec::new(),
     };
     let results = CalibrationResults {
         candor_version: env!("CARGO_PKG_VERSION").to_string(),
         run: run_summary(args, &run),
-        settings: CalibrateSettings {
-            calib_fraction: args.calibration_run.is_none().then_some(args.calib_fraction),
-            seed: args.seed,
-            bootstrap_resamples: args.bootstrap,
-            level: args.level,
-            epsilon: args.epsilon,
-            unparseable: args.unparseable.name().to_string(),
-            target_precisions: args.target_precision.clone(),
-        },
+        settings: settings(args),
         labels: run.manifest.dataset.labels.clone(),
         n_calibration: parts.calibration.len(),
         n_test: parts.test.len(),
         signals,
         comparisons,
+        agreement: parts.agreement()?,
     };
     Ok(Calibrated { results, notes })
+}
+
+fn settings(args: &CalibrateConfig) -> CalibrateSettings {
+    let analysis = &args.analysis;
+    let names = |names: Vec<&str>| names.into_iter().map(String::from).collect::<Vec<_>>();
+    CalibrateSettings {
+        calib_fraction: args.calibration_run.is_none().then_some(args.calib_fraction),
+        seed: analysis.seed,
+        bootstrap_resamples: analysis.bootstrap,
+        level: analysis.level,
+        epsilon: analysis.epsilon,
+        unparseable: args.unparseable.name().to_string(),
+        target_precisions: args.target_precision.clone(),
+        temperature_bounds: analysis.temperature_bounds,
+        interval_method: analysis.interval_method().to_string(),
+        calibrators: analysis.calibrators.as_ref().map(|kinds| names(kinds.iter().map(|k| k.name()).collect())),
+        metrics: analysis.metrics.as_ref().map(|metrics| names(metrics.iter().map(|m| m.name()).collect())),
+    }
 }
 
 /// What [`calibrate`] computed.
@@ -131,7 +138,7 @@ fn check_args(args: &CalibrateConfig) -> Result<()> {
         "--calib-fraction must be in (0, 1), got {}",
         args.calib_fraction
     );
-    ensure!(args.level > 0.0 && args.level < 1.0, "--level must be in (0, 1), got {}", args.level);
+    args.analysis.check()?;
     for &target in &args.target_precision {
         ensure!(target > 0.0 && target <= 1.0, "--target-precision {target} is not in (0, 1]");
     }
@@ -161,7 +168,7 @@ impl<'a> Parts<'a> {
             },
             None => {
                 let n_labels = run.manifest.dataset.labels.len();
-                let split = stratified_split(&run.gold, n_labels, args.calib_fraction, args.seed)
+                let split = stratified_split(&run.gold, n_labels, args.calib_fraction, args.analysis.seed)
                     .context("--calib-fraction")?;
                 Self {
                     calibration: split.calibration.iter().map(|&i| (run, i)).collect(),
@@ -263,6 +270,24 @@ impl<'a> Parts<'a> {
         }
     }
 
+    /// The verbalized distribution against the logit one, on every example with both (a parsed
+    /// answer and label scores); `None` unless both signals were collected and such examples exist.
+    fn agreement(&self) -> Result<Option<SignalAgreement>> {
+        let (mut verbalized, mut logits) = (Vec::new(), Vec::new());
+        for &(records, i) in self.all_examples() {
+            let (Some(v), Some(l)) = (&records.verbalized, &records.logits) else { return Ok(None) };
+            if let Some(probabilities) = &v[i].probabilities {
+                verbalized.push(probabilities.as_slice());
+                logits.push(l[i].log_probs.as_slice());
+            }
+        }
+        if verbalized.is_empty() {
+            return Ok(None);
+        }
+        let (verbalized, logits) = (ScoreMatrix::from_rows(&verbalized)?, ScoreMatrix::from_rows(&logits)?);
+        Ok(Some(SignalAgreement::between(&verbalized, &logits)?))
+    }
+
     fn mean_outside_mass(&self) -> Option<f64> {
         let masses: Vec<f64> = self
             .all_examples()
@@ -278,7 +303,7 @@ fn compare(
     verbalized: &(Vec<usize>, Vec<Measured>),
     logits: &(Vec<usize>, Vec<Measured>),
     test_gold: &[usize],
-    bootstrap: &BootstrapOptions,
+    analysis: &AnalysisConfig,
 ) -> Result<Vec<SignalComparison>> {
     let logit_row: BTreeMap<usize, usize> = logits.0.iter().enumerate().map(|(row, &example)| (example, row)).collect();
     let (mut rows_a, mut rows_b, mut gold) = (Vec::new(), Vec::new(), Vec::new());
@@ -297,7 +322,7 @@ fn compare(
         }
         let matrix_a = a.test_probabilities.select_rows(&rows_a);
         let matrix_b = b.test_probabilities.select_rows(&rows_b);
-        let paired = paired_bootstrap(&matrix_a, &matrix_b, &gold, bootstrap)
+        let paired = paired_bootstrap(&matrix_a, &matrix_b, &gold, &analysis.bootstrap_options(), &analysis.metric_options())
             .with_context(|| format!("comparing the signals under {}", a.results.calibrator))?;
         comparisons.push(SignalComparison {
             calibrator: a.results.calibrator.clone(),

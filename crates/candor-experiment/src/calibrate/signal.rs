@@ -1,16 +1,18 @@
-//! One signal under every calibrator: fit on the calibration examples, apply to the test
-//! examples, measure every metric with bootstrap intervals, the paired difference from `none`,
-//! the top-label reliability diagram and the decision thresholds for the target precisions.
+//! One signal under every selected calibrator: fit on the calibration examples, apply to the
+//! test examples, measure the wanted metrics with bootstrap intervals, the paired difference
+//! from `none`, the top-label reliability diagram and the decision thresholds for the target
+//! precisions; and, for probability signals, the degeneracy diagnostics and the ε sweep.
 //!
 //! A threshold is chosen on the calibration part (the most recall among the thresholds whose
 //! precision reaches the target) and then measured on the test part, so the reported precision
 //! is what a user who set the threshold this way would see on new data.
 
-use candor_results::{CalibratorResults, Difference, Estimate, ThresholdResult};
+use candor_results::{CalibratorResults, Difference, Estimate, SignalDiagnostics, SweepPoint, ThresholdResult};
+use crate::analysis::{fit_and_measure, AnalysisConfig};
 use crate::error::{Context, Result};
-use crate::eval::fit_and_measure;
 use candor_calib::bootstrap::{BootstrapOptions, MetricDifference, MetricEstimate};
-use candor_calib::calibrators::{kinds_for, CalibratorKind, FitOptions, InputKind};
+use candor_calib::calibrators::{CalibratorKind, InputKind};
+use candor_calib::sweep::epsilon_sweep;
 use candor_calib::metrics::top_label_pairs;
 use candor_calib::reliability::{top_label_reliability, ReliabilityOptions};
 use candor_calib::thresholds::{bootstrap_operating_point, top_label_curve};
@@ -29,10 +31,8 @@ pub struct SignalRows {
 
 /// How every signal is measured.
 pub struct MeasureOptions {
-    /// Bootstrap resamples, seed and level.
-    pub bootstrap: BootstrapOptions,
-    /// Options of the calibrators.
-    pub fit: FitOptions,
+    /// Seed, bootstrap, ε, bounds, selections, interval method, ε sweep.
+    pub analysis: AnalysisConfig,
     /// Target precisions of the thresholds.
     pub target_precisions: Vec<f64>,
 }
@@ -45,10 +45,10 @@ pub struct Measured {
     pub test_probabilities: ScoreMatrix,
 }
 
-/// Every calibrator that applies to the signal's input kind, `none` first.
+/// Every selected calibrator that applies to the signal's input kind, `none` first.
 pub fn measure_signal(rows: &SignalRows, options: &MeasureOptions) -> Result<Vec<Measured>> {
     let mut measured: Vec<Measured> = Vec::new();
-    for kind in kinds_for(rows.kind) {
+    for kind in options.analysis.kinds(rows.kind) {
         let none = measured.first().map(|m| &m.test_probabilities);
         let result = measure_calibrator(kind, rows, none, options).with_context(|| format!("calibrator {kind}"))?;
         measured.push(result);
@@ -70,7 +70,7 @@ fn measure_calibrator(
         (calibration_scores, calibration_gold),
         (test_scores, test_gold),
         uncalibrated,
-        (&options.fit, &options.bootstrap),
+        &options.analysis,
     )?;
     let test_probabilities = measured.test_probabilities;
     let calibration_probabilities = measured.fitted.apply(calibration_scores)?;
@@ -78,13 +78,15 @@ fn measure_calibrator(
         .target_precisions
         .iter()
         .map(|&target| {
-            threshold_for(target, (&calibration_probabilities, calibration_gold), (&test_probabilities, test_gold), &options.bootstrap)
+            threshold_for(target, (&calibration_probabilities, calibration_gold), (&test_probabilities, test_gold), &options.analysis.bootstrap_options())
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Measured {
         results: CalibratorResults {
             calibrator: kind.name().to_string(),
             params: measured.fitted.params(),
+            fit_status: measured.fitted.fit_status(),
+            temperature_ci: measured.temperature_ci.map(|(low, high)| [low, high]),
             metrics: estimates(&measured.metrics),
             difference_vs_none: differences(&measured.versus_none),
             reliability: top_label_reliability(&test_probabilities, test_gold, &ReliabilityOptions::default())?,
@@ -92,6 +94,25 @@ fn measure_calibrator(
         },
         test_probabilities,
     })
+}
+
+/// The degeneracy diagnostics of a probability signal over all its rows (`None` for logits).
+pub fn diagnostics(rows: &SignalRows) -> Result<Option<SignalDiagnostics>> {
+    if rows.kind != InputKind::Probabilities {
+        return Ok(None);
+    }
+    let all: Vec<&[f64]> = rows.calibration.0.rows().chain(rows.test.0.rows()).collect();
+    Ok(Some(SignalDiagnostics::of(&ScoreMatrix::from_rows(&all)?)?))
+}
+
+/// The ε sweep of a probability signal (empty for logits or without ε values).
+pub fn sweep(rows: &SignalRows, analysis: &AnalysisConfig) -> Result<Vec<SweepPoint>> {
+    if rows.kind != InputKind::Probabilities {
+        return Ok(Vec::new());
+    }
+    let (calibration, test) = (&rows.calibration, &rows.test);
+    Ok(epsilon_sweep(&analysis.epsilon_sweep, (&calibration.0, &calibration.1), (&test.0, &test.1), &analysis.fit_options())
+        .context("the ε sweep")?)
 }
 
 /// The threshold reaching `target` precision on the calibration part, measured on the test part.

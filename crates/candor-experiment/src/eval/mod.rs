@@ -3,9 +3,10 @@
 //!
 //! The input rows are split, seeded and stratified by gold label, into a calibration part and a
 //! test part. Every calibrator that applies to the input kind is fitted on the calibration part
-//! and evaluated on the test part next to the uncalibrated input (`none`), with percentile
-//! bootstrap CIs for every metric and a paired bootstrap of each calibrator's difference from
-//! `none`. With `--calib-fraction 0` only `none` is evaluated, on all rows. `--run DIR --signal
+//! and evaluated on the test part next to the uncalibrated input (`none`), with bootstrap CIs
+//! for every metric and a paired bootstrap of each calibrator's difference from `none` (the
+//! shared options and the measurement are those of [`crate::analysis`]). With
+//! `--calib-fraction 0` only `none` is evaluated, on all rows. `--run DIR --signal
 //! verbalized|logits` reads one signal of a `candor run` directory instead of a file.
 
 mod from_run;
@@ -15,10 +16,12 @@ mod render;
 
 pub use render::{json, table};
 
+use crate::analysis::{fit_and_measure, AnalysisConfig};
 use crate::error::{bail, Context, Result};
-use candor_calib::bootstrap::{bootstrap_metrics, paired_bootstrap, BootstrapOptions, MetricDifference, MetricEstimate};
-use candor_calib::calibrators::{fit, kinds_for, CalibratorKind, FitOptions, FittedCalibrator, InputKind};
+use candor_calib::bootstrap::{MetricDifference, MetricEstimate};
+use candor_calib::calibrators::{CalibratorKind, FitStatus, InputKind};
 use candor_calib::split::stratified_split;
+use candor_calib::sweep::{epsilon_sweep, SweepPoint};
 use candor_calib::ScoreMatrix;
 use input::InputFile;
 use prepare::{prepare, PreparedInput, ScoreKind};
@@ -39,14 +42,8 @@ pub struct EvalConfig {
     pub labels: Option<Vec<String>>,
     /// Fraction of each class used to fit calibrators, in [0, 1); 0 evaluates the input as is.
     pub calib_fraction: f64,
-    /// Seed of the calibration/test split and of the bootstrap.
-    pub seed: u64,
-    /// Bootstrap resamples for the confidence intervals (0: no intervals).
-    pub bootstrap: usize,
-    /// Confidence level of the intervals.
-    pub level: f64,
-    /// ε of invert softmax (zeros in probabilities become ε before taking logs).
-    pub epsilon: f64,
+    /// Seed, bootstrap, ε, temperature bounds, selections, interval method and ε sweep.
+    pub analysis: AnalysisConfig,
     /// What to do with `text` rows whose distribution cannot be parsed.
     pub unparseable: UnparseablePolicy,
 }
@@ -57,6 +54,10 @@ pub struct CalibratorResult {
     pub kind: CalibratorKind,
     /// Its fitted parameters (JSON).
     pub params: serde_json::Value,
+    /// Whether the parameters are a fit or sit at a bound / are not identifiable.
+    pub status: FitStatus,
+    /// The temperature's refit interval (`--bootstrap-refit`).
+    pub temperature_ci: Option<(f64, f64)>,
     /// Every metric with its interval.
     pub metrics: Vec<MetricEstimate>,
     /// Paired differences `metric(this) − metric(none)`; empty for `none`.
@@ -75,18 +76,16 @@ pub struct EvalReport {
     pub n_calibration: usize,
     /// Rows in the test part.
     pub n_test: usize,
-    /// The options used.
-    pub bootstrap: BootstrapOptions,
-    /// Split fraction, seed, ε and unparseable policy as given.
+    /// Split fraction as given.
     pub calib_fraction: f64,
-    /// Seed of split and bootstrap.
-    pub seed: u64,
-    /// ε of invert softmax.
-    pub epsilon: f64,
+    /// The shared options used.
+    pub analysis: AnalysisConfig,
     /// Policy for unparseable text rows.
     pub unparseable: UnparseablePolicy,
     /// One entry per calibrator, `none` first.
     pub results: Vec<CalibratorResult>,
+    /// The ε sweep (probability input with a calibration part and `epsilon_sweep` given).
+    pub sweep: Vec<SweepPoint>,
 }
 
 /// Reads, splits, calibrates and measures what `args` names.
@@ -100,9 +99,10 @@ pub fn evaluate(args: &EvalConfig) -> Result<EvalReport> {
         (None, Some(run), Some(signal)) => from_run::read_run(run, signal)?,
         _ => bail!("give --input FILE, or --run DIR with --signal"),
     };
+    args.analysis.check()?;
     let data = prepare(&file, &labels, args.unparseable)?;
-    let bootstrap = BootstrapOptions { resamples: args.bootstrap, seed: args.seed, level: args.level };
-    let split = stratified_split(&data.gold, labels.len(), args.calib_fraction, args.seed)
+    let analysis = &args.analysis;
+    let split = stratified_split(&data.gold, labels.len(), args.calib_fraction, analysis.seed)
         .context("--calib-fraction")?;
     let (calibration, test) = if split.calibration.is_empty() {
         (all_rows(&data), all_rows(&data))
@@ -116,8 +116,7 @@ pub fn evaluate(args: &EvalConfig) -> Result<EvalReport> {
         ScoreKind::Probabilities => InputKind::Probabilities,
         ScoreKind::Logits => InputKind::Logits,
     };
-    let kinds = if split.calibration.is_empty() { vec![CalibratorKind::None] } else { kinds_for(input_kind) };
-    let fit_options = FitOptions { epsilon: args.epsilon, ..FitOptions::default() };
+    let kinds = if split.calibration.is_empty() { vec![CalibratorKind::None] } else { analysis.kinds(input_kind) };
     let (calib_scores, calib_gold) = subset(&data, &calibration);
     let (test_scores, test_gold) = subset(&data, &test);
 
@@ -130,11 +129,13 @@ pub fn evaluate(args: &EvalConfig) -> Result<EvalReport> {
             (&calib_scores, &calib_gold),
             (&test_scores, &test_gold),
             uncalibrated.as_ref(),
-            (&fit_options, &bootstrap),
+            analysis,
         )?;
         results.push(CalibratorResult {
             kind,
             params: measured.fitted.params(),
+            status: measured.fitted.fit_status(),
+            temperature_ci: measured.temperature_ci,
             metrics: measured.metrics,
             versus_none: measured.versus_none,
         });
@@ -142,52 +143,24 @@ pub fn evaluate(args: &EvalConfig) -> Result<EvalReport> {
             uncalibrated = Some(measured.test_probabilities);
         }
     }
+    let sweep = if input_kind == InputKind::Probabilities && !split.calibration.is_empty() {
+        epsilon_sweep(&analysis.epsilon_sweep, (&calib_scores, &calib_gold), (&test_scores, &test_gold), &analysis.fit_options())
+            .context("the ε sweep")?
+    } else {
+        Vec::new()
+    };
     Ok(EvalReport {
         input: file.name.clone(),
         input_field: file.kind.field(),
         n_calibration: if split.calibration.is_empty() { 0 } else { calibration.len() },
         n_test: test.len(),
         data,
-        bootstrap,
         calib_fraction: args.calib_fraction,
-        seed: args.seed,
-        epsilon: args.epsilon,
+        analysis: analysis.clone(),
         unparseable: args.unparseable,
         results,
+        sweep,
     })
-}
-
-/// A calibrator fitted on a calibration part and measured on a test part.
-pub struct Measurement {
-    /// The fitted calibrator.
-    pub fitted: FittedCalibrator,
-    /// Calibrated probabilities of the test rows.
-    pub test_probabilities: ScoreMatrix,
-    /// Every metric on the test rows with its bootstrap interval.
-    pub metrics: Vec<MetricEstimate>,
-    /// Paired differences from `uncalibrated` (empty without it).
-    pub versus_none: Vec<MetricDifference>,
-}
-
-/// Fits `kind` on `calibration` (scores, gold), applies it to `test`, bootstraps every metric and,
-/// given the uncalibrated test probabilities, the paired difference from them.
-pub fn fit_and_measure(
-    kind: CalibratorKind,
-    input_kind: InputKind,
-    calibration: (&ScoreMatrix, &[usize]),
-    test: (&ScoreMatrix, &[usize]),
-    uncalibrated: Option<&ScoreMatrix>,
-    (fit_options, bootstrap): (&FitOptions, &BootstrapOptions),
-) -> Result<Measurement> {
-    let fitted = fit(kind, input_kind, calibration.0, calibration.1, fit_options)
-        .with_context(|| format!("fitting {kind}"))?;
-    let test_probabilities = fitted.apply(test.0).with_context(|| format!("applying {kind}"))?;
-    let metrics = bootstrap_metrics(&test_probabilities, test.1, bootstrap)?;
-    let versus_none = match uncalibrated {
-        Some(none) => paired_bootstrap(&test_probabilities, none, test.1, bootstrap)?,
-        None => Vec::new(),
-    };
-    Ok(Measurement { fitted, test_probabilities, metrics, versus_none })
 }
 
 fn all_rows(data: &PreparedInput) -> Vec<usize> {

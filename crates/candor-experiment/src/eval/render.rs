@@ -3,7 +3,6 @@
 
 use super::{CalibratorResult, EvalReport};
 use candor_calib::bootstrap::{MetricDifference, MetricEstimate};
-use candor_calib::metrics::Metric;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
@@ -18,14 +17,20 @@ pub fn json(report: &EvalReport) -> Value {
         "n_calibration": report.n_calibration,
         "n_test": report.n_test,
         "calib_fraction": report.calib_fraction,
-        "seed": report.seed,
-        "epsilon": report.epsilon,
-        "bootstrap": {"resamples": report.bootstrap.resamples, "level": report.bootstrap.level},
+        "seed": report.analysis.seed,
+        "epsilon": report.analysis.epsilon,
+        "temperature_bounds": report.analysis.temperature_bounds,
+        "bootstrap": {
+            "resamples": report.analysis.bootstrap,
+            "level": report.analysis.level,
+            "method": report.analysis.interval_method(),
+        },
         "parse": data.status_counts,
         "unparseable_policy": report.unparseable.name(),
         "excluded": data.excluded,
         "mean_sum_deviation": finite(data.mean_sum_deviation),
         "results": report.results.iter().map(result_json).collect::<Vec<_>>(),
+        "epsilon_sweep": report.sweep,
     })
 }
 
@@ -38,8 +43,12 @@ fn result_json(result: &CalibratorResult) -> Value {
     let mut entry = json!({
         "calibrator": result.kind.name(),
         "params": result.params,
+        "fit_status": result.status.name(),
         "metrics": metrics,
     });
+    if let Some((low, high)) = result.temperature_ci {
+        entry["temperature_ci"] = json!([low, high]);
+    }
     if !result.versus_none.is_empty() {
         let differences: Map<String, Value> = result
             .versus_none
@@ -92,18 +101,25 @@ pub fn table(report: &EvalReport) -> String {
     if let Some(deviation) = data.mean_sum_deviation {
         let _ = writeln!(out, "mean |Σp−1|  {deviation:.4}");
     }
+    let analysis = &report.analysis;
     let _ = writeln!(
         out,
         "split        {} calibration / {} test rows (fraction {}, seed {})",
-        report.n_calibration, report.n_test, report.calib_fraction, report.seed
+        report.n_calibration, report.n_test, report.calib_fraction, analysis.seed
     );
-    let level = report.bootstrap.level * 100.0;
-    let _ = writeln!(out, "intervals    {level}% percentile bootstrap, {} resamples\n", report.bootstrap.resamples);
+    let _ = writeln!(out, "ε            {:e} (zeros lifted to ε; every NLL floors p at ε)", analysis.epsilon);
+    let _ = writeln!(
+        out,
+        "intervals    {}% {}, {} resamples\n",
+        analysis.level * 100.0,
+        analysis.interval_method(),
+        analysis.bootstrap
+    );
 
     let mut rows: Vec<Vec<String>> = vec![std::iter::once("metric".to_string())
         .chain(report.results.iter().map(|r| r.kind.name().to_string()))
         .collect()];
-    for metric in Metric::ALL {
+    for metric in analysis.metric_options().metrics() {
         let mut row = vec![metric.name().to_string()];
         for result in &report.results {
             let estimate = result.metrics.iter().find(|m| m.metric == metric);
@@ -112,15 +128,48 @@ pub fn table(report: &EvalReport) -> String {
         rows.push(row);
     }
     out.push_str(&aligned(&rows));
-    let temperatures: Vec<String> = report
-        .results
-        .iter()
-        .filter_map(|r| Some(format!("{} T = {:.4}", r.kind.name(), r.params.get("temperature")?.as_f64()?)))
-        .collect();
+    let temperatures: Vec<String> = report.results.iter().filter_map(temperature_line).collect();
     if !temperatures.is_empty() {
-        let _ = writeln!(out, "\nfitted temperatures: {}", temperatures.join(", "));
+        let _ = writeln!(out, "\ntemperatures (search range [{}, {}]):", analysis.temperature_bounds[0], analysis.temperature_bounds[1]);
+        temperatures.iter().for_each(|line| { let _ = writeln!(out, "  {line}"); });
+    }
+    if !report.sweep.is_empty() {
+        let _ = writeln!(out, "\nε sweep (ts fitted with each ε; test NLL and ECE of none and ts under that ε):");
+        out.push_str(&aligned(&sweep_rows(report)));
     }
     out
+}
+
+/// `ts T = 1.7000`, with the interval of `--bootstrap-refit`, or the status when T is no fit.
+fn temperature_line(result: &CalibratorResult) -> Option<String> {
+    let temperature = result.params.get("temperature")?.as_f64()?;
+    let mut line = format!("{} T = {temperature:.4}", result.kind.name());
+    if let Some((low, high)) = result.temperature_ci {
+        let _ = write!(line, " [{low:.4}, {high:.4}]");
+    }
+    if let Some(explanation) = result.status.explanation() {
+        let _ = write!(line, "  ⚠ {}: {explanation}", result.status.name());
+    }
+    Some(line)
+}
+
+/// The ε sweep as table rows.
+fn sweep_rows(report: &EvalReport) -> Vec<Vec<String>> {
+    let header = ["ε", "T", "nll none", "nll ts", "ece none", "ece ts"].map(String::from).to_vec();
+    std::iter::once(header)
+        .chain(report.sweep.iter().map(|point| {
+            let t = &point.temperature;
+            let flag = if !t.identifiable { " (not identifiable)" } else if t.at_bound { " (at bound)" } else { "" };
+            vec![
+                format!("{:e}", point.epsilon),
+                format!("{:.4}{flag}", t.temperature),
+                number(point.nll_none),
+                number(point.nll_ts),
+                number(point.ece_none),
+                number(point.ece_ts),
+            ]
+        }))
+        .collect()
 }
 
 fn cell(estimate: &MetricEstimate) -> String {
