@@ -73,6 +73,18 @@ fn argmax(p: &[f64]) -> usize {
     (0..p.len()).fold(0, |best, i| if p[i] > p[best] { i } else { best })
 }
 
+/// The credit of a row's top label: 1/k when the gold label is among the k tied maxima.
+fn top_label_credit(p: &[f64], gold: usize) -> f64 {
+    let max = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let tied = p.iter().filter(|&&q| q == max).count();
+    if p[gold] == max { 1.0 / tied as f64 } else { 0.0 }
+}
+
+/// The uncalibrated verbalized answer as every calibrator sees it: zeros lifted to ε, renormalised.
+fn lifted(p: &[f64]) -> Vec<f64> {
+    softmax(&p.iter().map(|q| q.max(EPSILON).ln()).collect::<Vec<_>>())
+}
+
 fn calibrator<'a>(results: &'a Value, signal: &str, name: &str) -> &'a Value {
     let signal = results["signals"].as_array().unwrap().iter().find(|s| s["signal"] == signal).unwrap();
     signal["calibrators"].as_array().unwrap().iter().find(|c| c["calibrator"] == name).unwrap()
@@ -87,11 +99,12 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 fn accuracy(rows: &[(Vec<f64>, usize)]) -> f64 {
-    rows.iter().filter(|(p, g)| argmax(p) == *g).count() as f64 / rows.len() as f64
+    rows.iter().map(|(p, g)| top_label_credit(p, *g)).sum::<f64>() / rows.len() as f64
 }
 
+/// Mean NLL with the gold probability floored at the same ε.
 fn nll(rows: &[(Vec<f64>, usize)]) -> f64 {
-    rows.iter().map(|(p, g)| -p[*g].max(1e-12).ln()).sum::<f64>() / rows.len() as f64
+    rows.iter().map(|(p, g)| -p[*g].max(EPSILON).ln()).sum::<f64>() / rows.len() as f64
 }
 
 fn brier(rows: &[(Vec<f64>, usize)]) -> f64 {
@@ -114,16 +127,18 @@ fn logit_rows(run: &str) -> Vec<(Vec<f64>, usize)> {
 fn uncalibrated_metrics_match_a_naive_recomputation() {
     let (results, _temp) = calibrate(&["--bootstrap", "0"]);
     assert_eq!((results["n_calibration"].as_u64(), results["n_test"].as_u64()), (Some(9), Some(12)));
-    for (signal, rows) in [("verbalized", verbalized_rows("test-run")), ("logits", logit_rows("test-run"))] {
+    let lifted_verbalized = verbalized_rows("test-run").into_iter().map(|(p, g)| (lifted(&p), g)).collect();
+    for (signal, rows) in [("verbalized", lifted_verbalized), ("logits", logit_rows("test-run"))] {
         let none = calibrator(&results, signal, "none");
         assert!(close(metric(none, "accuracy"), accuracy(&rows)), "{signal} accuracy");
         assert!(close(metric(none, "nll"), nll(&rows)), "{signal} nll");
         assert!(close(metric(none, "brier"), brier(&rows)), "{signal} brier");
     }
-    // By hand: the logits pick the gold label in 10 of 12 examples, the verbalized answers in 8
-    // (ties go to the first label; the unparseable answer is uniform and so picks `negative`).
+    // By hand: the logits pick the gold label in 10 of 12 examples; the verbalized answers in 7,
+    // plus 1/3 for the unparseable one (uniform: a 3-way tie holding the gold label, never
+    // "label 0") and 1/2 for test-5's [0.4, 0.4, 0.2] (a 2-way tie holding it).
     assert!(close(metric(calibrator(&results, "logits", "none"), "accuracy"), 10.0 / 12.0));
-    assert!(close(metric(calibrator(&results, "verbalized", "none"), "accuracy"), 8.0 / 12.0));
+    assert!(close(metric(calibrator(&results, "verbalized", "none"), "accuracy"), (7.0 + 1.0 / 3.0 + 0.5) / 12.0));
 }
 
 #[test]
@@ -187,12 +202,12 @@ fn excluding_unparseable_answers_shrinks_only_the_verbalized_signal_and_the_comp
     assert_eq!(results["signals"][1]["n_test"], 12);
     let none = results["comparisons"].as_array().unwrap().iter().find(|c| c["calibrator"] == "none").unwrap();
     assert_eq!(none["n_test"], 11);
-    // On the 11 shared examples: verbalized right 7 times (the excluded one was right when
-    // uniform), logits right 9 times (the excluded example was right for the logits too).
+    // On the 11 shared examples: verbalized right 7 times and half right once (a 2-way tie
+    // holding the gold label), logits right 9 times (the excluded example was right for them).
     let accuracy = &none["differences"]["accuracy"];
-    assert!(close(accuracy["a"].as_f64().unwrap(), 7.0 / 11.0));
+    assert!(close(accuracy["a"].as_f64().unwrap(), 7.5 / 11.0));
     assert!(close(accuracy["b"].as_f64().unwrap(), 9.0 / 11.0));
-    assert!(close(accuracy["value"].as_f64().unwrap(), 7.0 / 11.0 - 9.0 / 11.0));
+    assert!(close(accuracy["value"].as_f64().unwrap(), 7.5 / 11.0 - 9.0 / 11.0));
 }
 
 #[test]
@@ -299,4 +314,117 @@ fn bad_calibrate_input_gets_a_clear_error() {
     let message = stderr(&["calibrate", "--run", run_path]);
     assert!(message.contains("predictions.jsonl:1") && message.contains("gold_index 7"), "{message}");
     assert!(!run.join("calibration.json").exists(), "nothing written on error");
+}
+
+/// Copies of both fixture runs whose verbalized answers are replaced by `answer(i, gold)` for
+/// record `i` (the parse status kept as `ok`).
+fn runs_with_answers(into: &Path, answer: impl Fn(usize, usize) -> Vec<f64>) -> (PathBuf, PathBuf) {
+    let rewrite = |name: &str| {
+        let dir = copy_run(name, into);
+        let path = dir.join("predictions.jsonl");
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                let mut record: Value = serde_json::from_str(line).unwrap();
+                let gold = record["gold_index"].as_u64().unwrap() as usize;
+                let parsed = &mut record["verbalized"]["parsed"];
+                parsed["probabilities"] = serde_json::json!(answer(i, gold));
+                parsed["status"] = serde_json::json!("ok");
+                record.to_string()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        dir
+    };
+    (rewrite("test-run"), rewrite("calibration-run"))
+}
+
+fn succeed(args: &[&str]) -> String {
+    let output = candor(args);
+    assert!(output.status.success(), "candor {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn confident_answers_independent_of_the_label_drive_t_to_its_bound_flagged_in_every_output() {
+    let temp = tempfile::tempdir().unwrap();
+    // One-hot answers that cycle through the labels whatever the gold label is.
+    let (run, calibration) = runs_with_answers(temp.path(), |i, _| {
+        let mut p = vec![0.0; 3];
+        p[(i * 2 + 1) % 3] = 1.0;
+        p
+    });
+    let (run, calibration) = (run.to_str().unwrap(), calibration.to_str().unwrap());
+    let terminal = succeed(&["calibrate", "--run", run, "--calibration-run", calibration, "--bootstrap", "0"]);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(run).join("calibration.json")).unwrap()).unwrap();
+    let ts = calibrator(&results, "verbalized", "ts");
+    assert_eq!(ts["fit_status"], "at_upper_bound", "{ts}");
+    assert_eq!(ts["params"]["temperature"], 100.0);
+    assert!(terminal.contains("100.0000*"), "{terminal}");
+    assert!(terminal.contains("* verbalized ts: the temperature stopped at the upper search bound"), "{terminal}");
+    let markdown = succeed(&["report", "--run", run, "--format", "md", "--out", "-"]);
+    assert!(markdown.contains("## Read this first"), "{markdown}");
+    assert!(markdown.contains("`verbalized` under `ts`: the temperature stopped at the upper search bound"));
+    assert!(markdown.contains("ts ⚠ at_upper_bound"));
+    let html = succeed(&["report", "--run", run, "--format", "html", "--out", "-"]);
+    assert!(html.contains("at_upper_bound") && html.contains("upper search bound"));
+    let summary = succeed(&["summarize", "--run", run]);
+    assert!(summary.contains("ts (T = 100.000, upper bound: no fit)"), "{summary}");
+    // A tighter bound is an option, and the flag follows it.
+    succeed(&["calibrate", "--run", run, "--calibration-run", calibration, "--bootstrap", "0", "--max-temperature", "5"]);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(run).join("calibration.json")).unwrap()).unwrap();
+    assert_eq!(calibrator(&results, "verbalized", "ts")["params"]["temperature"], 5.0);
+    assert_eq!(results["settings"]["temperature_bounds"], serde_json::json!([0.01, 5.0]));
+}
+
+#[test]
+fn flat_answers_are_not_identifiable_and_degenerate() {
+    let temp = tempfile::tempdir().unwrap();
+    let (run, calibration) = runs_with_answers(temp.path(), |_, _| vec![1.0 / 3.0; 3]);
+    let (run, calibration) = (run.to_str().unwrap(), calibration.to_str().unwrap());
+    let terminal = succeed(&["calibrate", "--run", run, "--calibration-run", calibration, "--bootstrap", "0"]);
+    assert!(terminal.contains("warning: verbalized is degenerate: 100.0% of its answers are uniform"), "{terminal}");
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(run).join("calibration.json")).unwrap()).unwrap();
+    assert_eq!(calibrator(&results, "verbalized", "ts")["fit_status"], "not_identifiable");
+    let diagnostics = &results["signals"][0]["diagnostics"];
+    assert_eq!((diagnostics["constant_share"].as_f64(), diagnostics["distinct_answers"].as_u64()), (Some(1.0), Some(1)));
+    assert_eq!(diagnostics["degenerate"], true);
+    // Uniform answers are right 1/3 of the time, never "label 0".
+    assert!(close(metric(calibrator(&results, "verbalized", "none"), "accuracy"), 1.0 / 3.0));
+    let markdown = succeed(&["report", "--run", run, "--format", "md", "--out", "-"]);
+    let first_section = markdown.split("\n## ").nth(1).unwrap();
+    assert!(first_section.starts_with("Read this first") && first_section.contains("`verbalized` is degenerate"), "{markdown}");
+    assert!(first_section.contains("not identifiable"));
+}
+
+#[test]
+fn selections_refit_intervals_sweep_and_agreement_are_in_the_results() {
+    let (results, _temp) = calibrate(&[
+        "--bootstrap", "200", "--calibrators", "ts", "--metrics", "nll,ece_15_equal_width,debiased_l2_ce",
+        "--bootstrap-refit", "--epsilon-sweep", "1e-6,1e-2",
+    ]);
+    for signal in results["signals"].as_array().unwrap() {
+        let names: Vec<&str> = signal["calibrators"].as_array().unwrap().iter().map(|c| c["calibrator"].as_str().unwrap()).collect();
+        assert_eq!(names, ["none", "ts"], "none is always measured");
+        let ts = &signal["calibrators"][1];
+        let metrics: Vec<&String> = ts["metrics"].as_object().unwrap().keys().collect();
+        assert_eq!(metrics, ["debiased_l2_ce", "ece_15_equal_width", "nll"]);
+        let [low, high] = [0, 1].map(|i| ts["temperature_ci"][i].as_f64().unwrap());
+        let t = ts["params"]["temperature"].as_f64().unwrap();
+        assert!(low < high && low <= t * 1.5 && high >= t / 1.5, "{low} {t} {high}");
+    }
+    assert!(results["settings"]["interval_method"].as_str().unwrap().contains("refitting"));
+    // The sweep at ε = 1e-6 is this run's own `none` and `ts` (same ε, same data).
+    let verbalized = &results["signals"][0];
+    let sweep = verbalized["epsilon_sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 2);
+    assert!(close(sweep[0]["nll_none"].as_f64().unwrap(), metric(&verbalized["calibrators"][0], "nll")));
+    assert!(close(sweep[0]["nll_ts"].as_f64().unwrap(), metric(&verbalized["calibrators"][1], "nll")));
+    assert!(results["signals"][1]["epsilon_sweep"].as_array().unwrap().is_empty(), "logits have no ε");
+    // Agreement over the 20 examples with a parsed answer and label scores.
+    assert_eq!(results["agreement"]["n"], 20);
+    let agreement = results["agreement"]["argmax_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement));
 }

@@ -70,7 +70,7 @@ fn uncalibrated_probabilities_match_hand_computed_metrics() {
         names,
         [
             "accuracy", "macro_f1", "nll", "brier", "ece_15_equal_width", "ece_10_equal_mass",
-            "classwise_ece", "mce", "rmsce", "smooth_ece", "auroc", "aurc"
+            "classwise_ece", "mce", "rmsce", "debiased_l2_ce", "smooth_ece", "auroc", "aurc"
         ]
     );
 }
@@ -94,7 +94,10 @@ fn logits_are_read_through_softmax_and_skip_the_resoftmax_control() {
 
 #[test]
 fn verbalized_text_is_parsed_and_every_status_counted() {
-    let report = eval_json(&fixture("text_mixed.jsonl"), &["--calib-fraction", "0", "--bootstrap", "0"]);
+    let report = eval_json(
+        &fixture("text_mixed.jsonl"),
+        &["--calib-fraction", "0", "--bootstrap", "0", "--unparseable", "exclude"],
+    );
     assert_eq!(report["labels"], serde_json::json!(["anger", "joy", "sadness"]));
     assert_eq!(
         report["parse"],
@@ -102,16 +105,17 @@ fn verbalized_text_is_parsed_and_every_status_counted() {
     );
     assert_eq!(report["excluded"], 1);
     assert_eq!(report["n_test"], 5);
-    // Rows used: joy .7 ✓, sadness .8 ✓, anger 1/3 (renormalised three-way tie → argmax `anger`,
-    // the lowest index) ✓, joy .9 ✓ (partial), sadness .6 ✓.
-    assert!(close(metric(result(&report, "none"), "accuracy"), 1.0));
-    let nll = -(0.7f64.ln() + 0.8f64.ln() + (1.0f64 / 3.0).ln() + 0.9f64.ln() + 0.6f64.ln()) / 5.0;
-    assert!((metric(result(&report, "none"), "nll") - nll).abs() < 1e-9);
+    // Rows used: joy .7 ✓, sadness .8 ✓, anger 1/3 (renormalised three-way tie holding the gold
+    // label: 1/3 correct), joy .9 ✓ (partial), sadness .6 ✓.
+    assert!(close(metric(result(&report, "none"), "accuracy"), (4.0 + 1.0 / 3.0) / 5.0));
+    // The partial answer's missing `anger` (0) is lifted to ε = 1e-6 like every zero, so its
+    // `joy` becomes 0.9 / (1 + ε).
+    let partial_joy = 0.9f64 / (1.0 + 1e-6);
+    let nll = -(0.7f64.ln() + 0.8f64.ln() + (1.0f64 / 3.0).ln() + partial_joy.ln() + 0.6f64.ln()) / 5.0;
+    assert!((metric(result(&report, "none"), "nll") - nll).abs() < 1e-12);
 
-    let uniform = eval_json(
-        &fixture("text_mixed.jsonl"),
-        &["--calib-fraction", "0", "--bootstrap", "0", "--unparseable", "uniform"],
-    );
+    // Uniform is the default, as in `candor calibrate`.
+    let uniform = eval_json(&fixture("text_mixed.jsonl"), &["--calib-fraction", "0", "--bootstrap", "0"]);
     assert_eq!((uniform["excluded"].as_u64(), uniform["n_test"].as_u64()), (Some(0), Some(6)));
 }
 
@@ -275,4 +279,25 @@ fn a_run_directory_is_read_signal_by_signal() {
         .filter(|r| r["verbalized"]["parsed"]["raw_values"].as_array().unwrap().iter().all(|v| v.as_f64() == Some(0.0)))
         .count();
     assert_eq!(unparseable, all_zero, "only all-zero constrained answers are unparseable");
+}
+
+#[test]
+fn a_temperature_at_its_bound_is_flagged_in_the_table_and_the_json() {
+    // One-hot answers that cycle through the labels, independent of the gold label.
+    let rows: String = (0..60)
+        .map(|i| {
+            let answer = ["a", "b", "c"][i % 3];
+            let probs: Vec<String> = ["a", "b", "c"].iter().map(|l| format!("\"{l}\": {}", u8::from(*l == answer))).collect();
+            format!("{{\"label\": \"{}\", \"probs\": {{{}}}}}\n", ["a", "b", "c"][(i / 3) % 3], probs.join(", "))
+        })
+        .collect();
+    let file = temp_file(&rows);
+    let report = eval_json(file.path(), &["--bootstrap", "0", "--calibrators", "ts"]);
+    let ts = result(&report, "ts");
+    assert_eq!((ts["fit_status"].as_str(), ts["params"]["temperature"].as_f64()), (Some("at_upper_bound"), Some(100.0)));
+    assert_eq!(report["results"].as_array().unwrap().len(), 2, "none and the selected ts");
+    let output = candor(&["eval", "--input", file.path().to_str().unwrap(), "--bootstrap", "0", "--calibrators", "ts"]);
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("ts T = 100.0000  ⚠ at_upper_bound: the temperature stopped at the upper search bound"), "{table}");
+    assert!(table.contains("ε sweep"), "{table}");
 }

@@ -1,9 +1,13 @@
-//! What a report says, section by section: the header facts, the headline table, every metric
-//! per signal, the verbalized − logits comparison, how the signals were read, decision thresholds
-//! and fitted temperatures — each with one sentence on how to read it.
+//! What a report says, section by section: the header facts, what to read first (degenerate
+//! signals, temperatures that are no fit), the headline table, every metric per signal, the
+//! verbalized − logits comparison, how the signals were read (with degeneracy diagnostics and the
+//! signals' agreement), decision thresholds, fitted temperatures and the ε sweep — each with one
+//! sentence on how to read it.
 
 use super::document::{count_with_share, difference, estimate, fact, number, Block, Document, Fact, Section, Table};
-use candor_results::{CalibrationResults, CalibratorResults, RunSummary, SignalResults, WellFormedness};
+use candor_results::{
+    CalibrationResults, CalibratorResults, RunSummary, SignalAgreement, SignalDiagnostics, SignalResults, WellFormedness,
+};
 use candor_calib::metrics::Metric;
 
 /// Calibrators of the headline table and of the reliability diagrams, in this order.
@@ -19,12 +23,14 @@ const STATUS_ORDER: [&str; 4] = ["ok", "renormalized", "partial", "unparseable"]
 
 /// The whole report of `results`.
 pub fn document(results: &CalibrationResults) -> Document {
-    let mut sections = vec![headline(results)];
+    let mut sections: Vec<Section> = read_first(results).into_iter().collect();
+    sections.push(headline(results));
     sections.extend(results.signals.iter().map(all_metrics));
     sections.extend(comparison(results));
     sections.extend(signal_reading(results));
     sections.push(thresholds(results));
     sections.push(temperatures(results));
+    sections.extend(epsilon_sweeps(results));
     Document { title: "Candor calibration report".to_string(), facts: header(results), sections }
 }
 
@@ -47,9 +53,16 @@ fn header(results: &CalibrationResults) -> Vec<Fact> {
         fact("seed", settings.seed.to_string()),
         fact(
             "intervals",
-            format!("{}% percentile bootstrap, B = {}", trimmed(settings.level * 100.0), settings.bootstrap_resamples),
+            format!("{}% {}, B = {}", trimmed(settings.level * 100.0), settings.interval_method, settings.bootstrap_resamples),
         ),
-        fact("ε (invert softmax)", format!("{:e}", settings.epsilon)),
+        fact(
+            "ε",
+            format!("{:e} (zeros lifted to ε for every calibrator and `none`; every NLL floors p at ε)", settings.epsilon),
+        ),
+        fact(
+            "temperature search range",
+            format!("[{}, {}]", trimmed(settings.temperature_bounds[0]), trimmed(settings.temperature_bounds[1])),
+        ),
         fact("unparseable answers", settings.unparseable.clone()),
         fact("run", run_origin(run, &results.candor_version)),
     ]);
@@ -102,8 +115,49 @@ fn headline(results: &CalibrationResults) -> Section {
     }
 }
 
+/// The sentences a reader must see before any number: degenerate signals and temperatures
+/// that are no fit; `None` when there is nothing to say.
+fn read_first(results: &CalibrationResults) -> Option<Section> {
+    let mut blocks = Vec::new();
+    for signal in &results.signals {
+        if let Some(d) = signal.diagnostics.as_ref().filter(|d| d.degenerate) {
+            blocks.push(Block::Paragraph(format!(
+                "`{}` is degenerate: {} of its answers are uniform over the labels and {} are one and the same \
+                 answer, so its calibration metrics describe a signal that barely changes from example to example \
+                 (a small ECE here means little).",
+                signal.signal,
+                share(d.constant_share),
+                share(d.modal_share)
+            )));
+        }
+        for c in signal.calibrators.iter().filter(|c| !c.fit_status.is_fit()) {
+            if let Some(explanation) = c.fit_status.explanation() {
+                blocks.push(Block::Paragraph(format!("`{}` under `{}`: {explanation}.", signal.signal, c.calibrator)));
+            }
+        }
+    }
+    (!blocks.is_empty()).then(|| Section {
+        title: "Read this first".to_string(),
+        note: "What the numbers below cannot show on their own.".to_string(),
+        blocks,
+    })
+}
+
+/// `75.0%`.
+fn share(value: f64) -> String {
+    format!("{:.1}%", 100.0 * value)
+}
+
+/// The calibrator's name, marked when its temperature is not a fit.
+fn calibrator_name(results: &CalibratorResults) -> String {
+    match results.fit_status {
+        candor_results::FitStatus::Fitted => results.calibrator.clone(),
+        status => format!("{} ⚠ {}", results.calibrator, status.name()),
+    }
+}
+
 fn headline_row(signal: &str, results: &CalibratorResults) -> Vec<String> {
-    let mut row = vec![signal.to_string(), results.calibrator.clone()];
+    let mut row = vec![signal.to_string(), calibrator_name(results)];
     row.extend(HEADLINE_METRICS.iter().map(|&m| metric_cell(results, m)));
     row
 }
@@ -224,10 +278,16 @@ fn signal_reading(results: &CalibrationResults) -> Option<Section> {
             blocks.push(Block::Table(status_table(&signal.signal, wf)));
             blocks.push(Block::Facts(well_formedness_facts(wf)));
         }
+        if let Some(diagnostics) = &signal.diagnostics {
+            blocks.push(Block::Facts(diagnostics_facts(&signal.signal, diagnostics, &results.labels)));
+        }
         if let Some(mass) = signal.mean_outside_mass {
             let name = "mean probability outside the labels";
             blocks.push(Block::Facts(vec![fact(name, format!("{} ({})", number(Some(mass)), signal.signal))]));
         }
+    }
+    if let Some(agreement) = &results.agreement {
+        blocks.push(Block::Facts(agreement_facts(agreement)));
     }
     if blocks.is_empty() {
         return None;
@@ -236,10 +296,35 @@ fn signal_reading(results: &CalibrationResults) -> Option<Section> {
         title: "How the signals were read".to_string(),
         note: "`renormalized` answers did not sum to 1, `partial` ones left labels out (counted as 0) and \
                `unparseable` ones follow the unparseable policy; for `logits` the outside mass is the probability \
-               of a first token that starts no label, which the label distribution leaves out."
+               of a first token that starts no label, which the label distribution leaves out. A signal is degenerate \
+               when at least half its answers are uniform or identical; the agreement compares the two signals' \
+               distributions example by example."
             .to_string(),
         blocks,
     })
+}
+
+fn diagnostics_facts(signal: &str, d: &SignalDiagnostics, labels: &[String]) -> Vec<Fact> {
+    let modal: Vec<String> =
+        labels.iter().zip(&d.modal_answer).map(|(label, p)| format!("{label}: {}", trimmed(*p))).collect();
+    vec![
+        fact("signal", format!("{signal}{}", if d.degenerate { " (degenerate)" } else { "" })),
+        fact("uniform answers", format!("{} of {}", share(d.constant_share), d.n)),
+        fact("identical to the most common answer", format!("{} ({{{}}})", share(d.modal_share), modal.join(", "))),
+        fact("distinct answers", d.distinct_answers.to_string()),
+        fact("mean entropy", format!("{} nats (uniform: {})", number(Some(d.mean_entropy)), number(Some((labels.len() as f64).ln())))),
+    ]
+}
+
+fn agreement_facts(a: &SignalAgreement) -> Vec<Fact> {
+    vec![
+        fact("verbalized vs logits: examples with both", a.n.to_string()),
+        fact(
+            "mean rank correlation (Spearman, per example)",
+            format!("{} over {} examples where neither is constant", number(a.mean_rank_correlation), a.rank_correlation_defined),
+        ),
+        fact("argmax agreement", share(a.argmax_agreement)),
+    ]
 }
 
 fn status_table(signal: &str, wf: &WellFormedness) -> Table {
@@ -310,23 +395,64 @@ fn temperatures(results: &CalibrationResults) -> Section {
         .flat_map(|signal| {
             signal.calibrators.iter().filter_map(|c| {
                 let temperature = c.params.get("temperature")?.as_f64()?;
-                Some(vec![signal.signal.clone(), c.calibrator.clone(), number(Some(temperature))])
+                let interval = c.temperature_ci.map_or_else(|| "—".to_string(), |[lo, hi]| format!("[{}, {}]", number(Some(lo)), number(Some(hi))));
+                Some(vec![signal.signal.clone(), c.calibrator.clone(), number(Some(temperature)), interval, c.fit_status.name().to_string()])
             })
         })
         .collect();
     let block = if rows.is_empty() {
         Block::Paragraph("No calibrator with a temperature was fitted.".to_string())
     } else {
-        let header = ["signal", "calibrator", "temperature"].map(str::to_string).to_vec();
+        let header = ["signal", "calibrator", "temperature", "refit interval", "status"].map(str::to_string).to_vec();
         Block::Table(Table { caption: None, header, rows })
     };
     Section {
         title: "Fitted temperatures".to_string(),
         note: "The calibration part asked for softer probabilities where T > 1 (the signal was overconfident) and \
-               sharper ones where T < 1."
+               sharper ones where T < 1; a status other than `fitted` means T is a search bound (`at_upper_bound`: no \
+               temperature helps, the signal carries no ranking information; `at_lower_bound`: sharpening kept \
+               helping) or a convention (`not_identifiable`: every answer uniform), not a fit. The refit interval \
+               (`--bootstrap-refit`) is the temperature's own uncertainty."
             .to_string(),
         blocks: vec![block],
     }
+}
+
+/// The ε sweep of each probability signal that has one.
+fn epsilon_sweeps(results: &CalibrationResults) -> Option<Section> {
+    let blocks: Vec<Block> = results
+        .signals
+        .iter()
+        .filter(|signal| !signal.epsilon_sweep.is_empty())
+        .map(|signal| {
+            let rows = signal
+                .epsilon_sweep
+                .iter()
+                .map(|point| {
+                    let t = &point.temperature;
+                    let status = if !t.identifiable { " (not identifiable)" } else if t.at_bound { " (at bound)" } else { "" };
+                    vec![
+                        format!("{:e}", point.epsilon),
+                        format!("{}{status}", number(Some(t.temperature))),
+                        number(Some(point.nll_none)),
+                        number(Some(point.nll_ts)),
+                        number(Some(point.ece_none)),
+                        number(Some(point.ece_ts)),
+                    ]
+                })
+                .collect();
+            let header = ["ε", "T", "NLL none", "NLL ts", "ECE none", "ECE ts"].map(str::to_string).to_vec();
+            Block::Table(Table { caption: Some(format!("{}: test part", signal.signal)), header, rows })
+        })
+        .collect();
+    (!blocks.is_empty()).then(|| Section {
+        title: "ε sweep".to_string(),
+        note: "ε is the hidden hyperparameter of invert-softmax scaling: zero probabilities become ln ε, and a wrong \
+               one-hot answer costs −ln ε in NLL. Each row fits `ts` with that ε and measures `none` and `ts` under \
+               the same ε; where the fitted T and the calibrated NLL move with ε, the result depends on that choice."
+            .to_string(),
+        blocks,
+    })
 }
 
 #[cfg(test)]
@@ -353,7 +479,16 @@ mod tests {
         let rows = &table(section(&document, "Headline"), 0).rows;
         let keys: Vec<(&str, &str)> = rows.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
         // logits has no resoftmax_ts; `vector` is not a headline calibrator.
-        assert_eq!(keys, [("verbalized", "none"), ("verbalized", "ts"), ("verbalized", "resoftmax_ts"), ("logits", "none"), ("logits", "ts")]);
+        assert_eq!(
+            keys,
+            [
+                ("verbalized", "none"),
+                ("verbalized", "ts"),
+                ("verbalized", "resoftmax_ts ⚠ at_upper_bound"),
+                ("logits", "none"),
+                ("logits", "ts")
+            ]
+        );
         // ece_15_equal_width is the 4th column after signal and calibrator.
         assert_eq!(rows[0][3], "0.1234 [0.0987, 0.1500]");
     }
@@ -377,10 +512,32 @@ mod tests {
     }
 
     #[test]
-    fn temperatures_come_from_the_params() {
+    fn temperatures_come_from_the_params_with_their_status() {
         let document = document(&fixture::results());
         let rows = &table(section(&document, "Fitted temperatures"), 0).rows;
-        assert_eq!(rows[0], ["verbalized", "ts", "2.5000"]);
+        assert_eq!(rows[0], ["verbalized", "ts", "2.5000", "—", "fitted"]);
+        assert_eq!(rows[1], ["verbalized", "resoftmax_ts", "100.0000", "—", "at_upper_bound"]);
         assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn a_temperature_at_its_bound_and_a_degenerate_signal_are_said_first() {
+        let document = document(&fixture::results());
+        let first = &document.sections[0];
+        assert_eq!(first.title, "Read this first");
+        let paragraphs: Vec<&str> =
+            first.blocks.iter().filter_map(|b| if let Block::Paragraph(p) = b { Some(p.as_str()) } else { None }).collect();
+        assert!(paragraphs[0].starts_with("`verbalized` is degenerate: 75.0% of its answers are uniform"), "{paragraphs:?}");
+        assert!(paragraphs[1].contains("`resoftmax_ts`") && paragraphs[1].contains("upper search bound"), "{paragraphs:?}");
+        let headline = &table(section(&document, "Headline"), 0).rows;
+        assert_eq!(headline[2][1], "resoftmax_ts ⚠ at_upper_bound");
+    }
+
+    #[test]
+    fn the_sweep_has_one_row_per_epsilon_and_flags_the_bound() {
+        let document = document(&fixture::results());
+        let rows = &table(section(&document, "ε sweep"), 0).rows;
+        assert_eq!(rows[0], ["1e-8", "3.5000", "5.5000", "1.0000", "0.3000", "0.1000"]);
+        assert_eq!(rows[1][1], "100.0000 (at bound)");
     }
 }

@@ -4,7 +4,7 @@
 //! scaling (`ts`) and after its negative control (`resoftmax_ts`, verbalized only), with the
 //! model time the run took. Every number comes from the runs' `calibration.json`.
 
-use candor_results::{CalibrationResults, CalibratorResults, SignalResults};
+use candor_results::{CalibrationResults, CalibratorResults, FitStatus, SignalResults};
 use std::fmt::Write;
 
 /// Calibrators shown per signal, in order.
@@ -27,7 +27,7 @@ pub fn table(runs: &[CalibrationResults]) -> String {
                     minutes(results.run.model_seconds, results.run.examples),
                     signal.n_calibration,
                     signal.n_test,
-                    signal.signal,
+                    signal_label(signal),
                     parse_rate(signal),
                     calibrator_label(calibrator),
                     value(calibrator, "accuracy"),
@@ -57,12 +57,27 @@ fn parse_rate(signal: &SignalResults) -> String {
     }
 }
 
-/// The calibrator's name, with its fitted temperature where it has one.
-fn calibrator_label(calibrator: &CalibratorResults) -> String {
-    match calibrator.params.get("temperature").and_then(serde_json::Value::as_f64) {
-        Some(t) => format!("{} (T = {t:.3})", calibrator.calibrator),
-        None => calibrator.calibrator.clone(),
+/// The signal's name, marked when it is degenerate.
+fn signal_label(signal: &SignalResults) -> String {
+    match &signal.diagnostics {
+        Some(d) if d.degenerate => format!("{} (degenerate: {:.0}% uniform answers)", signal.signal, 100.0 * d.constant_share),
+        _ => signal.signal.clone(),
     }
+}
+
+/// The calibrator's name, with its fitted temperature where it has one, and what it is when it
+/// is no fit (a search bound, or not identifiable).
+fn calibrator_label(calibrator: &CalibratorResults) -> String {
+    let Some(t) = calibrator.params.get("temperature").and_then(serde_json::Value::as_f64) else {
+        return calibrator.calibrator.clone();
+    };
+    let note = match calibrator.fit_status {
+        FitStatus::Fitted => String::new(),
+        FitStatus::AtUpperBound => ", upper bound: no fit".to_string(),
+        FitStatus::AtLowerBound => ", lower bound: no fit".to_string(),
+        FitStatus::NotIdentifiable => ", not identifiable".to_string(),
+    };
+    format!("{} (T = {t:.3}{note})", calibrator.calibrator)
 }
 
 /// `0.1234 [0.1000, 0.1500]`, or `n/a`.
@@ -120,5 +135,13 @@ mod tests {
         assert_eq!((logits_none[3].as_str(), logits_none[4].as_str(), logits_none[6].as_str()), ("logits", "—", "0.833"));
         assert!(cells(rows[1])[5].starts_with("ts (T = "));
         assert!(cells(rows[2])[5].starts_with("resoftmax_ts (T = "));
+    }
+
+    #[test]
+    fn bounds_and_degenerate_signals_are_flagged() {
+        let text = table(&[crate::fixture::results()]);
+        let resoftmax = text.lines().find(|l| l.contains("resoftmax_ts")).unwrap();
+        assert!(resoftmax.contains("resoftmax_ts (T = 100.000, upper bound: no fit)"), "{resoftmax}");
+        assert!(resoftmax.contains("verbalized (degenerate: 75% uniform answers)"), "{resoftmax}");
     }
 }

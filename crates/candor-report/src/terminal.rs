@@ -1,5 +1,6 @@
 //! The short table `candor calibrate` prints on the terminal: accuracy, ECE, Brier, NLL and the
-//! fitted temperature per signal and calibrator.
+//! fitted temperature per signal and calibrator, then a warning line for every degenerate signal
+//! and every temperature that is no fit (marked `*` in the table).
 
 use candor_results::CalibrationResults;
 use std::fmt::Write;
@@ -19,11 +20,12 @@ pub fn summary_table(results: &CalibrationResults) -> String {
             let metric = |name: &str| {
                 calibrator.metrics.get(name).and_then(|e| e.value).map_or("n/a".to_string(), |v| format!("{v:.4}"))
             };
+            let mark = if calibrator.fit_status.is_fit() { "" } else { "*" };
             let temperature = calibrator
                 .params
                 .get("temperature")
                 .and_then(serde_json::Value::as_f64)
-                .map_or(String::new(), |t| format!("{t:.4}"));
+                .map_or(String::new(), |t| format!("{t:.4}{mark}"));
             let _ = writeln!(
                 out,
                 "{:<11} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -37,5 +39,37 @@ pub fn summary_table(results: &CalibrationResults) -> String {
             );
         }
     }
+    for signal in &results.signals {
+        if let Some(d) = signal.diagnostics.as_ref().filter(|d| d.degenerate) {
+            let _ = writeln!(
+                out,
+                "warning: {} is degenerate: {:.1}% of its answers are uniform, {:.1}% identical",
+                signal.signal,
+                100.0 * d.constant_share,
+                100.0 * d.modal_share
+            );
+        }
+        for calibrator in signal.calibrators.iter().filter(|c| !c.fit_status.is_fit()) {
+            if let Some(explanation) = calibrator.fit_status.explanation() {
+                let _ = writeln!(out, "* {} {}: {explanation}", signal.signal, calibrator.calibrator);
+            }
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temperature_at_its_bound_is_marked_and_explained() {
+        let table = summary_table(&crate::fixture::results());
+        let row = table.lines().find(|l| l.starts_with("verbalized  resoftmax_ts")).unwrap();
+        assert!(row.ends_with("100.0000*"), "{row}");
+        assert!(table.contains("* verbalized resoftmax_ts: the temperature stopped at the upper search bound"), "{table}");
+        assert!(table.contains("warning: verbalized is degenerate: 75.0% of its answers are uniform"), "{table}");
+        let ts = table.lines().find(|l| l.starts_with("verbalized  ts ")).unwrap();
+        assert!(ts.ends_with("2.5000"), "{ts}");
+    }
 }

@@ -111,8 +111,8 @@ pub fn sweep(rows: &SignalRows, analysis: &AnalysisConfig) -> Result<Vec<SweepPo
         return Ok(Vec::new());
     }
     let (calibration, test) = (&rows.calibration, &rows.test);
-    Ok(epsilon_sweep(&analysis.epsilon_sweep, (&calibration.0, &calibration.1), (&test.0, &test.1), &analysis.fit_options())
-        .context("the ε sweep")?)
+    epsilon_sweep(&analysis.epsilon_sweep, (&calibration.0, &calibration.1), (&test.0, &test.1), &analysis.fit_options())
+        .context("the ε sweep")
 }
 
 /// The threshold reaching `target` precision on the calibration part, measured on the test part.
