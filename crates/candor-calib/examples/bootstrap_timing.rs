@@ -1,5 +1,5 @@
 //! Times the end-to-end case on N = 100 000 rows × K = 60 classes of synthetic logits:
-//! fit temperature scaling, apply it, and bootstrap all twelve metrics (B = 1000 unless given
+//! fit temperature scaling, apply it, and bootstrap all thirteen metrics (B = 1000 unless given
 //! as the first argument). Also prints a fingerprint of the bits of every resampled metric value,
 //! so that an optimisation of the bootstrap can be checked to leave the results bit-identical.
 //! Run with `cargo run --release -p candor-calib --example bootstrap_timing [-- RESAMPLES]`;

@@ -344,7 +344,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// The weighted evaluation used by the bootstrap equals the plain metrics of the
-    /// materialised resample (rows repeated), for all twelve metrics.
+    /// materialised resample (rows repeated), for all thirteen metrics.
     #[test]
     fn weighted_metrics_equal_materialised_resample((raw, labels, indices) in problem_and_indices()) {
         let probs = to_probs(&raw);

@@ -116,7 +116,7 @@ pub const EQUAL_WIDTH_BINS: usize = 15;
 /// Number of equal-mass bins of `ece_10_equal_mass`.
 pub const EQUAL_MASS_BINS: usize = 10;
 
-/// One of the twelve metrics, in the public order.
+/// One of the thirteen metrics, in the public order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {

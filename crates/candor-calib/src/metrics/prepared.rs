@@ -1,5 +1,5 @@
 //! The metric engine: per-row quantities computed once from the probability matrix, and an
-//! evaluation of all twelve metrics for any integer weighting of the rows.
+//! evaluation of all thirteen metrics for any integer weighting of the rows.
 //!
 //! A weight `w_i` means "row `i` occurs `w_i` times", so the plain metrics are the evaluation
 //! with all weights 1 and a bootstrap resample is the evaluation with its multinomial counts.
