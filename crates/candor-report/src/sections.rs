@@ -57,7 +57,7 @@ fn header(results: &CalibrationResults) -> Vec<Fact> {
         ),
         fact(
             "ε",
-            format!("{:e} (zeros lifted to ε for every calibrator and `none`; every NLL floors p at ε)", settings.epsilon),
+            format!("{:e} (zeros lifted to ε for every calibrator and for none; every NLL floors p at ε)", settings.epsilon),
         ),
         fact(
             "temperature search range",
@@ -265,7 +265,9 @@ fn comparison(results: &CalibrationResults) -> Option<Section> {
         title: "Verbalized − logits".to_string(),
         note: "Paired-bootstrap differences on the test examples both signals could use: for the error metrics a \
                negative difference favours `verbalized`, and P(Δ ≤ 0) is the share of resamples in which it was at \
-               least as good (for accuracy and AUROC, where higher is better, read both the other way round)."
+               least as good (for accuracy and AUROC, where higher is better, read both the other way round). These \
+               paired intervals resample the test examples with each calibrator fitted once, whatever the interval \
+               method of the other sections."
             .to_string(),
         blocks: vec![Block::Table(Table { caption: None, header, rows })],
     })
