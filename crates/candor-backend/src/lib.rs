@@ -268,11 +268,25 @@ pub struct Generation {
     pub stop_reason: StopReason,
 }
 
+/// The numbers a constrained dict holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberScale {
+    /// Probabilities from 0 to 1 with at most `max_fraction_digits` decimals.
+    #[default]
+    Fraction,
+    /// Whole percentages from 0 to 100.
+    Percent,
+}
+
 /// Settings of constrained verbalized generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConstrainedOptions {
-    /// Most digits after the decimal point (at least 1).
+    /// Most digits after the decimal point (at least 1; the fraction scale).
     pub max_fraction_digits: usize,
+    /// Probabilities or percentages.
+    #[serde(default)]
+    pub scale: NumberScale,
 }
 
 /// One generated number of a constrained dict.
@@ -282,7 +296,7 @@ pub struct GeneratedNumber {
     pub label: String,
     /// The number as written.
     pub text: String,
-    /// Its value, in [0, 1].
+    /// Its value, in [0, 1] (on the percent scale, in [0, 100]).
     pub value: f64,
     /// The tokens the model chose for it.
     pub token_ids: Vec<u32>,

@@ -17,8 +17,10 @@
 //! * **Values** are numbers, quoted numbers (`"0.7"`) or percentages (`70%`, `"70 %"`). The whole
 //!   dictionary is read on the percent scale when any label value carries a `%` sign, or when no
 //!   label value exceeds 100 and at least one exceeds 1 (`{"joy": 70, "anger": 30}`); otherwise
-//!   values are fractions. The scale only affects the status and the raw-sum deviation: the
-//!   returned distribution is always the values divided by their sum.
+//!   values are fractions. A parser told the scale ([`VerbalizedParser::with_scale`], for a
+//!   prompt that asks for percentages) reads every dictionary on it. The scale only affects the
+//!   status and the raw-sum deviation: the returned distribution is always the values divided by
+//!   their sum.
 //! * **Status.** [`ParseStatus::Ok`]: every label present and the (probability-scale) sum within
 //!   `tolerance` of 1. [`ParseStatus::Renormalized`]: every label present, sum further from 1.
 //!   [`ParseStatus::Partial`]: some labels missing; they get 0 and the rest is renormalised.
@@ -109,6 +111,8 @@ pub struct VerbalizedParser {
     labels: Vec<String>,
     normalized: Vec<String>,
     tolerance: f64,
+    /// The scale every dictionary is read on (`None`: detected per dictionary).
+    scale: Option<ValueScale>,
 }
 
 impl VerbalizedParser {
@@ -144,6 +148,7 @@ impl VerbalizedParser {
             labels,
             normalized,
             tolerance: DEFAULT_SUM_TOLERANCE,
+            scale: None,
         })
     }
 
@@ -157,6 +162,13 @@ impl VerbalizedParser {
         }
         self.tolerance = tolerance;
         Ok(self)
+    }
+
+    /// Reads every dictionary on `scale` instead of detecting it (a prompt that asks for
+    /// percentages: `{"joy": 1, "anger": 0}` is then 1% and 0%, renormalised).
+    pub fn with_scale(mut self, scale: ValueScale) -> Self {
+        self.scale = Some(scale);
+        self
     }
 
     /// The labels, in output order.
@@ -247,10 +259,10 @@ impl VerbalizedParser {
             );
         }
         let max = present.iter().copied().fold(0.0, f64::max);
-        let scale = if percent_marked || (max > 1.0 && max <= 100.0) {
-            ValueScale::Percent
-        } else {
-            ValueScale::Fraction
+        let scale = match self.scale {
+            Some(scale) => scale,
+            None if percent_marked || (max > 1.0 && max <= 100.0) => ValueScale::Percent,
+            None => ValueScale::Fraction,
         };
         out.scale = Some(scale);
         let divisor = if scale == ValueScale::Percent {
@@ -640,6 +652,21 @@ mod tests {
         assert_eq!(d.status, ParseStatus::Renormalized);
         assert!(close(&probs(&d), &[0.5, 0.25, 0.25]));
         assert!((d.raw_sum_deviation.unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_parser_told_the_percent_scale_divides_every_dict_by_100() {
+        let parser = VerbalizedParser::new(&["joy", "anger", "fear"]).unwrap().with_scale(ValueScale::Percent);
+        // Values that detection would read as fractions: 1 + 0 + 0 = 1% in all.
+        let d = parser.parse(r#"{"joy": 1, "anger": 0, "fear": 0}"#);
+        assert_eq!(d.scale, Some(ValueScale::Percent));
+        assert_eq!(d.status, ParseStatus::Renormalized);
+        assert!((d.raw_sum_deviation.unwrap() - 0.99).abs() < 1e-12);
+        assert_eq!(probs(&d), [1.0, 0.0, 0.0]);
+        // 70 + 20 + 10 = 100%: ok, 0.7 / 0.2 / 0.1.
+        let d = parser.parse(r#"{"joy": 70, "anger": 20, "fear": 10}"#);
+        assert_eq!(d.status, ParseStatus::Ok);
+        assert!(close(&probs(&d), &[0.7, 0.2, 0.1]));
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
         let options = ConstrainedOptions {
             max_fraction_digits: args.max_fraction_digits,
+            ..ConstrainedOptions::default()
         };
         let out = model.generate_constrained(&prefix, labels, &options)?;
         if args.json {

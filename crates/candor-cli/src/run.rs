@@ -8,7 +8,7 @@ use crate::progress::ProgressBarReporter;
 use anyhow::{ensure, Result};
 use candor_backend::ModelBackend;
 use candor_experiment::run::prompts::DEFAULT_LABEL_ANSWER_PREFIX;
-use candor_experiment::run::{PromptFormat, RunPlan, RunSettings, Shard, Signal, VerbalizedMode};
+use candor_experiment::run::{Elicitation, PromptFormat, RunPlan, RunSettings, Shard, Signal, VerbalizedMode};
 use candor_local::{LocalBackend, LocalModelOptions};
 use clap::Args;
 use std::io::Write;
@@ -51,9 +51,24 @@ pub struct RunArgs {
     /// template, or raw (base models) [default: chat when the model has a chat template].
     #[arg(long, value_enum)]
     prompt_format: Option<PromptFormat>,
-    /// How the verbalized distribution is produced.
-    #[arg(long, value_enum, default_value_t = VerbalizedMode::Free)]
+    /// How the verbalized distribution is produced: constrained (the dict's keys forced, only
+    /// the numbers generated) or free (generated, then parsed).
+    #[arg(long, value_enum, default_value_t = VerbalizedMode::Constrained)]
     verbalized: VerbalizedMode,
+    /// How the verbalized distribution is asked for, comma-separated; each variant is its own
+    /// signal: distribution (`verbalized`), percent (`verbalized_percent`: percentages from 0
+    /// to 100), permuted (`verbalized_permuted`: labels in a seeded
+    /// per-example order), kshot (`verbalized_kshot`: --kshot demonstrations from --kshot-split
+    /// first).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "distribution")]
+    elicitation: Vec<Elicitation>,
+    /// Demonstrations of the kshot elicitation.
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    kshot: usize,
+    /// The split of the same dataset the kshot demonstrations are drawn from (with --seed;
+    /// required with --elicitation kshot).
+    #[arg(long, value_name = "SPLIT")]
+    kshot_split: Option<String>,
     /// Most tokens of free verbalized generation.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -97,6 +112,9 @@ impl RunArgs {
             out: self.out.clone().unwrap_or_default(),
             signals: self.signals.clone(),
             verbalized: self.verbalized,
+            elicitation: self.elicitation.clone(),
+            kshot: self.kshot,
+            kshot_split: self.kshot_split.clone(),
             max_tokens: self.max_tokens,
             max_fraction_digits: self.max_fraction_digits,
             max_prompt_tokens: self.max_prompt_tokens,

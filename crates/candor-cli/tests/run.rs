@@ -39,8 +39,20 @@ fn model_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// `candor run` arguments for the fixture dataset into `out`, plus `extra`.
+/// `candor run` arguments for the fixture dataset into `out`, plus `extra`; free verbalized
+/// generation of at most 2 tokens (fast) unless `extra` names a mode.
 fn run_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = default_mode_run_args(out, extra);
+    if !extra.contains(&"--verbalized") {
+        // Right after `run`: some tests append a flag's value to these arguments.
+        args.splice(1..1, ["--verbalized".to_string(), "free".to_string()]);
+    }
+    args
+}
+
+/// `candor run` arguments for the fixture dataset into `out`, plus `extra`, with the default
+/// verbalized mode.
+fn default_mode_run_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "run",
         "--model",
@@ -732,4 +744,174 @@ fn prompt_format_raw_sends_the_templates_without_the_chat_turn() {
     // Resuming the same directory with the other format is refused.
     let message = fail(&run_args(&ran, &["--limit", "2", "--prompt-format", "chat"]));
     assert!(message.contains("manifest"), "{message}");
+}
+
+fn reviews() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datasets/reviews.jsonl")
+}
+
+/// The rows of the reviews fixture as (text, label), in file order (its blank line is no row).
+fn review_rows() -> Vec<(String, String)> {
+    std::fs::read_to_string(reviews())
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            (row["text"].as_str().unwrap().to_string(), row["label"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// `candor run` on five of the six reviews with the default verbalized mode, plus `extra`.
+fn reviews_run(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = default_mode_run_args(out, &[&["--limit", "5", "--max-fraction-digits", "1"], extra].concat());
+    let spec = args.iter().position(|a| a == "--dataset").unwrap() + 1;
+    args[spec] = reviews().to_str().unwrap().to_string();
+    args
+}
+
+fn numbers(values: &Value) -> Vec<f64> {
+    values.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+/// A constrained dict's parse: a distribution over `n_labels` labels, or (a small model's
+/// all-zero dict) unparseable for that reason only.
+fn assert_parsed_dict(parsed: &Value, n_labels: usize, signal: &str) {
+    match parsed["probabilities"].as_array() {
+        Some(_) => {
+            let probabilities = numbers(&parsed["probabilities"]);
+            assert_eq!(probabilities.len(), n_labels, "{signal}");
+            assert!(close(probabilities.iter().sum(), 1.0, 1e-9), "{signal}");
+        }
+        None => assert_eq!(parsed["reason"], "all label values are zero", "{signal}: {parsed}"),
+    }
+}
+
+/// `candor calibrate` on `run` without bootstrap; the signal names of its calibration.json.
+fn calibrated_signals(run: &Path) -> Vec<(String, String)> {
+    succeed(&["calibrate".into(), "--run".into(), run.to_str().unwrap().into(), "--bootstrap".into(), "0".into(), "--quiet".into()]);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(run.join("calibration.json")).unwrap()).unwrap();
+    results["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["signal"].as_str().unwrap().to_string(), s["input_kind"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn prompt_variants_are_signals_of_their_own_and_calibrate_lists_them() {
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("run");
+    let variants = ["--elicitation", "kshot,permuted,distribution", "--kshot", "1", "--kshot-split", "train"];
+    succeed(&reviews_run(&out, &variants));
+    let manifest = manifest(&out);
+    let labels: Vec<String> = manifest["dataset"]["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().into()).collect();
+    assert_eq!(manifest["settings"]["verbalized_mode"], "constrained", "constrained is the default");
+    let elicitation = &manifest["settings"]["elicitation"];
+    assert_eq!(elicitation["variants"], serde_json::json!(["distribution", "permuted", "kshot"]));
+    assert_eq!(elicitation["permutation_seed"], manifest["dataset"]["seed"]);
+    let records = records(&out);
+    assert_eq!(records.len(), 5);
+    // The one review outside the run is the only possible demonstration (a file's split is a
+    // name: `train` is the same file, and the run's rows are excluded).
+    let rows = review_rows();
+    let run_rows: Vec<usize> =
+        records.iter().map(|r| r["id"].as_str().unwrap().strip_prefix("reviews-").unwrap().parse().unwrap()).collect();
+    for (record, &row) in records.iter().zip(&run_rows) {
+        assert_eq!(record["gold"], rows[row].1.as_str(), "ids are reviews-<row>");
+    }
+    let outside = (0..rows.len()).find(|row| !run_rows.contains(row)).unwrap();
+    let kshot = &elicitation["kshot"];
+    assert_eq!((kshot["split"].as_str(), kshot["k"].as_u64()), (Some("train"), Some(1)));
+    assert_eq!(kshot["demonstrations"], serde_json::json!([format!("train-{outside}")]));
+    let one_hot: Vec<String> = labels
+        .iter()
+        .map(|label| format!("\"{label}\": {}", if *label == rows[outside].1 { "1.0" } else { "0.0" }))
+        .collect();
+    let demonstration = format!("Text:\n{}\nAnswer: {{{}}}\n\n", rows[outside].0, one_hot.join(", "));
+    let kshot_text = manifest["prompts"]["variants"]["verbalized_kshot"]["text"].as_str().unwrap();
+    let base = manifest["prompts"]["verbalized"]["text"].as_str().unwrap();
+    assert!(kshot_text.ends_with(base), "{kshot_text}");
+    // The template stores the demonstration with its braces escaped.
+    let escaped = demonstration.replace('{', "{{").replace('}', "}}");
+    assert!(kshot_text.contains(&escaped), "{kshot_text}");
+    for record in &records {
+        for signal in ["verbalized", "verbalized_permuted", "verbalized_kshot"] {
+            let answer = &record[signal];
+            assert_eq!(answer["mode"], "constrained", "{signal}");
+            assert_parsed_dict(&answer["parsed"], labels.len(), signal);
+        }
+        // The demonstration's tokens come before the same prompt.
+        assert!(record["verbalized_kshot"]["prompt_tokens"].as_u64() > record["verbalized"]["prompt_tokens"].as_u64());
+        // The permuted dict's keys come in the recorded order; the parsed values are mapped
+        // back to manifest order.
+        let permuted = &record["verbalized_permuted"];
+        let order: Vec<usize> = permuted["permutation"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as usize).collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..labels.len()).collect::<Vec<_>>());
+        let dict_keys: Vec<&str> = permuted["numbers"].as_array().unwrap().iter().map(|n| n["label"].as_str().unwrap()).collect();
+        let expected_keys: Vec<&str> = order.iter().map(|&i| labels[i].as_str()).collect();
+        assert_eq!(dict_keys, expected_keys);
+        let raw = numbers(&permuted["parsed"]["raw_values"]);
+        for (position, &label) in order.iter().enumerate() {
+            assert_eq!(raw[label], permuted["numbers"][position]["value"].as_f64().unwrap());
+        }
+        assert!(record["verbalized"].get("permutation").is_none());
+    }
+    let orders: std::collections::BTreeSet<String> = records.iter().map(|r| r["verbalized_permuted"]["permutation"].to_string()).collect();
+    assert!(orders.len() > 1, "five examples, not all in one order: {orders:?}");
+    assert_eq!(
+        calibrated_signals(&out),
+        [("verbalized", "probabilities"), ("verbalized_permuted", "probabilities"), ("verbalized_kshot", "probabilities"), ("logits", "logits")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // Another set of variants is another run.
+    let error = fail(&reviews_run(&out, &["--elicitation", "distribution"]));
+    assert!(error.contains("settings.elicitation"), "{error}");
+    let error = fail(&reviews_run(&temp.path().join("no-split"), &["--elicitation", "kshot"]));
+    assert!(error.contains("--elicitation kshot needs --kshot-split"), "{error}");
+}
+
+#[test]
+fn the_percent_variant_writes_whole_percentages_read_on_the_percent_scale() {
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("run");
+    succeed(&reviews_run(&out, &["--elicitation", "percent"]));
+    let manifest = manifest(&out);
+    assert_eq!(manifest["settings"]["elicitation"]["variants"], serde_json::json!(["percent"]));
+    let template = &manifest["prompts"]["variants"]["verbalized_percent"];
+    assert_eq!(template["source"], "builtin:verbalized_percent");
+    assert!(template["text"].as_str().unwrap().contains("the percentages summing to 100"));
+    for record in records(&out) {
+        assert!(record.get("verbalized").is_none(), "only the variants asked for");
+        let answer = &record["verbalized_percent"];
+        assert_eq!(answer["mode"], "constrained");
+        let values: Vec<f64> = answer["numbers"].as_array().unwrap().iter().map(|n| n["value"].as_f64().unwrap()).collect();
+        for value in &values {
+            assert!(value.fract() == 0.0 && (0.0..=100.0).contains(value), "{value}");
+        }
+        // Read on the percent scale: the deviation is |Σ/100 − 1|, the distribution the values
+        // over their sum.
+        let parsed = &answer["parsed"];
+        assert_eq!(parsed["scale"], "percent");
+        let sum: f64 = values.iter().sum();
+        match sum > 0.0 {
+            true => {
+                assert!(close(parsed["raw_sum_deviation"].as_f64().unwrap(), (sum / 100.0 - 1.0).abs(), 1e-12));
+                for (p, value) in numbers(&parsed["probabilities"]).iter().zip(&values) {
+                    assert!(close(*p, value / sum, 1e-12));
+                }
+            }
+            false => assert_eq!(parsed["reason"], "all label values are zero"),
+        }
+    }
+    assert_eq!(
+        calibrated_signals(&out),
+        [("verbalized_percent", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
 }

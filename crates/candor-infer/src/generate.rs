@@ -4,7 +4,8 @@
 //! prefill chunk) and only the numbers are generated, greedily, under a number grammar.
 //!
 //! The number grammar accepts probabilities written as `0`, `1`, `0.` followed by 1 to
-//! `max_fraction_digits` digits, or `1.` followed by 1 to `max_fraction_digits` zeros. At each
+//! `max_fraction_digits` digits, or `1.` followed by 1 to `max_fraction_digits` zeros; on the
+//! percent scale ([`NumberScale::Percent`]) whole percentages `0` to `100`. At each
 //! step every token that would leave the grammar is masked; a number ends when the best allowed
 //! choice is the first token of the next skeleton piece, or when it cannot be extended.
 
@@ -39,17 +40,32 @@ pub struct Generation {
     pub stop_reason: StopReason,
 }
 
+/// The numbers a constrained dict holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberScale {
+    /// Probabilities from 0 to 1 with at most `max_fraction_digits` decimals.
+    #[default]
+    Fraction,
+    /// Whole percentages from 0 to 100.
+    Percent,
+}
+
 /// Settings of constrained verbalized generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConstrainedOptions {
-    /// Most digits after the decimal point (at least 1).
+    /// Most digits after the decimal point (at least 1; the fraction scale).
     pub max_fraction_digits: usize,
+    /// Probabilities or percentages.
+    #[serde(default)]
+    pub scale: NumberScale,
 }
 
 impl Default for ConstrainedOptions {
     fn default() -> Self {
         Self {
             max_fraction_digits: 3,
+            scale: NumberScale::Fraction,
         }
     }
 }
@@ -61,7 +77,7 @@ pub struct GeneratedNumber {
     pub label: String,
     /// The number as written.
     pub text: String,
-    /// Its value, in [0, 1].
+    /// Its value, in [0, 1] (on the percent scale, in [0, 100]).
     pub value: f64,
     /// The tokens the model chose for it.
     pub token_ids: Vec<u32>,
@@ -115,6 +131,29 @@ pub(crate) fn is_number_prefix(s: &str, max_fraction_digits: usize) -> bool {
 /// Whether `s` is a complete number of the grammar.
 pub(crate) fn is_complete_number(s: &str, max_fraction_digits: usize) -> bool {
     is_number_prefix(s, max_fraction_digits) && !s.is_empty() && !s.ends_with('.')
+}
+
+/// Whether `s` can still grow into a whole percentage `0` to `100` (no leading zeros).
+fn is_percent_prefix(s: &str) -> bool {
+    let digits = s.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = s.len() > 1 && s.starts_with('0');
+    digits && !leading_zero && s.parse::<u32>().map_or(s.is_empty(), |value| value <= 100)
+}
+
+/// Whether `s` can still grow into a number of `options`' grammar.
+fn is_prefix_under(s: &str, options: &ConstrainedOptions) -> bool {
+    match options.scale {
+        NumberScale::Fraction => is_number_prefix(s, options.max_fraction_digits),
+        NumberScale::Percent => is_percent_prefix(s),
+    }
+}
+
+/// Whether `s` is a complete number of `options`' grammar.
+fn is_complete_under(s: &str, options: &ConstrainedOptions) -> bool {
+    match options.scale {
+        NumberScale::Fraction => is_complete_number(s, options.max_fraction_digits),
+        NumberScale::Percent => !s.is_empty() && is_percent_prefix(s),
+    }
 }
 
 impl LanguageModel {
@@ -350,10 +389,10 @@ impl DictInProgress {
         let text = &self.number_text;
         let mut allowed: Vec<(u32, &str)> = number_tokens
             .iter()
-            .filter(|(_, t)| is_number_prefix(&format!("{text}{t}"), options.max_fraction_digits))
+            .filter(|(_, t)| is_prefix_under(&format!("{text}{t}"), options))
             .map(|(id, t)| (*id, t.as_str()))
             .collect();
-        let can_end = is_complete_number(text, options.max_fraction_digits);
+        let can_end = is_complete_under(text, options);
         if allowed.is_empty() && can_end {
             return Ok(Choice::End);
         }
@@ -453,6 +492,24 @@ mod tests {
         for bad in ["", "0.", "1."] {
             assert!(!is_complete_number(bad, 3), "{bad}");
         }
+    }
+
+    #[test]
+    fn percent_grammar_takes_whole_numbers_up_to_100() {
+        let percent = ConstrainedOptions { max_fraction_digits: 3, scale: NumberScale::Percent };
+        for ok in ["", "0", "1", "10", "100", "99", "7"] {
+            assert!(is_prefix_under(ok, &percent), "{ok}");
+        }
+        for bad in ["101", "00", "05", "1000", "0.5", "50.", "-1", "x"] {
+            assert!(!is_prefix_under(bad, &percent), "{bad}");
+        }
+        for complete in ["0", "5", "55", "100"] {
+            assert!(is_complete_under(complete, &percent), "{complete}");
+        }
+        assert!(!is_complete_under("", &percent));
+        // The fraction scale is the grammar above.
+        let fraction = ConstrainedOptions { max_fraction_digits: 3, scale: NumberScale::Fraction };
+        assert!(is_prefix_under("0.5", &fraction) && !is_prefix_under("50", &fraction));
     }
 
     #[test]

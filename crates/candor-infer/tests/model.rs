@@ -303,7 +303,7 @@ fn constrained_cases() -> Vec<(String, Vec<String>)> {
 #[test]
 fn constrained_dicts_generated_together_equal_each_alone() {
     let m = model();
-    let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2 };
+    let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2, ..Default::default() };
     let cases = constrained_cases();
     // Ragged prompts (different lengths, so the dicts are at different positions at each step)
     // and two label sets of different sizes; eight dicts, so steps where all of them force a
@@ -342,6 +342,7 @@ fn constrained_generation_always_writes_a_valid_dict() {
     // One fractional digit keeps this 50-prompt test short; the grammar is unit-tested for more.
     let options = candor_infer::ConstrainedOptions {
         max_fraction_digits: 1,
+        ..Default::default()
     };
     let cases = constrained_cases();
     assert_eq!(cases.len(), 50);

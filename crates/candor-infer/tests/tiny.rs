@@ -954,7 +954,7 @@ fn a_dict_piece_token_outside_the_models_vocabulary_is_an_error_not_a_panic() {
     tokenizer.save(dir.path().join("tokenizer.json"), false).unwrap();
     let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
     let prefix = m.prefill(&[3, 1, 4]).unwrap();
-    let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2 };
+    let options = candor_infer::ConstrainedOptions { max_fraction_digits: 2, ..Default::default() };
     let err = m.generate_constrained(&prefix, &["a".to_string(), "b".to_string()], &options).unwrap_err().to_string();
     assert!(err.contains("token id 40") && err.contains("outside the model's vocabulary of 40"), "{err}");
 }

@@ -28,7 +28,7 @@ pub mod weights;
 pub use error::{LocalError, Result};
 
 use candor_backend::{
-    BackendError, Capabilities, ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, LabelScore,
+    BackendError, Capabilities, ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, LabelScore, NumberScale,
     LabelScores, ModelBackend, ModelIdentity, PromptLogProbs, PromptState, StopReason, TokenLogProb,
 };
 use candor_infer::{DeviceSpec, LanguageModel, LoadOptions, ModelSpec, WeightStorage};
@@ -272,7 +272,11 @@ impl ModelBackend for LocalBackend {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> candor_backend::Result<Vec<ConstrainedGeneration>> {
-        let options = candor_infer::ConstrainedOptions { max_fraction_digits: options.max_fraction_digits };
+        let scale = match options.scale {
+            NumberScale::Fraction => candor_infer::NumberScale::Fraction,
+            NumberScale::Percent => candor_infer::NumberScale::Percent,
+        };
+        let options = candor_infer::ConstrainedOptions { max_fraction_digits: options.max_fraction_digits, scale };
         let prefixes: Vec<&candor_infer::Prefix> = prefixes.iter().map(|prefix| &prefix.0).collect();
         let dicts = self.model.generate_constrained_many(&prefixes, labels, &options).map_err(model_error)?;
         Ok(dicts.into_iter().map(constrained_generation).collect())

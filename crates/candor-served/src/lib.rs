@@ -36,7 +36,7 @@ pub use http::{RequestPolicy, RequestSummary};
 
 use candor_backend::{
     BackendError, Capabilities, ConstrainedGeneration, ConstrainedOptions, Generation, LabelScore, LabelScores,
-    ModelBackend, ModelIdentity, PromptState, ServerInfo, StopReason, WeightsInfo,
+    ModelBackend, ModelIdentity, NumberScale, PromptState, ServerInfo, StopReason, WeightsInfo,
 };
 use futures::future::try_join_all;
 use serde_json::{json, Value};
@@ -384,6 +384,18 @@ impl ServedBackend {
         }
     }
 
+    /// Refuses a constrained dict of percentages: the dict schema sent to servers bounds the
+    /// numbers to [0, 1].
+    fn check_scale(&self, options: &ConstrainedOptions) -> candor_backend::Result<()> {
+        match options.scale {
+            NumberScale::Fraction => Ok(()),
+            NumberScale::Percent => Err(BackendError::Unsupported(format!(
+                "constrained percentages (--elicitation percent) on {}: its dict schema holds probabilities from 0 to 1; use --verbalized free",
+                self.identity.backend()
+            ))),
+        }
+    }
+
     /// A constrained dict: the server's answer under the schema, checked against it.
     async fn constrained_one(&self, prompt: &[u32], labels: &[String], options: &ConstrainedOptions) -> Result<ConstrainedGeneration> {
         let schema = dict_schema(labels);
@@ -584,6 +596,7 @@ impl ModelBackend for ServedBackend {
     }
 
     fn generate_constrained(&self, prefix: &ServedPrefix, labels: &[String], options: &ConstrainedOptions) -> candor_backend::Result<ConstrainedGeneration> {
+        self.check_scale(options)?;
         self.block_on(self.constrained_one(&prefix.tokens, labels, options))
     }
 
@@ -593,6 +606,7 @@ impl ModelBackend for ServedBackend {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> candor_backend::Result<Vec<ConstrainedGeneration>> {
+        self.check_scale(options)?;
         self.block_on(try_join_all(prefixes.iter().map(|prefix| self.constrained_one(&prefix.tokens, labels, options))))
     }
 }

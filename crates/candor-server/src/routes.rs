@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use candor_backend::{ConstrainedOptions, ModelBackend, PromptLogProbs, StopReason};
+use candor_backend::{ConstrainedOptions, ModelBackend, NumberScale, PromptLogProbs, StopReason};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -148,7 +148,7 @@ fn constrained_request(sampling: &Sampling) -> Result<Option<(Vec<String>, Const
     if !(1..=8).contains(&max_fraction_digits) {
         return Err(ApiError::invalid("`max_fraction_digits` must be between 1 and 8"));
     }
-    Ok(Some((labels, ConstrainedOptions { max_fraction_digits })))
+    Ok(Some((labels, ConstrainedOptions { max_fraction_digits, scale: NumberScale::Fraction })))
 }
 
 /// `POST /v1/completions`.

@@ -17,15 +17,13 @@ mod signal;
 
 use crate::analysis::AnalysisConfig;
 use crate::eval::UnparseablePolicy;
-use crate::run::Signal;
 use crate::error::{bail, ensure, Context, Result};
 use candor_calib::bootstrap::paired_bootstrap;
-use candor_calib::calibrators::InputKind;
 use candor_calib::diagnostics::SignalAgreement;
 use candor_calib::split::stratified_split;
 use candor_calib::verbalized::ParseStatus;
 use candor_calib::ScoreMatrix;
-use records::RunRecords;
+use records::{RecordedSignal, RunRecords};
 use candor_results::{CalibrateSettings, CalibrationResults, RunSummary, SignalComparison, SignalResults, WellFormedness};
 use signal::{diagnostics, differences, measure_signal, sweep, MeasureOptions, Measured, SignalRows};
 use std::collections::BTreeMap;
@@ -69,8 +67,8 @@ pub fn calibrate(args: &CalibrateConfig) -> Result<Calibrated> {
     let parts = Parts::new(&run, calibration_run.as_ref(), args)?;
     let options = MeasureOptions { analysis: args.analysis.clone(), target_precisions: args.target_precision.clone() };
     let mut signals = Vec::new();
-    let mut measured_by_signal: Vec<(Vec<usize>, Vec<Measured>)> = Vec::new();
-    for signal in Signal::ALL {
+    let mut measured_by_signal: Vec<(RecordedSignal, SignalMeasurements)> = Vec::new();
+    for signal in run.signals() {
         let Some(rows) = parts.signal_rows(signal, args.unparseable)? else { continue };
         let name = signal.name();
         let measured = measure_signal(&rows.rows, &options).with_context(|| format!("the {name} signal"))?;
@@ -79,16 +77,22 @@ pub fn calibrate(args: &CalibrateConfig) -> Result<Calibrated> {
             input_kind: rows.rows.kind.name().to_string(),
             n_calibration: rows.rows.calibration.1.len(),
             n_test: rows.rows.test.1.len(),
-            well_formedness: (signal == Signal::Verbalized).then(|| parts.well_formedness(args.unparseable)),
-            mean_outside_mass: (signal == Signal::Logits).then(|| parts.mean_outside_mass()).flatten(),
+            well_formedness: match signal {
+                RecordedSignal::Verbalized(variant) => Some(parts.well_formedness(variant, args.unparseable)),
+                RecordedSignal::Logits => None,
+            },
+            mean_outside_mass: (signal == RecordedSignal::Logits).then(|| parts.mean_outside_mass()).flatten(),
             diagnostics: diagnostics(&rows.rows).with_context(|| format!("diagnosing the {name} signal"))?,
             epsilon_sweep: sweep(&rows.rows, &options.analysis).with_context(|| format!("the {name} signal"))?,
             calibrators: measured.iter().map(|m| m.results.clone()).collect(),
         });
-        measured_by_signal.push((rows.test_examples, measured));
+        measured_by_signal.push((signal, (rows.test_examples, measured)));
     }
-    let comparisons = match measured_by_signal.as_slice() {
-        [verbalized, logits] => compare(verbalized, logits, &parts.test_gold(), &options.analysis)?,
+    // The comparison is of the whole-distribution elicitation with the logits.
+    let measured_of = |wanted: RecordedSignal| measured_by_signal.iter().find(|(signal, _)| *signal == wanted).map(|(_, m)| m);
+    let distribution = RecordedSignal::Verbalized(crate::run::Elicitation::Distribution);
+    let comparisons = match (measured_of(distribution), measured_of(RecordedSignal::Logits)) {
+        (Some(verbalized), Some(logits)) => compare(verbalized, logits, &parts.test_gold(), &options.analysis)?,
         _ => Vec::new(),
     };
     let results = CalibrationResults {
@@ -104,6 +108,9 @@ pub fn calibrate(args: &CalibrateConfig) -> Result<Calibrated> {
     };
     Ok(Calibrated { results, notes })
 }
+
+/// A signal's test examples (positions among the test part) and its calibrators' results.
+type SignalMeasurements = (Vec<usize>, Vec<Measured>);
 
 fn settings(args: &CalibrateConfig) -> CalibrateSettings {
     let analysis = &args.analysis;
@@ -192,11 +199,11 @@ impl<'a> Parts<'a> {
     }
 
     /// The rows of `signal` (`None` when the run did not collect it).
-    fn signal_rows(&self, signal: Signal, policy: UnparseablePolicy) -> Result<Option<GatheredRows>> {
+    fn signal_rows(&self, signal: RecordedSignal, policy: UnparseablePolicy) -> Result<Option<GatheredRows>> {
         let (run, _) = self.test[0];
         let collected = match signal {
-            Signal::Verbalized => run.verbalized.is_some(),
-            Signal::Logits => run.logits.is_some(),
+            RecordedSignal::Verbalized(variant) => run.verbalized_rows(variant).is_some(),
+            RecordedSignal::Logits => run.logits.is_some(),
         };
         if !collected {
             return Ok(None);
@@ -206,10 +213,10 @@ impl<'a> Parts<'a> {
         // Both runs were checked to collect the same signals, so the rows exist in each.
         let row = |records: &RunRecords, i: usize| -> Option<Vec<f64>> {
             match signal {
-                Signal::Verbalized => records.verbalized.as_ref().and_then(|rows| {
+                RecordedSignal::Verbalized(variant) => records.verbalized_rows(variant).and_then(|rows| {
                     rows[i].probabilities.clone().or_else(|| (policy == UnparseablePolicy::Uniform).then(|| uniform.clone()))
                 }),
-                Signal::Logits => records.logits.as_ref().map(|rows| rows[i].log_probs.clone()),
+                RecordedSignal::Logits => records.logits.as_ref().map(|rows| rows[i].log_probs.clone()),
             }
         };
         let gather = |part: &[(&RunRecords, usize)]| -> Result<(Vec<usize>, ScoreMatrix, Vec<usize>)> {
@@ -228,10 +235,7 @@ impl<'a> Parts<'a> {
         if calibration_gold.is_empty() || test_gold.is_empty() {
             bail!("the {} signal has no usable rows in the calibration or the test part (every answer unparseable?)", signal.name());
         }
-        let kind = match signal {
-            Signal::Verbalized => InputKind::Probabilities,
-            Signal::Logits => InputKind::Logits,
-        };
+        let kind = signal.input_kind();
         Ok(Some(GatheredRows {
             rows: SignalRows { kind, calibration: (calibration_scores, calibration_gold), test: (test_scores, test_gold) },
             test_examples,
@@ -242,12 +246,12 @@ impl<'a> Parts<'a> {
         self.calibration.iter().chain(&self.test)
     }
 
-    fn well_formedness(&self, policy: UnparseablePolicy) -> WellFormedness {
+    fn well_formedness(&self, variant: crate::run::Elicitation, policy: UnparseablePolicy) -> WellFormedness {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         let mut missing_labels: BTreeMap<String, usize> = BTreeMap::new();
         let (mut deviations, mut total, mut unparseable) = (Vec::new(), 0, 0);
         for &(records, i) in self.all_examples() {
-            let Some(row) = records.verbalized.as_ref().map(|rows| &rows[i]) else { continue };
+            let Some(row) = records.verbalized_rows(variant).map(|rows| &rows[i]) else { continue };
             total += 1;
             *counts.entry(row.status.code().to_string()).or_insert(0) += 1;
             deviations.extend(row.raw_sum_deviation);
@@ -270,12 +274,14 @@ impl<'a> Parts<'a> {
         }
     }
 
-    /// The verbalized distribution against the logit one, on every example with both (a parsed
-    /// answer and label scores); `None` unless both signals were collected and such examples exist.
+    /// The verbalized distribution (the whole-distribution elicitation) against the logit one, on
+    /// every example with both (a parsed answer and label scores); `None` unless both signals were
+    /// collected and such examples exist.
     fn agreement(&self) -> Result<Option<SignalAgreement>> {
         let (mut verbalized, mut logits) = (Vec::new(), Vec::new());
         for &(records, i) in self.all_examples() {
-            let (Some(v), Some(l)) = (&records.verbalized, &records.logits) else { return Ok(None) };
+            let distribution = records.verbalized_rows(crate::run::Elicitation::Distribution);
+            let (Some(v), Some(l)) = (distribution, &records.logits) else { return Ok(None) };
             if let Some(probabilities) = &v[i].probabilities {
                 verbalized.push(probabilities.as_slice());
                 logits.push(l[i].log_probs.as_slice());

@@ -1,12 +1,17 @@
 //! Reading a run directory's records into per-example signal rows for calibration: the gold
-//! label, the verbalized distribution as the run parsed it (with its status), and the label
-//! log-probabilities (used as logits: their softmax is the distribution restricted to the labels).
+//! label, the verbalized distribution of every elicitation variant as the run parsed it (with
+//! its status; each variant is its own signal: `verbalized`, `verbalized_permuted`, ...), and
+//! the label log-probabilities (used as logits: their softmax is the distribution restricted to
+//! the labels).
 //!
 //! A calibration run (`--calibration-run`) must come from the same model weights, prompts,
 //! settings and labels as the run it calibrates; only the dataset split and sample may differ.
 
 use crate::run::manifest::{differing_fields, Manifest};
 use crate::run::predictions::{complete_lines, Record, PREDICTIONS_FILE};
+use crate::run::Elicitation;
+use candor_calib::calibrators::InputKind;
+use std::collections::BTreeMap;
 use crate::error::{bail, Context, Result};
 use candor_calib::verbalized::ParseStatus;
 use std::path::Path;
@@ -19,14 +24,41 @@ pub struct RunRecords {
     pub ids: Vec<String>,
     /// Gold label index per example.
     pub gold: Vec<usize>,
-    /// The verbalized answers, when collected.
-    pub verbalized: Option<Vec<VerbalizedRow>>,
+    /// The verbalized answers of each elicitation variant collected.
+    pub verbalized: BTreeMap<Elicitation, Vec<VerbalizedRow>>,
     /// The label log-probabilities per example, when collected.
     pub logits: Option<Vec<LogitsRow>>,
     /// Examples whose text was truncated.
     pub truncated: usize,
     /// Sum of per-example wall-clock times, in seconds.
     pub model_seconds: f64,
+}
+
+/// A signal of a run's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedSignal {
+    /// The verbalized answers of one elicitation variant.
+    Verbalized(Elicitation),
+    /// The label log-probabilities.
+    Logits,
+}
+
+impl RecordedSignal {
+    /// The signal's name in records and calibration results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Verbalized(variant) => variant.signal_name(),
+            Self::Logits => "logits",
+        }
+    }
+
+    /// What calibrators read: probabilities (verbalized) or logits.
+    pub fn input_kind(self) -> InputKind {
+        match self {
+            Self::Verbalized(_) => InputKind::Probabilities,
+            Self::Logits => InputKind::Logits,
+        }
+    }
 }
 
 /// One verbalized answer as the run read it.
@@ -56,8 +88,17 @@ impl RunRecords {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let n_labels = manifest.dataset.labels.len();
         let wants = |signal: &str| manifest.settings.signals.iter().any(|s| s == signal);
+        let mut verbalized = BTreeMap::new();
+        if wants("verbalized") {
+            for name in &manifest.settings.elicitation.variants {
+                let Some(variant) = Elicitation::from_name(name) else {
+                    bail!("{}: settings.elicitation.variants has '{name}', not an elicitation this candor knows", dir.display());
+                };
+                verbalized.insert(variant, Vec::new());
+            }
+        }
         let mut records = Self {
-            verbalized: wants("verbalized").then(Vec::new),
+            verbalized,
             logits: wants("logits").then(Vec::new),
             manifest: manifest.clone(),
             ids: Vec::new(),
@@ -80,14 +121,15 @@ impl RunRecords {
         if record.gold_index >= n_labels {
             bail!("gold_index {} is outside the {n_labels} labels of the manifest", record.gold_index);
         }
-        match (&mut self.verbalized, record.verbalized) {
-            (Some(rows), Some(v)) => rows.push(VerbalizedRow {
-                probabilities: v.parsed.probabilities.filter(|p| p.len() == n_labels),
-                status: v.parsed.status,
+        for (&variant, rows) in &mut self.verbalized {
+            let Some(v) = record.verbalized_of(variant) else {
+                bail!("the record has no {} signal, but the manifest says it was collected", variant.signal_name());
+            };
+            rows.push(VerbalizedRow {
+                probabilities: v.parsed.probabilities.clone().filter(|p| p.len() == n_labels),
+                status: v.parsed.status.clone(),
                 raw_sum_deviation: v.parsed.raw_sum_deviation,
-            }),
-            (Some(_), None) => bail!("the record has no verbalized signal, but the manifest says it was collected"),
-            (None, _) => {}
+            });
         }
         match (&mut self.logits, record.logits) {
             (Some(rows), Some(l)) => {
@@ -104,6 +146,17 @@ impl RunRecords {
         self.truncated += usize::from(record.truncated);
         self.model_seconds += record.elapsed_ms as f64 / 1000.0;
         Ok(())
+    }
+
+    /// The signals collected: the verbalized variants in canonical order, then the logits.
+    pub fn signals(&self) -> Vec<RecordedSignal> {
+        let verbalized = self.verbalized.keys().map(|&variant| RecordedSignal::Verbalized(variant));
+        verbalized.chain(self.logits.as_ref().map(|_| RecordedSignal::Logits)).collect()
+    }
+
+    /// The rows of the verbalized variant `variant`, when collected.
+    pub fn verbalized_rows(&self, variant: Elicitation) -> Option<&[VerbalizedRow]> {
+        self.verbalized.get(&variant).map(Vec::as_slice)
     }
 
     /// Examples read.

@@ -9,10 +9,11 @@
 //! that rewrites the message, a merge across the boundary) the example is prefilled from scratch.
 
 use crate::error::{Context, Result};
-use candor_backend::{ConstrainedOptions, ModelBackend, PromptState};
+use candor_backend::{ConstrainedOptions, GeneratedNumber, ModelBackend, PromptState, StopReason};
 use candor_calib::softmax::softmax;
 use candor_calib::VerbalizedParser;
 
+use super::elicitation::{Elicitation, PermutedLabels};
 use super::predictions::{LogitsRecord, VerbalizedRecord};
 use super::prompts::{PromptTemplate, PromptValues};
 
@@ -143,17 +144,23 @@ impl<B: ModelBackend> ChatPrompt<B> {
 
     /// Tokens of the whole chat-rendered prompt for `text`.
     pub fn token_count(&self, model: &B, text: &str) -> Result<usize> {
-        Ok(self.prepare(model, text)?.tokens.len())
+        Ok(self.prepare(model, &self.values, text)?.tokens.len())
     }
 
     /// The whole prompt for `text` as the model receives it: the chat-rendered template followed
     /// by the answer prefix.
     pub fn full_text(&self, model: &B, text: &str) -> Result<String> {
-        Ok(self.format.wrap(model, &self.template.render(&self.values, text))? + &self.answer_prefix)
+        self.full_text_with(model, &self.values, text)
     }
 
-    fn prepare(&self, model: &B, text: &str) -> Result<PreparedPrompt> {
-        let full = self.full_text(model, text)?;
+    /// [`ChatPrompt::full_text`] with the placeholders other than `{text}` filled from `values`
+    /// (labels in another order).
+    pub fn full_text_with(&self, model: &B, values: &PromptValues, text: &str) -> Result<String> {
+        Ok(self.format.wrap(model, &self.template.render(values, text))? + &self.answer_prefix)
+    }
+
+    fn prepare(&self, model: &B, values: &PromptValues, text: &str) -> Result<PreparedPrompt> {
+        let full = self.full_text_with(model, values, text)?;
         let tokens = model.encode_prompt(&full)?;
         let reuses_head = self.head.as_ref().is_some_and(|head| {
             full.starts_with(&self.head_text)
@@ -168,7 +175,13 @@ impl<B: ModelBackend> ChatPrompt<B> {
 
     /// The processed prompt for `text`, and whether the shared prefix was reused.
     fn prefix(&self, model: &B, text: &str) -> Result<(B::Prefix, bool)> {
-        let prepared = self.prepare(model, text)?;
+        self.prefix_with(model, &self.values, text)
+    }
+
+    /// [`ChatPrompt::prefix`] with the placeholders filled from `values`; the shared prefix is
+    /// reused only where the prompt's tokens start with it.
+    fn prefix_with(&self, model: &B, values: &PromptValues, text: &str) -> Result<(B::Prefix, bool)> {
+        let prepared = self.prepare(model, values, text)?;
         let prefix = match (&self.head, prepared.reuses_head) {
             (Some(head), true) => model.extend(head, &prepared.tokens[head.tokens().len()..])?,
             _ => model.prefill(&prepared.tokens)?,
@@ -177,8 +190,12 @@ impl<B: ModelBackend> ChatPrompt<B> {
     }
 }
 
-/// The verbalized signal's prompt and settings.
+/// One verbalized signal's prompt and settings.
 pub struct VerbalizedSetup<B: ModelBackend> {
+    /// The elicitation variant (which signal the answers form).
+    pub elicitation: Elicitation,
+    /// The labels' per-example order (the `permuted` variant; `None`: manifest order).
+    pub permuted: Option<PermutedLabels>,
     /// The elicitation prompt.
     pub prompt: ChatPrompt<B>,
     /// Free or constrained.
@@ -189,6 +206,30 @@ pub struct VerbalizedSetup<B: ModelBackend> {
     pub constrained: ConstrainedOptions,
     /// The parser for the dataset's labels.
     pub parser: VerbalizedParser,
+}
+
+impl<B: ModelBackend> VerbalizedSetup<B> {
+    /// The whole prompt of the example at `position` with text `text`, as the model receives it.
+    pub fn full_text(&self, model: &B, position: usize, text: &str) -> Result<String> {
+        match &self.permuted {
+            Some(permuted) => self.prompt.full_text_with(model, &permuted.values(&permuted.order(position)), text),
+            None => self.prompt.full_text(model, text),
+        }
+    }
+
+    /// Tokens of the prompt without the example text: with permuted labels, the most over the
+    /// orders of the `examples` positions of the sampled dataset (orders may tokenize apart).
+    pub fn overhead_tokens(&self, model: &B, examples: usize) -> Result<usize> {
+        let Some(permuted) = &self.permuted else {
+            return self.prompt.token_count(model, "");
+        };
+        let mut most = 0;
+        for position in 0..examples {
+            let values = permuted.values(&permuted.order(position));
+            most = most.max(self.prompt.prepare(model, &values, "")?.tokens.len());
+        }
+        Ok(most)
+    }
 }
 
 /// The continuation scored for each label after `answer_prefix`: the label itself, with a space
@@ -210,66 +251,116 @@ pub struct Evaluator<'a, B: ModelBackend> {
     pub labels: Vec<String>,
     /// The strings scored for the logit signal, one per label (see [`label_continuations`]).
     pub label_continuations: Vec<String>,
-    /// The verbalized signal, when collected.
-    pub verbalized: Option<VerbalizedSetup<B>>,
+    /// The verbalized signals collected (one per elicitation variant, in canonical order).
+    pub verbalized: Vec<VerbalizedSetup<B>>,
     /// The label prompt of the logit signal, when collected.
     pub label_prompt: Option<ChatPrompt<B>>,
 }
 
 impl<B: ModelBackend> Evaluator<'_, B> {
-    /// The verbalized records of `examples` (id, text), if that signal is on. Constrained dicts
-    /// of all of them are generated together ([`ModelBackend::generate_constrained_batch`]);
-    /// free answers one after another. Errors name the example.
-    pub fn verbalized(&self, examples: &[(&str, &str)]) -> Result<Vec<Option<VerbalizedRecord>>> {
-        let Some(setup) = &self.verbalized else {
-            return Ok(vec![None; examples.len()]);
-        };
+    /// The verbalized records of `examples` (id, text) at `positions` (their places in the
+    /// sampled dataset), one list per collected variant, in the order of `self.verbalized`.
+    pub fn verbalized(&self, examples: &[(&str, &str)], positions: &[usize]) -> Result<Vec<Vec<VerbalizedRecord>>> {
+        self.verbalized
+            .iter()
+            .map(|setup| {
+                self.verbalized_of(setup, examples, positions)
+                    .with_context(|| format!("the {} signal", setup.elicitation.signal_name()))
+            })
+            .collect()
+    }
+
+    /// One variant's records. Constrained dicts of examples with the same label order are
+    /// generated together ([`ModelBackend::generate_constrained_batch`]); free answers one
+    /// after another. Errors name the example.
+    fn verbalized_of(
+        &self,
+        setup: &VerbalizedSetup<B>,
+        examples: &[(&str, &str)],
+        positions: &[usize],
+    ) -> Result<Vec<VerbalizedRecord>> {
+        let orders: Vec<Option<Vec<usize>>> =
+            positions.iter().map(|&position| setup.permuted.as_ref().map(|permuted| permuted.order(position))).collect();
         let mut prefixes = Vec::with_capacity(examples.len());
-        for (id, text) in examples {
-            prefixes.push(setup.prompt.prefix(self.model, text).with_context(|| format!("example '{id}'"))?);
+        for ((id, text), order) in examples.iter().zip(&orders) {
+            let prefix = match (&setup.permuted, order) {
+                (Some(permuted), Some(order)) => setup.prompt.prefix_with(self.model, &permuted.values(order), text),
+                _ => setup.prompt.prefix(self.model, text),
+            };
+            prefixes.push(prefix.with_context(|| format!("example '{id}'"))?);
         }
-        let record = |prefix: &B::Prefix, prefix_reused: bool, raw_text: String, generated_tokens, stop_reason, numbers| VerbalizedRecord {
-            mode: setup.mode.name().into(),
-            prompt_tokens: prefix.tokens().len(),
-            prefix_reused,
-            parsed: setup.parser.parse(&raw_text),
-            generated_tokens,
-            stop_reason,
-            raw_text,
-            numbers,
-        };
-        match setup.mode {
+        let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
+        let answers = match setup.mode {
             VerbalizedMode::Free => {
-                let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
                 let generations =
                     self.model.generate_batch(&refs, setup.max_tokens).with_context(|| examples_context(examples))?;
-                Ok(generations
+                generations
                     .into_iter()
-                    .zip(&prefixes)
-                    .map(|(generation, (prefix, reused))| {
-                        let tokens = generation.token_ids.len();
-                        Some(record(prefix, *reused, generation.text, tokens, Some(generation.stop_reason), None))
+                    .map(|generation| Answer {
+                        generated_tokens: generation.token_ids.len(),
+                        text: generation.text,
+                        stop_reason: Some(generation.stop_reason),
+                        numbers: None,
                     })
-                    .collect())
+                    .collect()
             }
-            VerbalizedMode::Constrained => {
-                let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
-                let dicts = self
-                    .model
-                    .generate_constrained_batch(&refs, &self.labels, &setup.constrained)
-                    .with_context(|| examples_context(examples))?;
-                Ok(dicts
-                    .into_iter()
-                    .zip(&prefixes)
-                    .map(|(dict, (prefix, reused))| {
-                        let tokens = dict.numbers.iter().map(|n| n.token_ids.len()).sum();
-                        // A served dict comes as text only: no per-number detail to record.
-                        let numbers = (!dict.numbers.is_empty()).then_some(dict.numbers);
-                        Some(record(prefix, *reused, dict.text, tokens, None, numbers))
-                    })
-                    .collect())
+            VerbalizedMode::Constrained => self.constrained_answers(setup, &refs, &orders, examples)?,
+        };
+        Ok(answers
+            .into_iter()
+            .zip(&prefixes)
+            .zip(orders)
+            .map(|((answer, (prefix, prefix_reused)), permutation)| VerbalizedRecord {
+                mode: setup.mode.name().into(),
+                prompt_tokens: prefix.tokens().len(),
+                prefix_reused: *prefix_reused,
+                parsed: setup.parser.parse(&answer.text),
+                generated_tokens: answer.generated_tokens,
+                stop_reason: answer.stop_reason,
+                raw_text: answer.text,
+                numbers: answer.numbers,
+                permutation,
+            })
+            .collect())
+    }
+
+    /// The constrained dicts after `prefixes`, keys in each example's label order (`None`:
+    /// manifest order, all generated together; a permuted example is generated alone).
+    fn constrained_answers(
+        &self,
+        setup: &VerbalizedSetup<B>,
+        prefixes: &[&B::Prefix],
+        orders: &[Option<Vec<usize>>],
+        examples: &[(&str, &str)],
+    ) -> Result<Vec<Answer>> {
+        let dicts = match &setup.permuted {
+            None => self
+                .model
+                .generate_constrained_batch(prefixes, &self.labels, &setup.constrained)
+                .with_context(|| examples_context(examples))?,
+            Some(permuted) => {
+                let mut dicts = Vec::with_capacity(prefixes.len());
+                for ((prefix, order), example) in prefixes.iter().zip(orders).zip(examples) {
+                    let labels = order.as_deref().map_or_else(|| self.labels.clone(), |order| permuted.names(order));
+                    let dict = self
+                        .model
+                        .generate_constrained(prefix, &labels, &setup.constrained)
+                        .with_context(|| examples_context(std::slice::from_ref(example)))?;
+                    dicts.push(dict);
+                }
+                dicts
             }
-        }
+        };
+        Ok(dicts
+            .into_iter()
+            .map(|dict| Answer {
+                generated_tokens: dict.numbers.iter().map(|n| n.token_ids.len()).sum(),
+                // A served dict comes as text only: no per-number detail to record.
+                numbers: (!dict.numbers.is_empty()).then_some(dict.numbers),
+                text: dict.text,
+                stop_reason: None,
+            })
+            .collect())
     }
 
     /// The label-score records of `examples` (id, text), if that signal is on: their labels
@@ -304,6 +395,14 @@ impl<B: ModelBackend> Evaluator<'_, B> {
             })
             .collect())
     }
+}
+
+/// A verbalized answer before it is parsed.
+struct Answer {
+    text: String,
+    generated_tokens: usize,
+    stop_reason: Option<StopReason>,
+    numbers: Option<Vec<GeneratedNumber>>,
 }
 
 /// `example 'a'` or `examples 'a', 'b'`, for errors of a batch.

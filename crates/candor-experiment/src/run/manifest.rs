@@ -1,6 +1,6 @@
 //! The run manifest (`manifest.json`): everything that determines a run's records — model and
 //! weights hash, chat template, prompt templates with their hashes, dataset and label set, sampling,
-//! signals and generation settings, Candor's version — plus the shard selection and when the run
+//! signals, elicitation variants and generation settings, Candor's version — plus the shard selection and when the run
 //! started. Two manifests are compared field by field on their JSON form; `created_unix_s` is
 //! ignored (and, when merging shards, the `selection`).
 
@@ -8,6 +8,7 @@ use candor_results::json_file;
 use crate::error::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candor_backend::ModelIdentity;
@@ -76,6 +77,11 @@ pub struct PromptsManifest {
     pub verbalized: Option<PromptManifest>,
     /// The label-scoring template.
     pub label: Option<PromptManifest>,
+    /// Templates of elicitation variants that differ from `verbalized` (`verbalized_percent`;
+    /// `verbalized_kshot`: the demonstrations before it), by signal name; absent when there are
+    /// none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, PromptManifest>,
 }
 
 /// One prompt template.
@@ -117,10 +123,46 @@ pub struct Settings {
     /// existed were chat.
     #[serde(default = "chat_format")]
     pub prompt_format: String,
+    /// How the verbalized distribution was asked for; runs written before variants existed
+    /// asked for the whole distribution only.
+    #[serde(default)]
+    pub elicitation: ElicitationSettings,
 }
 
 fn chat_format() -> String {
     "chat".to_string()
+}
+
+/// The elicitation variants of a run (`--elicitation`) and their parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElicitationSettings {
+    /// Variant names, in canonical order (`distribution`, `percent`, `permuted`, `kshot`).
+    pub variants: Vec<String>,
+    /// Seed of the `permuted` label orders (the run's `--seed`); absent without that variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permutation_seed: Option<u64>,
+    /// The `kshot` demonstrations; absent without that variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kshot: Option<KshotSettings>,
+}
+
+impl Default for ElicitationSettings {
+    fn default() -> Self {
+        Self { variants: vec!["distribution".to_string()], permutation_seed: None, kshot: None }
+    }
+}
+
+/// The demonstrations of the `kshot` variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KshotSettings {
+    /// The split they were drawn from (`--kshot-split`).
+    pub split: String,
+    /// How many (`--kshot`).
+    pub k: usize,
+    /// The seed of the draw (the run's `--seed`).
+    pub seed: u64,
+    /// Their ids, in the order they are shown.
+    pub demonstrations: Vec<String>,
 }
 
 /// The examples a run directory holds.

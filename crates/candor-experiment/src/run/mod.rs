@@ -9,6 +9,7 @@
 //! a directory whose manifest differs is refused with the differing fields. The same plan gives
 //! byte-identical records on the same machine except for `elapsed_ms`.
 
+pub mod elicitation;
 mod evaluate;
 pub mod manifest;
 mod merge;
@@ -16,23 +17,31 @@ pub mod predictions;
 pub mod prompts;
 mod shard;
 
+pub use elicitation::Elicitation;
 pub use evaluate::{label_continuations, PromptFormat, VerbalizedMode};
 pub use merge::merge;
 pub use shard::Shard;
 
 use crate::error::{bail, ensure, Context, Result};
-use candor_backend::{ConstrainedOptions, ModelBackend};
+use candor_backend::{ConstrainedOptions, ModelBackend, NumberScale};
+use candor_calib::verbalized::ValueScale;
 use candor_calib::VerbalizedParser;
 use candor_data::truncate::fit_to_budget;
 use candor_data::{Dataset, DatasetRequest, Example};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use elicitation::{draw_demonstrations, kshot_template, PermutedLabels};
 use evaluate::{ChatPrompt, Evaluator, VerbalizedSetup};
-use manifest::{DatasetManifest, Manifest, PromptManifest, PromptsManifest, Selection, Settings};
+use manifest::{
+    DatasetManifest, ElicitationSettings, KshotSettings, Manifest, PromptManifest, PromptsManifest, Selection, Settings,
+};
 use predictions::{PredictionsWriter, Record, PREDICTIONS_FILE};
-use prompts::{PromptTemplate, PromptValues, DEFAULT_LABEL_ANSWER_PREFIX, LABEL_PROMPT, VERBALIZED_PROMPT};
+use prompts::{
+    PromptTemplate, PromptValues, DEFAULT_LABEL_ANSWER_PREFIX, LABEL_PROMPT, VERBALIZED_PERCENT_PROMPT, VERBALIZED_PROMPT,
+};
 
 /// Tokens kept free between an example text's budget and the prompt limit, for merges at the
 /// text's boundaries that counting the text alone does not see.
@@ -73,6 +82,14 @@ pub struct RunSettings {
     pub signals: Vec<Signal>,
     /// How the verbalized distribution is produced (`--verbalized`).
     pub verbalized: VerbalizedMode,
+    /// How the verbalized distribution is asked for, each variant its own signal
+    /// (`--elicitation`).
+    pub elicitation: Vec<Elicitation>,
+    /// Demonstrations of the `kshot` variant (`--kshot`).
+    pub kshot: usize,
+    /// The split of the same dataset the `kshot` demonstrations are drawn from, with the
+    /// dataset's `--seed` (`--kshot-split`; required with that variant).
+    pub kshot_split: Option<String>,
     /// Most tokens of free verbalized generation (`--max-tokens`).
     pub max_tokens: usize,
     /// Most digits after the decimal point in constrained numbers (`--max-fraction-digits`).
@@ -98,14 +115,18 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    /// The defaults of `candor run` for `dataset` into `out`: both signals, free verbalized
-    /// generation of at most 128 tokens, 3 fraction digits, built-in prompts, `Label:` prefix.
+    /// The defaults of `candor run` for `dataset` into `out`: both signals, the whole
+    /// distribution asked for and generated constrained with at most 3 fraction digits (free
+    /// generation: at most 128 tokens), built-in prompts, `Label:` prefix.
     pub fn new(dataset: DatasetRequest, out: PathBuf) -> Self {
         Self {
             dataset,
             out,
             signals: Signal::ALL.to_vec(),
-            verbalized: VerbalizedMode::Free,
+            verbalized: VerbalizedMode::Constrained,
+            elicitation: vec![Elicitation::Distribution],
+            kshot: 3,
+            kshot_split: None,
             max_tokens: 128,
             max_fraction_digits: 3,
             max_prompt_tokens: None,
@@ -127,6 +148,22 @@ impl RunSettings {
 
     fn wants(&self, signal: Signal) -> bool {
         self.signals.contains(&signal)
+    }
+
+    /// The elicitation variants collected, in canonical order (none without the verbalized
+    /// signal).
+    fn elicitations(&self) -> Vec<Elicitation> {
+        let mut variants = match self.wants(Signal::Verbalized) {
+            true => self.elicitation.clone(),
+            false => Vec::new(),
+        };
+        variants.sort();
+        variants.dedup();
+        variants
+    }
+
+    fn wants_elicitation(&self, variant: Elicitation) -> bool {
+        self.elicitations().contains(&variant)
     }
 }
 
@@ -174,6 +211,10 @@ pub struct RunPlan {
     parser: VerbalizedParser,
     verbalized_template: Option<PromptTemplate>,
     label_template: Option<PromptTemplate>,
+    /// The `kshot` demonstrations and the template they precede.
+    kshot: Option<(Vec<Example>, PromptTemplate)>,
+    /// The `percent` variant's template.
+    percent_template: Option<PromptTemplate>,
 }
 
 impl RunPlan {
@@ -187,6 +228,7 @@ impl RunPlan {
                 && settings.max_tokens == 0),
             "--max-tokens must be at least 1 for free verbalized generation"
         );
+        check_elicitation(&settings)?;
         let verbalized_template = settings
             .wants(Signal::Verbalized)
             .then(|| {
@@ -200,7 +242,20 @@ impl RunPlan {
         let dataset = settings.dataset.load()?;
         let labels: Vec<String> = dataset.labels.iter().map(|l| l.name.clone()).collect();
         let parser = VerbalizedParser::new(&labels)?;
-        Ok(Self { settings, dataset, labels, parser, verbalized_template, label_template })
+        let kshot = match (&settings.kshot_split, &verbalized_template) {
+            (Some(split), Some(base)) if settings.wants_elicitation(Elicitation::Kshot) => {
+                let demonstrations =
+                    draw_demonstrations(&settings.dataset, split, settings.kshot, settings.dataset.seed, &dataset)?;
+                let template = kshot_template(base, &demonstrations, &dataset)?;
+                Some((demonstrations, template))
+            }
+            _ => None,
+        };
+        let percent_template = settings
+            .wants_elicitation(Elicitation::Percent)
+            .then(|| PromptTemplate::builtin("verbalized_percent", VERBALIZED_PERCENT_PROMPT))
+            .transpose()?;
+        Ok(Self { settings, dataset, labels, parser, verbalized_template, label_template, kshot, percent_template })
     }
 
     /// The loaded dataset.
@@ -218,7 +273,7 @@ impl RunPlan {
             );
         }
         let evaluator = self.evaluator(backend)?;
-        let limits = PromptLimits::new(settings, &evaluator)?;
+        let limits = PromptLimits::new(settings, &evaluator, self.dataset.examples.len())?;
         let prepared = prepare_examples(&self.dataset, settings.shard, backend, limits.text_budget)?;
         let manifest = self.manifest(backend, &evaluator, &limits, &prepared)?;
         let (mut writer, done) = open_run_dir(&settings.out, &manifest, &prepared)?;
@@ -245,17 +300,26 @@ impl RunPlan {
     /// (only the templates' shared prefixes are processed). Nothing is written.
     pub fn prompts<B: ModelBackend>(&self, backend: &B) -> Result<Vec<ExamplePrompts>> {
         let evaluator = self.evaluator(backend)?;
-        let limits = PromptLimits::new(&self.settings, &evaluator)?;
+        let limits = PromptLimits::new(&self.settings, &evaluator, self.dataset.examples.len())?;
         let prepared = prepare_examples(&self.dataset, self.settings.shard, backend, limits.text_budget)?;
         prepared
             .iter()
             .map(|item| {
-                let verbalized = evaluator.verbalized.as_ref().map(|setup| setup.prompt.full_text(backend, &item.text));
+                let mut verbalized = None;
+                let mut variants = BTreeMap::new();
+                for setup in &evaluator.verbalized {
+                    let text = setup.full_text(backend, item.position, &item.text)?;
+                    match setup.elicitation {
+                        Elicitation::Distribution => verbalized = Some(text),
+                        variant => _ = variants.insert(variant.signal_name().to_string(), text),
+                    }
+                }
                 let label = evaluator.label_prompt.as_ref().map(|prompt| prompt.full_text(backend, &item.text));
                 Ok(ExamplePrompts {
                     id: item.example.id.clone(),
                     gold: self.dataset.labels[item.example.label].name.clone(),
-                    verbalized: verbalized.transpose()?,
+                    verbalized,
+                    variants,
                     label: label.transpose()?,
                     label_continuations: evaluator.label_continuations.clone(),
                 })
@@ -275,19 +339,28 @@ impl RunPlan {
             model: backend,
             label_continuations: label_continuations(&self.labels, &settings.label_answer_prefix),
             labels: self.labels.clone(),
-            verbalized: self
-                .verbalized_template
-                .as_ref()
-                .map(|template| -> Result<VerbalizedSetup<B>> {
+            verbalized: settings
+                .elicitations()
+                .into_iter()
+                .map(|variant| -> Result<VerbalizedSetup<B>> {
                     Ok(VerbalizedSetup {
-                        prompt: chat_prompt(template, "")?,
+                        elicitation: variant,
+                        permuted: (variant == Elicitation::Permuted)
+                            .then(|| PermutedLabels::new(&self.dataset, settings.dataset.seed)),
+                        prompt: chat_prompt(self.template_of(variant)?, "")?,
                         mode: settings.verbalized,
                         max_tokens: settings.max_tokens,
-                        constrained: ConstrainedOptions { max_fraction_digits: settings.max_fraction_digits },
-                        parser: self.parser.clone(),
+                        constrained: ConstrainedOptions {
+                            max_fraction_digits: settings.max_fraction_digits,
+                            scale: variant.number_scale(),
+                        },
+                        parser: match variant.number_scale() {
+                            NumberScale::Fraction => self.parser.clone(),
+                            NumberScale::Percent => self.parser.clone().with_scale(ValueScale::Percent),
+                        },
                     })
                 })
-                .transpose()?,
+                .collect::<Result<_>>()?,
             label_prompt: self
                 .label_template
                 .as_ref()
@@ -296,6 +369,33 @@ impl RunPlan {
         };
         Ok(evaluator)
     }
+
+    /// The template elicitation `variant` renders.
+    fn template_of(&self, variant: Elicitation) -> Result<&PromptTemplate> {
+        let template = match variant {
+            Elicitation::Distribution | Elicitation::Permuted => self.verbalized_template.as_ref(),
+            Elicitation::Kshot => self.kshot.as_ref().map(|(_, template)| template),
+            Elicitation::Percent => self.percent_template.as_ref(),
+        };
+        match template {
+            Some(template) => Ok(template),
+            None => bail!("the {} elicitation has no prompt template (is the verbalized signal on?)", variant.name()),
+        }
+    }
+}
+
+/// Refuses elicitation settings that cannot run, naming the flag.
+fn check_elicitation(settings: &RunSettings) -> Result<()> {
+    ensure!(!settings.elicitation.is_empty(), "--elicitation needs at least one variant");
+    ensure!(
+        settings.wants(Signal::Verbalized) || settings.elicitation == [Elicitation::Distribution],
+        "--elicitation asks for verbalized answers, but --signals leaves out the verbalized signal"
+    );
+    if settings.wants_elicitation(Elicitation::Kshot) {
+        ensure!(settings.kshot_split.is_some(), "--elicitation kshot needs --kshot-split (the split demonstrations are drawn from)");
+        ensure!(settings.kshot > 0, "--kshot must be at least 1");
+    }
+    Ok(())
 }
 
 /// One example's prompts as the model receives them ([`RunPlan::prompts`]).
@@ -307,6 +407,9 @@ pub struct ExamplePrompts {
     pub gold: String,
     /// The chat-rendered verbalized prompt, when that signal is collected.
     pub verbalized: Option<String>,
+    /// The chat-rendered prompts of the other elicitation variants, by signal name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, String>,
     /// The chat-rendered label prompt followed by the answer prefix, when the logit signal is
     /// collected.
     pub label: Option<String>,
@@ -331,7 +434,7 @@ struct PromptLimits {
 }
 
 impl PromptLimits {
-    fn new<B: ModelBackend>(settings: &RunSettings, evaluator: &Evaluator<'_, B>) -> Result<Self> {
+    fn new<B: ModelBackend>(settings: &RunSettings, evaluator: &Evaluator<'_, B>, examples: usize) -> Result<Self> {
         let model = evaluator.model;
         let context = model.context_length();
         let reserve = generation_reserve(settings, evaluator)?;
@@ -345,10 +448,12 @@ impl PromptLimits {
             "--max-prompt-tokens {max_prompt_tokens} leaves too little of the {context}-token context window: \
              the signals need {reserve} tokens after the prompt (at most {room})"
         );
-        let prompts = [evaluator.verbalized.as_ref().map(|setup| &setup.prompt), evaluator.label_prompt.as_ref()];
-        let mut overhead = 0;
-        for prompt in prompts.into_iter().flatten() {
-            overhead = overhead.max(prompt.token_count(model, "")?);
+        let mut overhead = match &evaluator.label_prompt {
+            Some(prompt) => prompt.token_count(model, "")?,
+            None => 0,
+        };
+        for setup in &evaluator.verbalized {
+            overhead = overhead.max(setup.overhead_tokens(model, examples)?);
         }
         let Some(text_budget) = max_prompt_tokens.checked_sub(overhead + BOUNDARY_SLACK_TOKENS).filter(|&budget| budget > 0)
         else {
@@ -371,17 +476,22 @@ fn generation_reserve<B: ModelBackend>(settings: &RunSettings, evaluator: &Evalu
             reserve = reserve.max(model.encode(continuation)?.len());
         }
     }
-    if let Some(setup) = &evaluator.verbalized {
+    for setup in &evaluator.verbalized {
         let generation = match setup.mode {
             VerbalizedMode::Free => setup.max_tokens,
             VerbalizedMode::Constrained => {
-                let widest = format!("0.{}", "0".repeat(settings.max_fraction_digits));
+                let widest = match setup.constrained.scale {
+                    NumberScale::Fraction => format!("0.{}", "0".repeat(settings.max_fraction_digits)),
+                    NumberScale::Percent => "100".to_string(),
+                };
                 let entries: Vec<String> = evaluator
                     .labels
                     .iter()
                     .map(|label| format!("{}: {widest}", serde_json::Value::from(label.as_str())))
                     .collect();
-                model.encode(&format!("{{{}}}", entries.join(", ")))?.len()
+                // Keys in another order may merge differently: a token more per key.
+                let reorder_slack = if setup.permuted.is_some() { entries.len() } else { 0 };
+                model.encode(&format!("{{{}}}", entries.join(", ")))?.len() + reorder_slack
             }
         };
         reserve = reserve.max(generation);
@@ -422,29 +532,37 @@ fn evaluate_group<B: ModelBackend>(
 ) -> Result<Vec<Record>> {
     let started = Instant::now();
     let examples: Vec<(&str, &str)> = group.iter().map(|item| (item.example.id.as_str(), item.text.as_str())).collect();
-    let verbalized = evaluator.verbalized(&examples)?;
+    let positions: Vec<usize> = group.iter().map(|item| item.position).collect();
+    let mut verbalized: Vec<_> = evaluator.verbalized(&examples, &positions)?.into_iter().map(Vec::into_iter).collect();
     let logits = evaluator.logits(&examples)?;
     let mut records = Vec::with_capacity(group.len());
-    for ((item, verbalized), logits) in group.iter().zip(verbalized).zip(logits) {
-        let prompt_tokens = [verbalized.as_ref().map(|v| v.prompt_tokens), logits.as_ref().map(|l| l.prompt_tokens)];
-        if let Some(longest) = prompt_tokens.into_iter().flatten().max() {
-            ensure!(
-                longest <= max_prompt_tokens,
-                "example '{}': its prompt has {longest} tokens, more than the limit of {max_prompt_tokens}",
-                item.example.id
-            );
-        }
-        records.push(Record {
+    for (item, logits) in group.iter().zip(logits) {
+        let mut record = Record {
             backend: evaluator.model.identity().backend().to_string(),
             index: item.position,
             id: item.example.id.clone(),
             gold: dataset.labels[item.example.label].name.clone(),
             gold_index: item.example.label,
             truncated: item.truncated,
-            verbalized,
+            verbalized: None,
+            verbalized_percent: None,
+            verbalized_permuted: None,
+            verbalized_kshot: None,
             logits,
             elapsed_ms: 0,
-        });
+        };
+        let mut longest = record.logits.as_ref().map_or(0, |l| l.prompt_tokens);
+        for (setup, answers) in evaluator.verbalized.iter().zip(&mut verbalized) {
+            let Some(answer) = answers.next() else { bail!("example '{}': no {} answer", item.example.id, setup.elicitation.name()) };
+            longest = longest.max(answer.prompt_tokens);
+            record.set_verbalized(setup.elicitation, answer);
+        }
+        ensure!(
+            longest <= max_prompt_tokens,
+            "example '{}': its prompt has {longest} tokens, more than the limit of {max_prompt_tokens}",
+            item.example.id
+        );
+        records.push(record);
     }
     let share = started.elapsed().as_millis() / group.len().max(1) as u128;
     for record in &mut records {
@@ -488,8 +606,18 @@ impl RunPlan {
                 task: PromptValues::for_dataset(dataset).task,
             },
             prompts: PromptsManifest {
-                verbalized: evaluator.verbalized.as_ref().map(|setup| prompt_manifest(&setup.prompt)),
+                verbalized: evaluator
+                    .verbalized
+                    .iter()
+                    .find(|setup| !setup.elicitation.has_own_template())
+                    .map(|setup| prompt_manifest(&setup.prompt)),
                 label: evaluator.label_prompt.as_ref().map(prompt_manifest),
+                variants: evaluator
+                    .verbalized
+                    .iter()
+                    .filter(|setup| setup.elicitation.has_own_template())
+                    .map(|setup| (setup.elicitation.signal_name().to_string(), prompt_manifest(&setup.prompt)))
+                    .collect(),
             },
             settings: Settings {
                 signals: settings.signals().iter().map(|s| s.name().to_string()).collect(),
@@ -500,6 +628,7 @@ impl RunPlan {
                 text_token_budget: limits.text_budget,
                 parse_tolerance: self.parser.tolerance(),
                 prompt_format: settings.prompt_format.unwrap_or_else(|| PromptFormat::default_for(backend)).name().to_string(),
+                elicitation: self.elicitation_settings(),
             },
             selection: Selection {
                 shard: settings.shard,
@@ -507,6 +636,27 @@ impl RunPlan {
                 truncated: prepared.iter().filter(|item| item.truncated).count(),
             },
         })
+    }
+}
+
+impl RunPlan {
+    /// The manifest's record of the elicitation variants.
+    fn elicitation_settings(&self) -> ElicitationSettings {
+        let settings = &self.settings;
+        let seed = settings.dataset.seed;
+        let mut variants = settings.elicitation.clone();
+        variants.sort();
+        variants.dedup();
+        ElicitationSettings {
+            variants: variants.iter().map(|variant| variant.name().to_string()).collect(),
+            permutation_seed: settings.wants_elicitation(Elicitation::Permuted).then_some(seed),
+            kshot: self.kshot.as_ref().zip(settings.kshot_split.as_ref()).map(|((demonstrations, _), split)| KshotSettings {
+                split: split.clone(),
+                k: settings.kshot,
+                seed,
+                demonstrations: demonstrations.iter().map(|example| example.id.clone()).collect(),
+            }),
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::elicitation::Elicitation;
+
 /// File name of the records inside a run directory.
 pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
 
@@ -33,6 +35,15 @@ pub struct Record {
     /// The verbalized signal, when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verbalized: Option<VerbalizedRecord>,
+    /// The `percent` elicitation's answer (signal `verbalized_percent`), when collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized_percent: Option<VerbalizedRecord>,
+    /// The `permuted` elicitation's answer (signal `verbalized_permuted`), when collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized_permuted: Option<VerbalizedRecord>,
+    /// The `kshot` elicitation's answer (signal `verbalized_kshot`), when collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized_kshot: Option<VerbalizedRecord>,
     /// The label-logit signal, when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub logits: Option<LogitsRecord>,
@@ -42,6 +53,29 @@ pub struct Record {
     /// `llama-server`, `candor`).
     #[serde(default = "local_backend")]
     pub backend: String,
+}
+
+impl Record {
+    /// The answer of elicitation `variant`, when collected.
+    pub fn verbalized_of(&self, variant: Elicitation) -> Option<&VerbalizedRecord> {
+        match variant {
+            Elicitation::Distribution => self.verbalized.as_ref(),
+            Elicitation::Percent => self.verbalized_percent.as_ref(),
+            Elicitation::Permuted => self.verbalized_permuted.as_ref(),
+            Elicitation::Kshot => self.verbalized_kshot.as_ref(),
+        }
+    }
+
+    /// Stores the answer of elicitation `variant`.
+    pub fn set_verbalized(&mut self, variant: Elicitation, answer: VerbalizedRecord) {
+        let field = match variant {
+            Elicitation::Distribution => &mut self.verbalized,
+            Elicitation::Percent => &mut self.verbalized_percent,
+            Elicitation::Permuted => &mut self.verbalized_permuted,
+            Elicitation::Kshot => &mut self.verbalized_kshot,
+        };
+        *field = Some(answer);
+    }
 }
 
 /// The backend of records written before records named theirs.
@@ -69,6 +103,10 @@ pub struct VerbalizedRecord {
     /// Constrained mode: each generated number with its raw and grammar-masked log-probs.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub numbers: Option<Vec<GeneratedNumber>>,
+    /// The `permuted` elicitation: the manifest label indices in the order the prompt listed
+    /// them and the dict's keys came (`parsed` is in manifest order all the same).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub permutation: Option<Vec<usize>>,
 }
 
 /// The label scores of one example.
@@ -214,6 +252,9 @@ mod tests {
             gold_index: 0,
             truncated: false,
             verbalized: None,
+            verbalized_percent: None,
+            verbalized_permuted: None,
+            verbalized_kshot: None,
             logits: None,
             elapsed_ms: 7,
         }

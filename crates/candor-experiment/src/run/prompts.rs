@@ -12,7 +12,7 @@ use crate::error::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-use candor_data::Dataset;
+use candor_data::{Dataset, Label};
 
 /// The built-in verbalized elicitation prompt.
 pub const VERBALIZED_PROMPT: &str = "{task}
@@ -24,6 +24,21 @@ Read the text below. First identify the most likely label and weigh how confiden
 Then give the probability of every label ({labels}) as a Python dictionary that maps each label \
 to its probability, the probabilities summing to 1, in the form {{\"label\": probability, ...}}. \
 Answer with the dictionary and nothing else.
+
+Text:
+{text}";
+
+/// The built-in percentage elicitation (the `percent` variant): the distribution prompt with
+/// percentages from 0 to 100 that sum to 100 in place of probabilities.
+pub const VERBALIZED_PERCENT_PROMPT: &str = "{task}
+
+Labels:
+{label_descriptions}
+
+Read the text below. First identify the most likely label and weigh how confident you are in it. \
+Then give the probability of every label ({labels}) as a percentage from 0 to 100, as a Python \
+dictionary that maps each label to its percentage, the percentages summing to 100, in the form \
+{{\"label\": percentage, ...}}. Answer with the dictionary and nothing else.
 
 Text:
 {text}";
@@ -150,9 +165,15 @@ pub struct PromptValues {
 impl PromptValues {
     /// The values for `dataset`.
     pub fn for_dataset(dataset: &Dataset) -> Self {
-        let names: Vec<&str> = dataset.labels.iter().map(|l| l.name.as_str()).collect();
-        let lines: Vec<String> = dataset
-            .labels
+        let labels: Vec<&Label> = dataset.labels.iter().collect();
+        Self::for_labels(&labels, dataset.task.as_deref())
+    }
+
+    /// The values for `labels`, listed in the order given, and the task sentence `task`
+    /// ([`DEFAULT_TASK`] when `None`).
+    pub fn for_labels(labels: &[&Label], task: Option<&str>) -> Self {
+        let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+        let lines: Vec<String> = labels
             .iter()
             .map(|label| match &label.description {
                 Some(description) => format!("- {}: {description}", label.name),
@@ -162,10 +183,7 @@ impl PromptValues {
         Self {
             labels: names.join(", "),
             label_descriptions: lines.join("\n"),
-            task: dataset
-                .task
-                .clone()
-                .unwrap_or_else(|| DEFAULT_TASK.to_string()),
+            task: task.unwrap_or(DEFAULT_TASK).to_string(),
         }
     }
 }
@@ -264,7 +282,7 @@ mod tests {
 
     #[test]
     fn builtins_parse_and_contain_the_text_last() {
-        for text in [VERBALIZED_PROMPT, LABEL_PROMPT] {
+        for text in [VERBALIZED_PROMPT, VERBALIZED_PERCENT_PROMPT, LABEL_PROMPT] {
             let template = PromptTemplate::builtin("x", text).expect("builtin parses");
             assert!(template.render(&values(), "EXAMPLE").ends_with("\nEXAMPLE"));
         }
@@ -272,6 +290,10 @@ mod tests {
         assert!(verbalized
             .render(&values(), "t")
             .contains("in the form {\"label\": probability, ...}"));
+        let percent = PromptTemplate::builtin("p", VERBALIZED_PERCENT_PROMPT).unwrap();
+        assert!(percent
+            .render(&values(), "t")
+            .contains("as a percentage from 0 to 100, as a Python dictionary that maps each label to its percentage, the percentages summing to 100, in the form {\"label\": percentage, ...}."));
     }
 
     #[test]
