@@ -60,7 +60,12 @@ fn parse_rate(signal: &SignalResults) -> String {
 /// The signal's name, marked when it is degenerate.
 fn signal_label(signal: &SignalResults) -> String {
     match &signal.diagnostics {
-        Some(d) if d.degenerate => format!("{} (degenerate: {:.0}% uniform answers)", signal.signal, 100.0 * d.constant_share),
+        Some(d) if d.degenerate => format!(
+            "{} (degenerate: {:.0}% uniform, {:.0}% identical answers)",
+            signal.signal,
+            100.0 * d.constant_share,
+            100.0 * d.modal_share
+        ),
         _ => signal.signal.clone(),
     }
 }
@@ -142,6 +147,6 @@ mod tests {
         let text = table(&[crate::fixture::results()]);
         let resoftmax = text.lines().find(|l| l.contains("resoftmax_ts")).unwrap();
         assert!(resoftmax.contains("resoftmax_ts (T = 100.000, upper bound: no fit)"), "{resoftmax}");
-        assert!(resoftmax.contains("verbalized (degenerate: 75% uniform answers)"), "{resoftmax}");
+        assert!(resoftmax.contains("verbalized (degenerate: 75% uniform, 75% identical answers)"), "{resoftmax}");
     }
 }
