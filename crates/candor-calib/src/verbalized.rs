@@ -27,6 +27,12 @@
 //!   [`ParseStatus::Unparseable`]: no dictionary with a known label, a label value that is not a
 //!   number, negative or not finite, or values that sum to 0.
 //!
+//! A **top-1 answer** (a dict with one label and its confidence `c`, Xiong et al. 2024:
+//! [`VerbalizedParser::parse_top1`]) is read by the same rules and becomes the distribution with
+//! `c` on that label and `(1 − c)/(K − 1)` on each of the other `K − 1` (with one label, 1 on
+//! it); it is unparseable when
+//! its dict names more than one label or `c` exceeds 1.
+//!
 //! The tolerant scanner is hand-written because the usual lenient-JSON crates (json5, hjson)
 //! reject Python's single-quoted strings mixed with `None`/`True` and bare percent signs such as
 //! `0.7%`, which small models produce routinely. The parser never panics (property-tested on
@@ -192,6 +198,45 @@ impl VerbalizedParser {
             Some(entries) => self.evaluate(entries),
             None if dicts.is_empty() => self.unparseable("no dictionary found in the text"),
             None => self.unparseable("no dictionary has a key matching a known label"),
+        }
+    }
+
+    /// Parses a top-1 answer `{"<label>": <confidence>}` into the distribution with the
+    /// confidence `c` on that label and `(1 − c)/(K − 1)` on each other label (status `ok`; no
+    /// raw-sum deviation). Never fails: problems are reported in the status.
+    pub fn parse_top1(&self, text: &str) -> VerbalizedDistribution {
+        let read = self.parse(text);
+        let present: Vec<(usize, f64)> =
+            read.raw_values.iter().enumerate().filter_map(|(j, value)| value.map(|value| (j, value))).collect();
+        let &[(label, value)] = present.as_slice() else {
+            return match present.len() {
+                0 => read,
+                n => self.fail(read, format!("a top-1 answer names one label, this one names {n}")),
+            };
+        };
+        if !(value.is_finite() && value >= 0.0) {
+            return read;
+        }
+        let confidence = match read.scale {
+            Some(ValueScale::Percent) => value / 100.0,
+            _ => value,
+        };
+        if confidence > 1.0 {
+            return self.fail(read, format!("the confidence {value} is above 1 (100%)"));
+        }
+        // A single label is certain whatever the confidence: nothing else could be right.
+        let probabilities = match self.labels.len() {
+            1 => vec![1.0],
+            k => {
+                let others = (1.0 - confidence) / (k - 1) as f64;
+                (0..k).map(|j| if j == label { confidence } else { others }).collect()
+            }
+        };
+        VerbalizedDistribution {
+            probabilities: Some(probabilities),
+            raw_sum_deviation: None,
+            status: ParseStatus::Ok,
+            ..read
         }
     }
 
@@ -652,6 +697,30 @@ mod tests {
         assert_eq!(d.status, ParseStatus::Renormalized);
         assert!(close(&probs(&d), &[0.5, 0.25, 0.25]));
         assert!((d.raw_sum_deviation.unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_top1_answer_spreads_the_rest_evenly_over_the_other_labels() {
+        let parser = VerbalizedParser::new(&["anger", "joy", "fear"]).unwrap();
+        // c = 0.7 on joy; (1 − 0.7) / 2 = 0.15 on each other label.
+        for text in [r#"{"joy": 0.7}"#, r#"Answer: {'JOY': 70}"#, r#"{"joy": "70%"}"#] {
+            let d = parser.parse_top1(text);
+            assert_eq!(d.status, ParseStatus::Ok, "{text}");
+            assert!(close(&probs(&d), &[0.15, 0.7, 0.15]), "{text}: {:?}", d.probabilities);
+            assert_eq!(d.raw_sum_deviation, None);
+        }
+        // Confidence 0 is an answer too: the other two share everything.
+        assert!(close(&probs(&parser.parse_top1(r#"{"fear": 0}"#)), &[0.5, 0.5, 0.0]));
+        let reason = |text: &str| match parser.parse_top1(text).status {
+            ParseStatus::Unparseable { reason } => reason,
+            status => panic!("{text}: {status:?}"),
+        };
+        assert_eq!(reason(r#"{"joy": 0.7, "anger": 0.3}"#), "a top-1 answer names one label, this one names 2");
+        assert_eq!(reason(r#"{"joy": 150}"#), "the confidence 150 is above 1 (100%)");
+        assert_eq!(reason("joy, surely"), "no dictionary found in the text");
+        assert!(reason(r#"{"joy": -0.5}"#).contains("not a finite non-negative number"));
+        let single = VerbalizedParser::new(&["only"]).unwrap();
+        assert_eq!(probs(&single.parse_top1(r#"{"only": 0.4}"#)), [1.0]);
     }
 
     #[test]

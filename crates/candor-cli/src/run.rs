@@ -56,7 +56,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = VerbalizedMode::Constrained)]
     verbalized: VerbalizedMode,
     /// How the verbalized distribution is asked for, comma-separated; each variant is its own
-    /// signal: distribution (`verbalized`), percent (`verbalized_percent`: percentages from 0
+    /// signal: distribution (`verbalized`), top1 (`verbalized_top1`: the most likely label and
+    /// its confidence), percent (`verbalized_percent`: percentages from 0
     /// to 100), permuted (`verbalized_permuted`: labels in a seeded
     /// per-example order), kshot (`verbalized_kshot`: --kshot demonstrations from --kshot-split
     /// first).

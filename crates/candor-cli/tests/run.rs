@@ -915,3 +915,39 @@ fn the_percent_variant_writes_whole_percentages_read_on_the_percent_scale() {
         [("verbalized_percent", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
+
+#[test]
+fn the_top1_variant_writes_the_most_probable_label_key_and_its_confidence() {
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("run");
+    succeed(&reviews_run(&out, &["--elicitation", "top1"]));
+    let manifest = manifest(&out);
+    let labels: Vec<String> = manifest["dataset"]["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().into()).collect();
+    assert_eq!(manifest["prompts"]["variants"]["verbalized_top1"]["source"], "builtin:verbalized_top1");
+    for record in records(&out) {
+        let answer = &record["verbalized_top1"];
+        let key_log_probs = numbers(&answer["key_log_probs"]);
+        assert_eq!(key_log_probs.len(), labels.len());
+        assert!(key_log_probs.iter().all(|lp| *lp < 0.0));
+        // The label is the most probable key, ties to the first.
+        let best = key_log_probs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let chosen = key_log_probs.iter().position(|lp| *lp == best).unwrap();
+        let number = &answer["numbers"].as_array().unwrap()[..];
+        assert_eq!(number.len(), 1);
+        assert_eq!(number[0]["label"], labels[chosen].as_str());
+        let text = number[0]["text"].as_str().unwrap();
+        assert_eq!(answer["raw_text"], format!("{{\"{}\": {text}}}", labels[chosen]));
+        // c on the chosen label, (1 − c)/(K − 1) on each other.
+        let confidence = number[0]["value"].as_f64().unwrap();
+        let others = (1.0 - confidence) / (labels.len() - 1) as f64;
+        assert_eq!(answer["parsed"]["status"], "ok");
+        for (j, p) in numbers(&answer["parsed"]["probabilities"]).iter().enumerate() {
+            assert!(close(*p, if j == chosen { confidence } else { others }, 1e-12), "{j}: {p}");
+        }
+    }
+    assert_eq!(
+        calibrated_signals(&out),
+        [("verbalized_top1", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}

@@ -4,6 +4,11 @@
 //!
 //! * `distribution` → `verbalized`: the built-in (or `--verbalized-prompt`) elicitation of the
 //!   whole distribution as a dict (the default; the records of runs before variants existed).
+//! * `top1` → `verbalized_top1`: the most likely label and the confidence `c` that it is right,
+//!   as a one-key dict (Xiong et al. 2024; its own built-in prompt); the distribution is `c` on
+//!   that label and `(1 − c)/(K − 1)` on each other. Constrained, the label is the one whose
+//!   dict key `{"<label>": ` the model finds most probable after the prompt, then its number
+//!   is generated under the grammar.
 //! * `percent` → `verbalized_percent`: the distribution as percentages from 0 to 100 (its own
 //!   built-in prompt; the parser reads every dict on the percent scale, and constrained numbers
 //!   are whole percentages).
@@ -31,6 +36,8 @@ use super::prompts::{PromptTemplate, PromptValues};
 pub enum Elicitation {
     /// The whole distribution as a dict (signal `verbalized`).
     Distribution,
+    /// The most likely label and its confidence (signal `verbalized_top1`).
+    Top1,
     /// The whole distribution in percentages (signal `verbalized_percent`).
     Percent,
     /// Labels in a seeded per-example order (signal `verbalized_permuted`).
@@ -41,12 +48,13 @@ pub enum Elicitation {
 
 impl Elicitation {
     /// Every variant, in canonical order.
-    pub const ALL: [Elicitation; 4] = [Self::Distribution, Self::Percent, Self::Permuted, Self::Kshot];
+    pub const ALL: [Elicitation; 5] = [Self::Distribution, Self::Top1, Self::Percent, Self::Permuted, Self::Kshot];
 
     /// The variant's name on the command line and in manifests.
     pub fn name(self) -> &'static str {
         match self {
             Self::Distribution => "distribution",
+            Self::Top1 => "top1",
             Self::Percent => "percent",
             Self::Permuted => "permuted",
             Self::Kshot => "kshot",
@@ -57,6 +65,7 @@ impl Elicitation {
     pub fn signal_name(self) -> &'static str {
         match self {
             Self::Distribution => "verbalized",
+            Self::Top1 => "verbalized_top1",
             Self::Percent => "verbalized_percent",
             Self::Permuted => "verbalized_permuted",
             Self::Kshot => "verbalized_kshot",
@@ -66,7 +75,7 @@ impl Elicitation {
     /// Whether the variant renders a template of its own (recorded under `prompts.variants`)
     /// rather than the verbalized one.
     pub fn has_own_template(self) -> bool {
-        matches!(self, Self::Percent | Self::Kshot)
+        matches!(self, Self::Top1 | Self::Percent | Self::Kshot)
     }
 
     /// The scale of the variant's numbers.
@@ -207,6 +216,7 @@ mod tests {
             names,
             [
                 ("distribution", "verbalized"),
+                ("top1", "verbalized_top1"),
                 ("percent", "verbalized_percent"),
                 ("permuted", "verbalized_permuted"),
                 ("kshot", "verbalized_kshot")

@@ -41,6 +41,7 @@ use manifest::{
 use predictions::{PredictionsWriter, Record, PREDICTIONS_FILE};
 use prompts::{
     PromptTemplate, PromptValues, DEFAULT_LABEL_ANSWER_PREFIX, LABEL_PROMPT, VERBALIZED_PERCENT_PROMPT, VERBALIZED_PROMPT,
+    VERBALIZED_TOP1_PROMPT,
 };
 
 /// Tokens kept free between an example text's budget and the prompt limit, for merges at the
@@ -215,6 +216,8 @@ pub struct RunPlan {
     kshot: Option<(Vec<Example>, PromptTemplate)>,
     /// The `percent` variant's template.
     percent_template: Option<PromptTemplate>,
+    /// The `top1` variant's template.
+    top1_template: Option<PromptTemplate>,
 }
 
 impl RunPlan {
@@ -255,7 +258,21 @@ impl RunPlan {
             .wants_elicitation(Elicitation::Percent)
             .then(|| PromptTemplate::builtin("verbalized_percent", VERBALIZED_PERCENT_PROMPT))
             .transpose()?;
-        Ok(Self { settings, dataset, labels, parser, verbalized_template, label_template, kshot, percent_template })
+        let top1_template = settings
+            .wants_elicitation(Elicitation::Top1)
+            .then(|| PromptTemplate::builtin("verbalized_top1", VERBALIZED_TOP1_PROMPT))
+            .transpose()?;
+        Ok(Self {
+            settings,
+            dataset,
+            labels,
+            parser,
+            verbalized_template,
+            label_template,
+            kshot,
+            percent_template,
+            top1_template,
+        })
     }
 
     /// The loaded dataset.
@@ -376,6 +393,7 @@ impl RunPlan {
             Elicitation::Distribution | Elicitation::Permuted => self.verbalized_template.as_ref(),
             Elicitation::Kshot => self.kshot.as_ref().map(|(_, template)| template),
             Elicitation::Percent => self.percent_template.as_ref(),
+            Elicitation::Top1 => self.top1_template.as_ref(),
         };
         match template {
             Some(template) => Ok(template),
@@ -545,6 +563,7 @@ fn evaluate_group<B: ModelBackend>(
             gold_index: item.example.label,
             truncated: item.truncated,
             verbalized: None,
+            verbalized_top1: None,
             verbalized_percent: None,
             verbalized_permuted: None,
             verbalized_kshot: None,

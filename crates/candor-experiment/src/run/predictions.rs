@@ -35,6 +35,9 @@ pub struct Record {
     /// The verbalized signal, when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verbalized: Option<VerbalizedRecord>,
+    /// The `top1` elicitation's answer (signal `verbalized_top1`), when collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized_top1: Option<VerbalizedRecord>,
     /// The `percent` elicitation's answer (signal `verbalized_percent`), when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verbalized_percent: Option<VerbalizedRecord>,
@@ -60,6 +63,7 @@ impl Record {
     pub fn verbalized_of(&self, variant: Elicitation) -> Option<&VerbalizedRecord> {
         match variant {
             Elicitation::Distribution => self.verbalized.as_ref(),
+            Elicitation::Top1 => self.verbalized_top1.as_ref(),
             Elicitation::Percent => self.verbalized_percent.as_ref(),
             Elicitation::Permuted => self.verbalized_permuted.as_ref(),
             Elicitation::Kshot => self.verbalized_kshot.as_ref(),
@@ -70,6 +74,7 @@ impl Record {
     pub fn set_verbalized(&mut self, variant: Elicitation, answer: VerbalizedRecord) {
         let field = match variant {
             Elicitation::Distribution => &mut self.verbalized,
+            Elicitation::Top1 => &mut self.verbalized_top1,
             Elicitation::Percent => &mut self.verbalized_percent,
             Elicitation::Permuted => &mut self.verbalized_permuted,
             Elicitation::Kshot => &mut self.verbalized_kshot,
@@ -107,6 +112,10 @@ pub struct VerbalizedRecord {
     /// them and the dict's keys came (`parsed` is in manifest order all the same).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub permutation: Option<Vec<usize>>,
+    /// The constrained `top1` elicitation: the log-probability of each label's dict key
+    /// `{"<label>": ` after the prompt (manifest order); the answer's label is their argmax.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_log_probs: Option<Vec<f64>>,
 }
 
 /// The label scores of one example.
@@ -252,6 +261,7 @@ mod tests {
             gold_index: 0,
             truncated: false,
             verbalized: None,
+            verbalized_top1: None,
             verbalized_percent: None,
             verbalized_permuted: None,
             verbalized_kshot: None,
