@@ -33,6 +33,10 @@
 //! it); it is unparseable when
 //! its dict names more than one label or `c` exceeds 1.
 //!
+//! **Sampled answers** (the consistency baseline: n answers at a temperature) are averaged by
+//! [`average_distributions`]: the mean of the parsed samples' distributions, unparseable
+//! samples left out.
+//!
 //! The tolerant scanner is hand-written because the usual lenient-JSON crates (json5, hjson)
 //! reject Python's single-quoted strings mixed with `None`/`True` and bare percent signs such as
 //! `0.7%`, which small models produce routinely. The parser never panics (property-tested on
@@ -366,6 +370,29 @@ pub fn parse_verbalized<S: AsRef<str>>(
         .parse(text))
 }
 
+/// The mean of the distributions of `samples` over `n_labels` labels, leaving out unparseable
+/// samples (their count is the caller's to record): status `ok`, no raw values, scale or sum
+/// deviation (the samples have theirs). Unparseable when no sample parsed.
+pub fn average_distributions(samples: &[VerbalizedDistribution], n_labels: usize) -> VerbalizedDistribution {
+    let parsed: Vec<&Vec<f64>> =
+        samples.iter().filter_map(|sample| sample.probabilities.as_ref()).filter(|p| p.len() == n_labels).collect();
+    let probabilities = (!parsed.is_empty()).then(|| {
+        (0..n_labels).map(|j| parsed.iter().map(|p| p[j]).sum::<f64>() / parsed.len() as f64).collect()
+    });
+    let status = match probabilities {
+        Some(_) => ParseStatus::Ok,
+        None => ParseStatus::Unparseable { reason: format!("none of the {} samples could be parsed", samples.len()) },
+    };
+    VerbalizedDistribution {
+        probabilities,
+        raw_values: vec![None; n_labels],
+        scale: None,
+        raw_sum_deviation: None,
+        status,
+        unknown_keys: Vec::new(),
+    }
+}
+
 /// The form in which keys and labels are compared: lowercase, `_`/`-`/whitespace runs turned into
 /// single spaces, and non-alphanumeric characters trimmed from both ends.
 pub fn normalize_key(key: &str) -> String {
@@ -697,6 +724,20 @@ mod tests {
         assert_eq!(d.status, ParseStatus::Renormalized);
         assert!(close(&probs(&d), &[0.5, 0.25, 0.25]));
         assert!((d.raw_sum_deviation.unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn samples_average_over_those_that_parsed() {
+        let parser = VerbalizedParser::new(&["a", "b"]).unwrap();
+        let samples: Vec<VerbalizedDistribution> =
+            [r#"{"a": 0.8, "b": 0.2}"#, "no dict", r#"{"a": 0.2, "b": 0.6}"#].iter().map(|t| parser.parse(t)).collect();
+        // (0.8, 0.2) and (0.25, 0.75) (the second renormalised): mean (0.525, 0.475).
+        let mean = average_distributions(&samples, 2);
+        assert_eq!(mean.status, ParseStatus::Ok);
+        assert!(close(&probs(&mean), &[0.525, 0.475]));
+        let none = average_distributions(&samples[1..2], 2);
+        assert_eq!(none.status, ParseStatus::Unparseable { reason: "none of the 1 samples could be parsed".into() });
+        assert_eq!(none.probabilities, None);
     }
 
     #[test]

@@ -951,3 +951,52 @@ fn the_top1_variant_writes_the_most_probable_label_key_and_its_confidence() {
         [("verbalized_top1", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
+
+#[test]
+fn the_sampled_variant_averages_seeded_samples_deterministically() {
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let (out, again) = (temp.path().join("run"), temp.path().join("again"));
+    let variant = ["--elicitation", "sampled", "--samples", "3", "--sample-temperature", "1.5"];
+    succeed(&reviews_run(&out, &variant));
+    succeed(&reviews_run(&again, &variant));
+    assert_eq!(timeless_lines(&out), timeless_lines(&again), "the seed makes the samples deterministic");
+    let manifest = manifest(&out);
+    assert_eq!(
+        manifest["settings"]["elicitation"]["sampled"],
+        serde_json::json!({"samples": 3, "temperature": 1.5, "seed": manifest["dataset"]["seed"]})
+    );
+    let n_labels = manifest["dataset"]["labels"].as_array().unwrap().len();
+    let mut texts = std::collections::BTreeSet::new();
+    for record in records(&out) {
+        let answer = &record["verbalized_sampled"];
+        let samples = answer["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 3);
+        // The mean of the samples that parsed, computed here; the others are counted.
+        let parsed: Vec<Vec<f64>> =
+            samples.iter().filter(|s| s["parsed"]["probabilities"].is_array()).map(|s| numbers(&s["parsed"]["probabilities"])).collect();
+        assert_eq!(answer["unparseable_samples"], 3 - parsed.len());
+        let tokens: u64 = samples.iter().map(|s| s["generated_tokens"].as_u64().unwrap()).sum();
+        assert_eq!(answer["generated_tokens"], tokens);
+        for sample in samples {
+            texts.insert(sample["raw_text"].as_str().unwrap().to_string());
+            assert_parsed_dict(&sample["parsed"], n_labels, "sample");
+        }
+        match parsed.is_empty() {
+            true => assert_eq!(answer["parsed"]["status"], "unparseable"),
+            false => {
+                for (j, p) in numbers(&answer["parsed"]["probabilities"]).iter().enumerate() {
+                    let mean = parsed.iter().map(|d| d[j]).sum::<f64>() / parsed.len() as f64;
+                    assert!(close(*p, mean, 1e-12), "{j}: {p} vs {mean}");
+                }
+            }
+        }
+    }
+    assert!(texts.len() > 1, "fifteen samples at τ 1.5 are not all one dict: {texts:?}");
+    assert_eq!(
+        calibrated_signals(&out),
+        [("verbalized_sampled", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let error = fail(&reviews_run(&temp.path().join("cold"), &["--elicitation", "sampled", "--sample-temperature", "0"]));
+    assert!(error.contains("--sample-temperature must be above 0"), "{error}");
+}

@@ -19,9 +19,13 @@
 //!   seed from a named split of the same dataset ([`draw_demonstrations`]), each shown with its
 //!   gold answer as a one-hot dict ([`kshot_template`]). The same demonstrations precede every
 //!   example, so their tokens are computed once; no example of the run is a demonstration.
+//! * `sampled` → `verbalized_sampled`: the consistency baseline. `--samples N` answers to the
+//!   verbalized prompt sampled at `--sample-temperature τ` (constrained or free), each parsed,
+//!   the parsed ones averaged; sample `i` of the example at position `p` draws from the run's
+//!   `--seed` on stream `p · 2³² + i`, so the records are deterministic and shard-independent.
 
 use crate::error::{bail, Context, Result};
-use candor_backend::NumberScale;
+use candor_backend::{NumberScale, Sampling};
 use candor_data::{Dataset, DatasetRequest, Example, Label};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -44,11 +48,14 @@ pub enum Elicitation {
     Permuted,
     /// K demonstrations with their gold answers first (signal `verbalized_kshot`).
     Kshot,
+    /// N sampled answers averaged (signal `verbalized_sampled`).
+    Sampled,
 }
 
 impl Elicitation {
     /// Every variant, in canonical order.
-    pub const ALL: [Elicitation; 5] = [Self::Distribution, Self::Top1, Self::Percent, Self::Permuted, Self::Kshot];
+    pub const ALL: [Elicitation; 6] =
+        [Self::Distribution, Self::Top1, Self::Percent, Self::Permuted, Self::Kshot, Self::Sampled];
 
     /// The variant's name on the command line and in manifests.
     pub fn name(self) -> &'static str {
@@ -58,6 +65,7 @@ impl Elicitation {
             Self::Percent => "percent",
             Self::Permuted => "permuted",
             Self::Kshot => "kshot",
+            Self::Sampled => "sampled",
         }
     }
 
@@ -69,6 +77,7 @@ impl Elicitation {
             Self::Percent => "verbalized_percent",
             Self::Permuted => "verbalized_permuted",
             Self::Kshot => "verbalized_kshot",
+            Self::Sampled => "verbalized_sampled",
         }
     }
 
@@ -131,6 +140,24 @@ impl PermutedLabels {
     /// The label names in `order`: the keys of the dict, in the order they are forced.
     pub fn names(&self, order: &[usize]) -> Vec<String> {
         order.iter().map(|&index| self.labels[index].name.clone()).collect()
+    }
+}
+
+/// The `sampled` variant's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleSettings {
+    /// Answers per example.
+    pub samples: usize,
+    /// τ.
+    pub temperature: f64,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+impl SampleSettings {
+    /// The sampling of answer `sample` of the example at `position`.
+    pub fn sampling(&self, position: usize, sample: usize) -> Sampling {
+        Sampling { temperature: self.temperature, seed: self.seed, stream: ((position as u64) << 32) | sample as u64 }
     }
 }
 
@@ -219,13 +246,21 @@ mod tests {
                 ("top1", "verbalized_top1"),
                 ("percent", "verbalized_percent"),
                 ("permuted", "verbalized_permuted"),
-                ("kshot", "verbalized_kshot")
+                ("kshot", "verbalized_kshot"),
+                ("sampled", "verbalized_sampled")
             ]
         );
         for variant in Elicitation::ALL {
             assert_eq!(Elicitation::from_name(variant.name()), Some(variant));
         }
         assert_eq!(Elicitation::from_name("verbalized"), None);
+    }
+
+    #[test]
+    fn samples_draw_on_a_stream_per_position_and_sample() {
+        let settings = SampleSettings { samples: 3, temperature: 0.7, seed: 9 };
+        assert_eq!(settings.sampling(0, 2), Sampling { temperature: 0.7, seed: 9, stream: 2 });
+        assert_eq!(settings.sampling(5, 1), Sampling { temperature: 0.7, seed: 9, stream: 5 * (1 << 32) + 1 });
     }
 
     #[test]

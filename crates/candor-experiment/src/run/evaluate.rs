@@ -11,10 +11,10 @@
 use crate::error::{Context, Result};
 use candor_backend::{ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, ModelBackend, PromptState, StopReason};
 use candor_calib::softmax::softmax;
-use candor_calib::VerbalizedParser;
+use candor_calib::{average_distributions, VerbalizedDistribution, VerbalizedParser};
 
-use super::elicitation::{Elicitation, PermutedLabels};
-use super::predictions::{LogitsRecord, VerbalizedRecord};
+use super::elicitation::{Elicitation, PermutedLabels, SampleSettings};
+use super::predictions::{LogitsRecord, SampledAnswer, VerbalizedRecord};
 use super::prompts::{PromptTemplate, PromptValues};
 
 /// Stands in for the example text when the shared prefix is rendered (private-use characters, so
@@ -196,6 +196,8 @@ pub struct VerbalizedSetup<B: ModelBackend> {
     pub elicitation: Elicitation,
     /// The labels' per-example order (the `permuted` variant; `None`: manifest order).
     pub permuted: Option<PermutedLabels>,
+    /// Answers sampled and averaged (the `sampled` variant; `None`: one greedy answer).
+    pub sampling: Option<SampleSettings>,
     /// The elicitation prompt.
     pub prompt: ChatPrompt<B>,
     /// Free or constrained.
@@ -211,7 +213,7 @@ pub struct VerbalizedSetup<B: ModelBackend> {
 impl<B: ModelBackend> VerbalizedSetup<B> {
     /// The distribution read from an answer: a top-1 dict for `top1`, the whole distribution
     /// otherwise.
-    fn parse(&self, text: &str) -> candor_calib::VerbalizedDistribution {
+    fn parse(&self, text: &str) -> VerbalizedDistribution {
         match self.elicitation {
             Elicitation::Top1 => self.parser.parse_top1(text),
             _ => self.parser.parse(text),
@@ -298,6 +300,9 @@ impl<B: ModelBackend> Evaluator<'_, B> {
             };
             prefixes.push(prefix.with_context(|| format!("example '{id}'"))?);
         }
+        if let Some(sampling) = &setup.sampling {
+            return self.sampled_records(setup, sampling, &prefixes, examples, positions);
+        }
         let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
         let answers = match setup.mode {
             VerbalizedMode::Free => {
@@ -332,8 +337,80 @@ impl<B: ModelBackend> Evaluator<'_, B> {
                 numbers: answer.numbers,
                 permutation,
                 key_log_probs: answer.key_log_probs,
+                samples: None,
+                unparseable_samples: None,
             })
             .collect())
+    }
+
+    /// The `sampled` variant's records: `sampling.samples` answers per example, all examples'
+    /// samples generated together, each parsed, the parsed ones averaged.
+    fn sampled_records(
+        &self,
+        setup: &VerbalizedSetup<B>,
+        sampling: &SampleSettings,
+        prefixes: &[(B::Prefix, bool)],
+        examples: &[(&str, &str)],
+        positions: &[usize],
+    ) -> Result<Vec<VerbalizedRecord>> {
+        let (mut refs, mut samplings) = (Vec::new(), Vec::new());
+        for ((prefix, _), &position) in prefixes.iter().zip(positions) {
+            for sample in 0..sampling.samples {
+                refs.push(prefix);
+                samplings.push(sampling.sampling(position, sample));
+            }
+        }
+        let answers: Vec<Answer> = match setup.mode {
+            VerbalizedMode::Free => self
+                .model
+                .generate_sampled_batch(&refs, setup.max_tokens, &samplings)
+                .with_context(|| examples_context(examples))?
+                .into_iter()
+                .map(|generation| Answer {
+                    generated_tokens: generation.token_ids.len(),
+                    text: generation.text,
+                    stop_reason: Some(generation.stop_reason),
+                    numbers: None,
+                    key_log_probs: None,
+                })
+                .collect(),
+            VerbalizedMode::Constrained => self
+                .model
+                .generate_constrained_sampled_batch(&refs, &self.labels, &setup.constrained, &samplings)
+                .with_context(|| examples_context(examples))?
+                .into_iter()
+                .map(|dict| Answer::constrained(dict, None))
+                .collect(),
+        };
+        let mut answers = answers.into_iter();
+        let mut records = Vec::with_capacity(prefixes.len());
+        for (prefix, prefix_reused) in prefixes {
+            let samples: Vec<SampledAnswer> = answers
+                .by_ref()
+                .take(sampling.samples)
+                .map(|answer| SampledAnswer {
+                    parsed: setup.parse(&answer.text),
+                    generated_tokens: answer.generated_tokens,
+                    raw_text: answer.text,
+                })
+                .collect();
+            let parsed: Vec<VerbalizedDistribution> = samples.iter().map(|sample| sample.parsed.clone()).collect();
+            records.push(VerbalizedRecord {
+                mode: setup.mode.name().into(),
+                prompt_tokens: prefix.tokens().len(),
+                prefix_reused: *prefix_reused,
+                raw_text: String::new(),
+                generated_tokens: samples.iter().map(|sample| sample.generated_tokens).sum(),
+                stop_reason: None,
+                parsed: average_distributions(&parsed, self.labels.len()),
+                numbers: None,
+                permutation: None,
+                key_log_probs: None,
+                unparseable_samples: Some(parsed.iter().filter(|p| p.probabilities.is_none()).count()),
+                samples: Some(samples),
+            });
+        }
+        Ok(records)
     }
 
     /// The constrained dicts after `prefixes`, keys in each example's label order (`None`:

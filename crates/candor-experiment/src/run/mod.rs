@@ -33,10 +33,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use elicitation::{draw_demonstrations, kshot_template, PermutedLabels};
+use elicitation::{draw_demonstrations, kshot_template, PermutedLabels, SampleSettings};
 use evaluate::{ChatPrompt, Evaluator, VerbalizedSetup};
 use manifest::{
-    DatasetManifest, ElicitationSettings, KshotSettings, Manifest, PromptManifest, PromptsManifest, Selection, Settings,
+    DatasetManifest, ElicitationSettings, KshotSettings, Manifest, PromptManifest, PromptsManifest, SampledSettings,
+    Selection, Settings,
 };
 use predictions::{PredictionsWriter, Record, PREDICTIONS_FILE};
 use prompts::{
@@ -73,7 +74,7 @@ impl Signal {
 
 /// Everything that determines a run besides the model: the library form of `candor run`'s
 /// options (their flags are named in the field docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunSettings {
     /// The dataset and its sample.
     pub dataset: DatasetRequest,
@@ -91,6 +92,10 @@ pub struct RunSettings {
     /// The split of the same dataset the `kshot` demonstrations are drawn from, with the
     /// dataset's `--seed` (`--kshot-split`; required with that variant).
     pub kshot_split: Option<String>,
+    /// Answers sampled per example by the `sampled` variant (`--samples`).
+    pub samples: usize,
+    /// Their temperature (`--sample-temperature`); their seed is the dataset's `--seed`.
+    pub sample_temperature: f64,
     /// Most tokens of free verbalized generation (`--max-tokens`).
     pub max_tokens: usize,
     /// Most digits after the decimal point in constrained numbers (`--max-fraction-digits`).
@@ -128,6 +133,8 @@ impl RunSettings {
             elicitation: vec![Elicitation::Distribution],
             kshot: 3,
             kshot_split: None,
+            samples: 5,
+            sample_temperature: 0.7,
             max_tokens: 128,
             max_fraction_digits: 3,
             max_prompt_tokens: None,
@@ -289,6 +296,13 @@ impl RunPlan {
                 "--verbalized constrained needs constrained decoding, which the model backend does not offer; use --verbalized free"
             );
         }
+        if settings.wants_elicitation(Elicitation::Sampled) {
+            ensure!(
+                backend.capabilities().sampled_generation,
+                "--elicitation sampled needs seeded temperature sampling, which the {} backend does not offer",
+                backend.identity().backend()
+            );
+        }
         let evaluator = self.evaluator(backend)?;
         let limits = PromptLimits::new(settings, &evaluator, self.dataset.examples.len())?;
         let prepared = prepare_examples(&self.dataset, settings.shard, backend, limits.text_budget)?;
@@ -364,6 +378,7 @@ impl RunPlan {
                         elicitation: variant,
                         permuted: (variant == Elicitation::Permuted)
                             .then(|| PermutedLabels::new(&self.dataset, settings.dataset.seed)),
+                        sampling: (variant == Elicitation::Sampled).then_some(self.sample_settings()),
                         prompt: chat_prompt(self.template_of(variant)?, "")?,
                         mode: settings.verbalized,
                         max_tokens: settings.max_tokens,
@@ -390,7 +405,7 @@ impl RunPlan {
     /// The template elicitation `variant` renders.
     fn template_of(&self, variant: Elicitation) -> Result<&PromptTemplate> {
         let template = match variant {
-            Elicitation::Distribution | Elicitation::Permuted => self.verbalized_template.as_ref(),
+            Elicitation::Distribution | Elicitation::Permuted | Elicitation::Sampled => self.verbalized_template.as_ref(),
             Elicitation::Kshot => self.kshot.as_ref().map(|(_, template)| template),
             Elicitation::Percent => self.percent_template.as_ref(),
             Elicitation::Top1 => self.top1_template.as_ref(),
@@ -412,6 +427,11 @@ fn check_elicitation(settings: &RunSettings) -> Result<()> {
     if settings.wants_elicitation(Elicitation::Kshot) {
         ensure!(settings.kshot_split.is_some(), "--elicitation kshot needs --kshot-split (the split demonstrations are drawn from)");
         ensure!(settings.kshot > 0, "--kshot must be at least 1");
+    }
+    if settings.wants_elicitation(Elicitation::Sampled) {
+        ensure!(settings.samples > 0, "--samples must be at least 1");
+        let temperature = settings.sample_temperature;
+        ensure!(temperature.is_finite() && temperature > 0.0, "--sample-temperature must be above 0, got {temperature}");
     }
     Ok(())
 }
@@ -567,6 +587,7 @@ fn evaluate_group<B: ModelBackend>(
             verbalized_percent: None,
             verbalized_permuted: None,
             verbalized_kshot: None,
+            verbalized_sampled: None,
             logits,
             elapsed_ms: 0,
         };
@@ -675,7 +696,17 @@ impl RunPlan {
                 seed,
                 demonstrations: demonstrations.iter().map(|example| example.id.clone()).collect(),
             }),
+            sampled: settings.wants_elicitation(Elicitation::Sampled).then(|| {
+                let sampling = self.sample_settings();
+                SampledSettings { samples: sampling.samples, temperature: sampling.temperature, seed: sampling.seed }
+            }),
         }
+    }
+
+    /// The `sampled` variant's settings.
+    fn sample_settings(&self) -> SampleSettings {
+        let settings = &self.settings;
+        SampleSettings { samples: settings.samples, temperature: settings.sample_temperature, seed: settings.dataset.seed }
     }
 }
 

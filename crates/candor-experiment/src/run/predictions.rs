@@ -47,6 +47,10 @@ pub struct Record {
     /// The `kshot` elicitation's answer (signal `verbalized_kshot`), when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verbalized_kshot: Option<VerbalizedRecord>,
+    /// The `sampled` elicitation's averaged answers (signal `verbalized_sampled`), when
+    /// collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized_sampled: Option<VerbalizedRecord>,
     /// The label-logit signal, when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub logits: Option<LogitsRecord>,
@@ -67,6 +71,7 @@ impl Record {
             Elicitation::Percent => self.verbalized_percent.as_ref(),
             Elicitation::Permuted => self.verbalized_permuted.as_ref(),
             Elicitation::Kshot => self.verbalized_kshot.as_ref(),
+            Elicitation::Sampled => self.verbalized_sampled.as_ref(),
         }
     }
 
@@ -78,6 +83,7 @@ impl Record {
             Elicitation::Percent => &mut self.verbalized_percent,
             Elicitation::Permuted => &mut self.verbalized_permuted,
             Elicitation::Kshot => &mut self.verbalized_kshot,
+            Elicitation::Sampled => &mut self.verbalized_sampled,
         };
         *field = Some(answer);
     }
@@ -116,6 +122,24 @@ pub struct VerbalizedRecord {
     /// `{"<label>": ` after the prompt (manifest order); the answer's label is their argmax.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub key_log_probs: Option<Vec<f64>>,
+    /// The `sampled` elicitation: every sampled answer (`parsed` is the mean of those that
+    /// parsed; `raw_text` is empty).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub samples: Option<Vec<SampledAnswer>>,
+    /// The `sampled` elicitation: how many samples could not be parsed (left out of the mean).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unparseable_samples: Option<usize>,
+}
+
+/// One sampled answer of the `sampled` elicitation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampledAnswer {
+    /// The model's text (constrained: the dict).
+    pub raw_text: String,
+    /// Tokens the model chose.
+    pub generated_tokens: usize,
+    /// Its parse.
+    pub parsed: VerbalizedDistribution,
 }
 
 /// The label scores of one example.
@@ -265,6 +289,7 @@ mod tests {
             verbalized_percent: None,
             verbalized_permuted: None,
             verbalized_kshot: None,
+            verbalized_sampled: None,
             logits: None,
             elapsed_ms: 7,
         }
