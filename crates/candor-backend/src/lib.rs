@@ -25,7 +25,7 @@
 //!     type Prefix = Seen;
 //!     fn identity(&self) -> &ModelIdentity { &self.0 }
 //!     fn capabilities(&self) -> Capabilities {
-//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false, batched_generation: false }
+//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false, batched_generation: false, sampled_generation: false }
 //!     }
 //!     fn chat_prompt(&self, user_message: &str) -> Result<String> { Ok(format!("Q: {user_message}\nA:")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
@@ -123,6 +123,11 @@ pub struct Capabilities {
     pub batched_continuations: bool,
     /// Several prompts' constrained dicts advance in one batched forward per step.
     pub batched_generation: bool,
+    /// [`ModelBackend::generate_sampled_batch`] and
+    /// [`ModelBackend::generate_constrained_sampled_batch`] are available (seeded temperature
+    /// sampling, deterministic for a seed).
+    #[serde(default)]
+    pub sampled_generation: bool,
 }
 
 /// How a backend's weights are identified and stored.
@@ -289,6 +294,18 @@ pub struct ConstrainedOptions {
     pub scale: NumberScale,
 }
 
+/// Temperature sampling with a seeded generator: each token is drawn from
+/// softmax(log p / `temperature`) by a ChaCha8 generator seeded with `seed` on `stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// τ > 0.
+    pub temperature: f64,
+    /// Seed of the generator.
+    pub seed: u64,
+    /// Stream of the generator (independent samples of one seed).
+    pub stream: u64,
+}
+
 /// One generated number of a constrained dict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratedNumber {
@@ -401,6 +418,26 @@ pub trait ModelBackend {
     /// another).
     fn generate_batch(&self, prefixes: &[&Self::Prefix], max_tokens: usize) -> Result<Vec<Generation>> {
         prefixes.iter().map(|prefix| self.generate(prefix, max_tokens)).collect()
+    }
+
+    /// [`ModelBackend::generate`] after each of `prefixes` with every token sampled under the
+    /// matching `samplings` entry. Backends without seeded sampling say so.
+    fn generate_sampled_batch(&self, prefixes: &[&Self::Prefix], max_tokens: usize, samplings: &[Sampling]) -> Result<Vec<Generation>> {
+        let _ = (prefixes, max_tokens, samplings);
+        Err(BackendError::Unsupported("seeded sampled generation".into()))
+    }
+
+    /// [`ModelBackend::generate_constrained_batch`] with each dict's numbers sampled under the
+    /// matching `samplings` entry. Backends without seeded sampling say so.
+    fn generate_constrained_sampled_batch(
+        &self,
+        prefixes: &[&Self::Prefix],
+        labels: &[String],
+        options: &ConstrainedOptions,
+        samplings: &[Sampling],
+    ) -> Result<Vec<ConstrainedGeneration>> {
+        let _ = (prefixes, labels, options, samplings);
+        Err(BackendError::Unsupported("seeded sampled constrained generation".into()))
     }
 
     /// The dict `{"<label>": <number>, ...}` after `prefix` with the skeleton forced and only the

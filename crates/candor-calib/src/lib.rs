@@ -30,7 +30,7 @@ pub mod verbalized;
 pub use calibrators::{fit, kinds_for, CalibratorKind, FitOptions, FitStatus, FittedCalibrator, InputKind};
 pub use error::{CalibError, Result};
 pub use matrix::ScoreMatrix;
-pub use verbalized::{ParseStatus, VerbalizedDistribution, VerbalizedParser};
+pub use verbalized::{average_distributions, ParseStatus, VerbalizedDistribution, VerbalizedParser};
 
 #[cfg(test)]
 mod fuzz;

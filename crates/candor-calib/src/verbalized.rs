@@ -27,6 +27,16 @@
 //!   [`ParseStatus::Unparseable`]: no dictionary with a known label, a label value that is not a
 //!   number, negative or not finite, or values that sum to 0.
 //!
+//! A **top-1 answer** (a dict with one label and its confidence `c`, Xiong et al. 2024:
+//! [`VerbalizedParser::parse_top1`]) is read by the same rules and becomes the distribution with
+//! `c` on that label and `(1 − c)/(K − 1)` on each of the other `K − 1` (with one label, 1 on
+//! it); it is unparseable when
+//! its dict names more than one label or `c` exceeds 1.
+//!
+//! **Sampled answers** (the consistency baseline: n answers at a temperature) are averaged by
+//! [`average_distributions`]: the mean of the parsed samples' distributions, unparseable
+//! samples left out.
+//!
 //! The tolerant scanner is hand-written because the usual lenient-JSON crates (json5, hjson)
 //! reject Python's single-quoted strings mixed with `None`/`True` and bare percent signs such as
 //! `0.7%`, which small models produce routinely. The parser never panics (property-tested on
@@ -195,6 +205,45 @@ impl VerbalizedParser {
         }
     }
 
+    /// Parses a top-1 answer `{"<label>": <confidence>}` into the distribution with the
+    /// confidence `c` on that label and `(1 − c)/(K − 1)` on each other label (status `ok`; no
+    /// raw-sum deviation). Never fails: problems are reported in the status.
+    pub fn parse_top1(&self, text: &str) -> VerbalizedDistribution {
+        let read = self.parse(text);
+        let present: Vec<(usize, f64)> =
+            read.raw_values.iter().enumerate().filter_map(|(j, value)| value.map(|value| (j, value))).collect();
+        let &[(label, value)] = present.as_slice() else {
+            return match present.len() {
+                0 => read,
+                n => self.fail(read, format!("a top-1 answer names one label, this one names {n}")),
+            };
+        };
+        if !(value.is_finite() && value >= 0.0) {
+            return read;
+        }
+        let confidence = match read.scale {
+            Some(ValueScale::Percent) => value / 100.0,
+            _ => value,
+        };
+        if confidence > 1.0 {
+            return self.fail(read, format!("the confidence {value} is above 1 (100%)"));
+        }
+        // A single label is certain whatever the confidence: nothing else could be right.
+        let probabilities = match self.labels.len() {
+            1 => vec![1.0],
+            k => {
+                let others = (1.0 - confidence) / (k - 1) as f64;
+                (0..k).map(|j| if j == label { confidence } else { others }).collect()
+            }
+        };
+        VerbalizedDistribution {
+            probabilities: Some(probabilities),
+            raw_sum_deviation: None,
+            status: ParseStatus::Ok,
+            ..read
+        }
+    }
+
     fn label_index(&self, key: &str) -> Option<usize> {
         let key = normalize_key(key);
         self.normalized.iter().position(|k| *k == key)
@@ -319,6 +368,29 @@ pub fn parse_verbalized<S: AsRef<str>>(
     Ok(VerbalizedParser::new(labels)?
         .with_tolerance(tolerance)?
         .parse(text))
+}
+
+/// The mean of the distributions of `samples` over `n_labels` labels, leaving out unparseable
+/// samples (their count is the caller's to record): status `ok`, no raw values, scale or sum
+/// deviation (the samples have theirs). Unparseable when no sample parsed.
+pub fn average_distributions(samples: &[VerbalizedDistribution], n_labels: usize) -> VerbalizedDistribution {
+    let parsed: Vec<&Vec<f64>> =
+        samples.iter().filter_map(|sample| sample.probabilities.as_ref()).filter(|p| p.len() == n_labels).collect();
+    let probabilities = (!parsed.is_empty()).then(|| {
+        (0..n_labels).map(|j| parsed.iter().map(|p| p[j]).sum::<f64>() / parsed.len() as f64).collect()
+    });
+    let status = match probabilities {
+        Some(_) => ParseStatus::Ok,
+        None => ParseStatus::Unparseable { reason: format!("none of the {} samples could be parsed", samples.len()) },
+    };
+    VerbalizedDistribution {
+        probabilities,
+        raw_values: vec![None; n_labels],
+        scale: None,
+        raw_sum_deviation: None,
+        status,
+        unknown_keys: Vec::new(),
+    }
 }
 
 /// The form in which keys and labels are compared: lowercase, `_`/`-`/whitespace runs turned into
@@ -652,6 +724,44 @@ mod tests {
         assert_eq!(d.status, ParseStatus::Renormalized);
         assert!(close(&probs(&d), &[0.5, 0.25, 0.25]));
         assert!((d.raw_sum_deviation.unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn samples_average_over_those_that_parsed() {
+        let parser = VerbalizedParser::new(&["a", "b"]).unwrap();
+        let samples: Vec<VerbalizedDistribution> =
+            [r#"{"a": 0.8, "b": 0.2}"#, "no dict", r#"{"a": 0.2, "b": 0.6}"#].iter().map(|t| parser.parse(t)).collect();
+        // (0.8, 0.2) and (0.25, 0.75) (the second renormalised): mean (0.525, 0.475).
+        let mean = average_distributions(&samples, 2);
+        assert_eq!(mean.status, ParseStatus::Ok);
+        assert!(close(&probs(&mean), &[0.525, 0.475]));
+        let none = average_distributions(&samples[1..2], 2);
+        assert_eq!(none.status, ParseStatus::Unparseable { reason: "none of the 1 samples could be parsed".into() });
+        assert_eq!(none.probabilities, None);
+    }
+
+    #[test]
+    fn a_top1_answer_spreads_the_rest_evenly_over_the_other_labels() {
+        let parser = VerbalizedParser::new(&["anger", "joy", "fear"]).unwrap();
+        // c = 0.7 on joy; (1 − 0.7) / 2 = 0.15 on each other label.
+        for text in [r#"{"joy": 0.7}"#, r#"Answer: {'JOY': 70}"#, r#"{"joy": "70%"}"#] {
+            let d = parser.parse_top1(text);
+            assert_eq!(d.status, ParseStatus::Ok, "{text}");
+            assert!(close(&probs(&d), &[0.15, 0.7, 0.15]), "{text}: {:?}", d.probabilities);
+            assert_eq!(d.raw_sum_deviation, None);
+        }
+        // Confidence 0 is an answer too: the other two share everything.
+        assert!(close(&probs(&parser.parse_top1(r#"{"fear": 0}"#)), &[0.5, 0.5, 0.0]));
+        let reason = |text: &str| match parser.parse_top1(text).status {
+            ParseStatus::Unparseable { reason } => reason,
+            status => panic!("{text}: {status:?}"),
+        };
+        assert_eq!(reason(r#"{"joy": 0.7, "anger": 0.3}"#), "a top-1 answer names one label, this one names 2");
+        assert_eq!(reason(r#"{"joy": 150}"#), "the confidence 150 is above 1 (100%)");
+        assert_eq!(reason("joy, surely"), "no dictionary found in the text");
+        assert!(reason(r#"{"joy": -0.5}"#).contains("not a finite non-negative number"));
+        let single = VerbalizedParser::new(&["only"]).unwrap();
+        assert_eq!(probs(&single.parse_top1(r#"{"only": 0.4}"#)), [1.0]);
     }
 
     #[test]

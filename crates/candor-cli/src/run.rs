@@ -56,10 +56,12 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = VerbalizedMode::Constrained)]
     verbalized: VerbalizedMode,
     /// How the verbalized distribution is asked for, comma-separated; each variant is its own
-    /// signal: distribution (`verbalized`), percent (`verbalized_percent`: percentages from 0
+    /// signal: distribution (`verbalized`), top1 (`verbalized_top1`: the most likely label and
+    /// its confidence), percent (`verbalized_percent`: percentages from 0
     /// to 100), permuted (`verbalized_permuted`: labels in a seeded
     /// per-example order), kshot (`verbalized_kshot`: --kshot demonstrations from --kshot-split
-    /// first).
+    /// first), sampled (`verbalized_sampled`: --samples answers at --sample-temperature,
+    /// seeded with --seed, averaged).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "distribution")]
     elicitation: Vec<Elicitation>,
     /// Demonstrations of the kshot elicitation.
@@ -69,6 +71,12 @@ pub struct RunArgs {
     /// required with --elicitation kshot).
     #[arg(long, value_name = "SPLIT")]
     kshot_split: Option<String>,
+    /// Answers sampled per example by the sampled elicitation.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    samples: usize,
+    /// Temperature of the sampled elicitation's answers.
+    #[arg(long, value_name = "TAU", default_value_t = 0.7)]
+    sample_temperature: f64,
     /// Most tokens of free verbalized generation.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -115,6 +123,8 @@ impl RunArgs {
             elicitation: self.elicitation.clone(),
             kshot: self.kshot,
             kshot_split: self.kshot_split.clone(),
+            samples: self.samples,
+            sample_temperature: self.sample_temperature,
             max_tokens: self.max_tokens,
             max_fraction_digits: self.max_fraction_digits,
             max_prompt_tokens: self.max_prompt_tokens,

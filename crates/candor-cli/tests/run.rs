@@ -915,3 +915,88 @@ fn the_percent_variant_writes_whole_percentages_read_on_the_percent_scale() {
         [("verbalized_percent", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
+
+#[test]
+fn the_top1_variant_writes_the_most_probable_label_key_and_its_confidence() {
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("run");
+    succeed(&reviews_run(&out, &["--elicitation", "top1"]));
+    let manifest = manifest(&out);
+    let labels: Vec<String> = manifest["dataset"]["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().into()).collect();
+    assert_eq!(manifest["prompts"]["variants"]["verbalized_top1"]["source"], "builtin:verbalized_top1");
+    for record in records(&out) {
+        let answer = &record["verbalized_top1"];
+        let key_log_probs = numbers(&answer["key_log_probs"]);
+        assert_eq!(key_log_probs.len(), labels.len());
+        assert!(key_log_probs.iter().all(|lp| *lp < 0.0));
+        // The label is the most probable key, ties to the first.
+        let best = key_log_probs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let chosen = key_log_probs.iter().position(|lp| *lp == best).unwrap();
+        let number = &answer["numbers"].as_array().unwrap()[..];
+        assert_eq!(number.len(), 1);
+        assert_eq!(number[0]["label"], labels[chosen].as_str());
+        let text = number[0]["text"].as_str().unwrap();
+        assert_eq!(answer["raw_text"], format!("{{\"{}\": {text}}}", labels[chosen]));
+        // c on the chosen label, (1 − c)/(K − 1) on each other.
+        let confidence = number[0]["value"].as_f64().unwrap();
+        let others = (1.0 - confidence) / (labels.len() - 1) as f64;
+        assert_eq!(answer["parsed"]["status"], "ok");
+        for (j, p) in numbers(&answer["parsed"]["probabilities"]).iter().enumerate() {
+            assert!(close(*p, if j == chosen { confidence } else { others }, 1e-12), "{j}: {p}");
+        }
+    }
+    assert_eq!(
+        calibrated_signals(&out),
+        [("verbalized_top1", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+#[test]
+fn the_sampled_variant_averages_seeded_samples_deterministically() {
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let (out, again) = (temp.path().join("run"), temp.path().join("again"));
+    let variant = ["--elicitation", "sampled", "--samples", "3", "--sample-temperature", "1.5"];
+    succeed(&reviews_run(&out, &variant));
+    succeed(&reviews_run(&again, &variant));
+    assert_eq!(timeless_lines(&out), timeless_lines(&again), "the seed makes the samples deterministic");
+    let manifest = manifest(&out);
+    assert_eq!(
+        manifest["settings"]["elicitation"]["sampled"],
+        serde_json::json!({"samples": 3, "temperature": 1.5, "seed": manifest["dataset"]["seed"]})
+    );
+    let n_labels = manifest["dataset"]["labels"].as_array().unwrap().len();
+    let mut texts = std::collections::BTreeSet::new();
+    for record in records(&out) {
+        let answer = &record["verbalized_sampled"];
+        let samples = answer["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 3);
+        // The mean of the samples that parsed, computed here; the others are counted.
+        let parsed: Vec<Vec<f64>> =
+            samples.iter().filter(|s| s["parsed"]["probabilities"].is_array()).map(|s| numbers(&s["parsed"]["probabilities"])).collect();
+        assert_eq!(answer["unparseable_samples"], 3 - parsed.len());
+        let tokens: u64 = samples.iter().map(|s| s["generated_tokens"].as_u64().unwrap()).sum();
+        assert_eq!(answer["generated_tokens"], tokens);
+        for sample in samples {
+            texts.insert(sample["raw_text"].as_str().unwrap().to_string());
+            assert_parsed_dict(&sample["parsed"], n_labels, "sample");
+        }
+        match parsed.is_empty() {
+            true => assert_eq!(answer["parsed"]["status"], "unparseable"),
+            false => {
+                for (j, p) in numbers(&answer["parsed"]["probabilities"]).iter().enumerate() {
+                    let mean = parsed.iter().map(|d| d[j]).sum::<f64>() / parsed.len() as f64;
+                    assert!(close(*p, mean, 1e-12), "{j}: {p} vs {mean}");
+                }
+            }
+        }
+    }
+    assert!(texts.len() > 1, "fifteen samples at τ 1.5 are not all one dict: {texts:?}");
+    assert_eq!(
+        calibrated_signals(&out),
+        [("verbalized_sampled", "probabilities"), ("logits", "logits")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let error = fail(&reviews_run(&temp.path().join("cold"), &["--elicitation", "sampled", "--sample-temperature", "0"]));
+    assert!(error.contains("--sample-temperature must be above 0"), "{error}");
+}

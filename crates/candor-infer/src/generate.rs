@@ -8,7 +8,15 @@
 //! percent scale ([`NumberScale::Percent`]) whole percentages `0` to `100`. At each
 //! step every token that would leave the grammar is masked; a number ends when the best allowed
 //! choice is the first token of the next skeleton piece, or when it cannot be extended.
+//!
+//! Both can sample instead of taking the greedy choice ([`Sampling`]): each token (among the
+//! allowed ones, in a constrained dict) is drawn from softmax(log p / τ) by a ChaCha8 generator
+//! seeded with the sampling's seed on its stream, so a sample depends on the seed, the stream
+//! and the model only. (candle-transformers' `LogitsProcessor` would do the same draw, but the
+//! crate is not among this workspace's dependencies; the draw is a few lines.)
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{InferError, Result};
@@ -97,6 +105,50 @@ pub struct ConstrainedGeneration {
     pub numbers: Vec<GeneratedNumber>,
 }
 
+/// Temperature sampling with a seeded generator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// τ > 0: the log-probabilities are divided by it before the softmax.
+    pub temperature: f64,
+    /// Seed of the ChaCha8 generator.
+    pub seed: u64,
+    /// Stream of the generator (independent samples of one seed).
+    pub stream: u64,
+}
+
+impl Sampling {
+    fn generator(&self) -> Result<ChaCha8Rng> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(InferError::InvalidInput(format!("the sampling temperature must be finite and above 0, got {}", self.temperature)));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(self.stream);
+        Ok(rng)
+    }
+}
+
+/// An index drawn from softmax(`log_probs` / `temperature`): the first whose cumulative weight
+/// exceeds a uniform draw from [0, total weight). Indices of weight 0 (log-prob −∞) are never
+/// drawn.
+fn sample_index(log_probs: &[f64], temperature: f64, rng: &mut ChaCha8Rng) -> usize {
+    let max = log_probs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = log_probs.iter().map(|lp| ((lp - max) / temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let target = rng.random::<f64>() * total;
+    let mut cumulative = 0.0;
+    let mut last_positive = argmax(log_probs);
+    for (index, weight) in weights.iter().enumerate() {
+        cumulative += weight;
+        if *weight > 0.0 {
+            last_positive = index;
+            if target < cumulative {
+                return index;
+            }
+        }
+    }
+    last_positive
+}
+
 /// Index of the largest value; ties go to the lowest index.
 fn argmax(values: &[f64]) -> usize {
     let mut best = 0;
@@ -159,6 +211,16 @@ fn is_complete_under(s: &str, options: &ConstrainedOptions) -> bool {
 impl LanguageModel {
     /// Greedy generation after `prefix` until an end token or `max_tokens` tokens.
     pub fn generate(&self, prefix: &Prefix, max_tokens: usize) -> Result<Generation> {
+        self.generate_with(prefix, max_tokens, None)
+    }
+
+    /// [`LanguageModel::generate`] with every token sampled under `sampling`.
+    pub fn generate_sampled(&self, prefix: &Prefix, max_tokens: usize, sampling: &Sampling) -> Result<Generation> {
+        self.generate_with(prefix, max_tokens, Some(sampling))
+    }
+
+    fn generate_with(&self, prefix: &Prefix, max_tokens: usize, sampling: Option<&Sampling>) -> Result<Generation> {
+        let mut sampler = sampling.map(|s| Ok::<_, InferError>((s.temperature, s.generator()?))).transpose()?;
         let eos = self.tokenizer().eos_token_ids();
         let context = self.model().config().context_length;
         let mut state = prefix.clone();
@@ -169,7 +231,10 @@ impl LanguageModel {
                 break StopReason::MaxTokens;
             }
             let log_probs = state.next_log_probs()?;
-            let next = argmax(&log_probs) as u32;
+            let next = match &mut sampler {
+                Some((temperature, rng)) => sample_index(&log_probs, *temperature, rng),
+                None => argmax(&log_probs),
+            } as u32;
             if eos.contains(&next) {
                 break StopReason::Eos;
             }
@@ -210,6 +275,31 @@ impl LanguageModel {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> Result<Vec<ConstrainedGeneration>> {
+        self.constrained_many(prefixes, labels, options, None)
+    }
+
+    /// [`LanguageModel::generate_constrained_many`] with each dict's numbers sampled under its
+    /// own `samplings` entry (one per prefix) instead of chosen greedily.
+    pub fn generate_constrained_sampled_many(
+        &self,
+        prefixes: &[&Prefix],
+        labels: &[String],
+        options: &ConstrainedOptions,
+        samplings: &[Sampling],
+    ) -> Result<Vec<ConstrainedGeneration>> {
+        if samplings.len() != prefixes.len() {
+            return Err(InferError::InvalidInput(format!("{} samplings for {} prompts", samplings.len(), prefixes.len())));
+        }
+        self.constrained_many(prefixes, labels, options, Some(samplings))
+    }
+
+    fn constrained_many(
+        &self,
+        prefixes: &[&Prefix],
+        labels: &[String],
+        options: &ConstrainedOptions,
+        samplings: Option<&[Sampling]>,
+    ) -> Result<Vec<ConstrainedGeneration>> {
         if labels.is_empty() {
             return Err(InferError::InvalidInput(
                 "constrained generation needs at least one label".into(),
@@ -249,8 +339,12 @@ impl LanguageModel {
             .extend_many_after(prefixes, &kept, &first)?
             .into_iter()
             .zip(prompt_texts)
-            .map(|(state, prompt_text)| DictInProgress::new(state, prompt_text, &skeleton.pieces[0]))
-            .collect();
+            .enumerate()
+            .map(|(i, (state, prompt_text))| {
+                let sampler = samplings.map(|s| Ok::<_, InferError>((s[i].temperature, s[i].generator()?))).transpose()?;
+                Ok(DictInProgress::new(state, prompt_text, &skeleton.pieces[0], sampler))
+            })
+            .collect::<Result<_>>()?;
         loop {
             let mut chunks: Vec<(usize, Vec<u32>)> = Vec::new();
             for (i, dict) in dicts.iter_mut().enumerate().filter(|(_, d)| d.label < labels.len()) {
@@ -364,11 +458,14 @@ struct DictInProgress {
     number_ids: Vec<u32>,
     log_prob: f64,
     masked_log_prob: f64,
+    /// Temperature and generator when the numbers are sampled (`None`: greedy).
+    sampler: Option<(f64, ChaCha8Rng)>,
 }
 
 impl DictInProgress {
-    fn new(state: Prefix, prompt_text: Option<String>, first_piece: &str) -> Self {
+    fn new(state: Prefix, prompt_text: Option<String>, first_piece: &str, sampler: Option<(f64, ChaCha8Rng)>) -> Self {
         Self {
+            sampler,
             state,
             prompt_text,
             label: 0,
@@ -409,7 +506,10 @@ impl DictInProgress {
             .iter()
             .map(|(id, _)| log_probs.get(*id as usize).copied().ok_or_else(|| outside_vocabulary(*id, log_probs.len())))
             .collect::<Result<_>>()?;
-        let best = argmax(&allowed_lp);
+        let best = match &mut self.sampler {
+            Some((temperature, rng)) => sample_index(&allowed_lp, *temperature, rng),
+            None => argmax(&allowed_lp),
+        };
         let renormalised = log_softmax_values(&allowed_lp.iter().map(|&v| v as f32).collect::<Vec<_>>());
         self.masked_log_prob += renormalised[best];
         if can_end && best == allowed.len() - 1 {
@@ -519,6 +619,41 @@ mod tests {
             skeleton_pieces(&labels).unwrap(),
             ["{\"a\": ", ", \"say \\\"hi\\\"\": ", "}"]
         );
+    }
+
+    #[test]
+    fn samples_follow_softmax_over_the_temperature() {
+        // log p = ln(0.6), ln(0.3), ln(0.1), −∞. At τ = 1 the frequencies approach 0.6 / 0.3 /
+        // 0.1 and the −∞ token never comes; at τ = 0.5 the weights are p², normalised:
+        // 0.36 / 0.09 / 0.01 over 0.46.
+        let log_probs = [0.6f64.ln(), 0.3f64.ln(), 0.1f64.ln(), f64::NEG_INFINITY];
+        for (temperature, expected) in [(1.0, [0.6, 0.3, 0.1]), (0.5, [0.36 / 0.46, 0.09 / 0.46, 0.01 / 0.46])] {
+            let mut rng = Sampling { temperature, seed: 11, stream: 0 }.generator().unwrap();
+            let mut counts = [0usize; 4];
+            let n = 200_000;
+            for _ in 0..n {
+                counts[sample_index(&log_probs, temperature, &mut rng)] += 1;
+            }
+            assert_eq!(counts[3], 0);
+            for (count, p) in counts.iter().zip(expected) {
+                // Five standard errors of a binomial proportion.
+                let tolerance = 5.0 * (p * (1.0 - p) / n as f64).sqrt();
+                assert!((*count as f64 / n as f64 - p).abs() < tolerance, "τ {temperature}: {counts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sampling_is_a_function_of_its_seed_and_stream() {
+        let draws = |seed, stream| {
+            let mut rng = Sampling { temperature: 1.0, seed, stream }.generator().unwrap();
+            (0..32).map(|_| sample_index(&[0.0, 0.0, 0.0], 1.0, &mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(3, 1), draws(3, 1));
+        assert_ne!(draws(3, 1), draws(3, 2));
+        assert_ne!(draws(3, 1), draws(4, 1));
+        assert!(Sampling { temperature: 0.0, seed: 0, stream: 0 }.generator().is_err());
+        assert!(Sampling { temperature: f64::NAN, seed: 0, stream: 0 }.generator().is_err());
     }
 
     #[test]

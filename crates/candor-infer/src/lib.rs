@@ -53,7 +53,7 @@ mod tokenizer;
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, YarnRopeScaling, SUPPORTED_ARCHITECTURES};
 pub use error::{InferError, Result};
 pub use generate::{
-    ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, NumberScale, StopReason,
+    ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, NumberScale, Sampling, StopReason,
 };
 pub use loader::{available_memory_bytes, export_dense, LanguageModel, LoadOptions};
 pub use model::{KvCache, Model};

@@ -28,7 +28,7 @@ pub mod weights;
 pub use error::{LocalError, Result};
 
 use candor_backend::{
-    BackendError, Capabilities, ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, LabelScore, NumberScale,
+    BackendError, Capabilities, ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, LabelScore, NumberScale, Sampling,
     LabelScores, ModelBackend, ModelIdentity, PromptLogProbs, PromptState, StopReason, TokenLogProb,
 };
 use candor_infer::{DeviceSpec, LanguageModel, LoadOptions, ModelSpec, WeightStorage};
@@ -129,6 +129,33 @@ impl LocalBackend {
     }
 }
 
+/// Candor-infer's sampling for the backend's.
+fn infer_sampling(sampling: &Sampling) -> candor_infer::Sampling {
+    candor_infer::Sampling { temperature: sampling.temperature, seed: sampling.seed, stream: sampling.stream }
+}
+
+/// Candor-infer's constrained options for the backend's.
+fn infer_options(options: &ConstrainedOptions) -> candor_infer::ConstrainedOptions {
+    let scale = match options.scale {
+        NumberScale::Fraction => candor_infer::NumberScale::Fraction,
+        NumberScale::Percent => candor_infer::NumberScale::Percent,
+    };
+    candor_infer::ConstrainedOptions { max_fraction_digits: options.max_fraction_digits, scale }
+}
+
+/// The backend's free generation for candor-infer's.
+fn free_generation(generation: candor_infer::Generation) -> Generation {
+    Generation {
+        text: generation.text,
+        token_ids: generation.token_ids,
+        stop_reason: match generation.stop_reason {
+            candor_infer::StopReason::Eos => StopReason::Eos,
+            candor_infer::StopReason::MaxTokens => StopReason::MaxTokens,
+            candor_infer::StopReason::ContextFull => StopReason::ContextFull,
+        },
+    }
+}
+
 /// A constrained dict in the backend's terms.
 fn constrained_generation(generation: candor_infer::ConstrainedGeneration) -> ConstrainedGeneration {
     ConstrainedGeneration {
@@ -166,6 +193,7 @@ impl ModelBackend for LocalBackend {
             constrained_generation: true,
             batched_continuations: true,
             batched_generation: true,
+            sampled_generation: true,
         }
     }
 
@@ -245,15 +273,40 @@ impl ModelBackend for LocalBackend {
 
     fn generate(&self, prefix: &LocalPrefix, max_tokens: usize) -> candor_backend::Result<Generation> {
         let generation = self.model.generate(&prefix.0, max_tokens).map_err(model_error)?;
-        Ok(Generation {
-            text: generation.text,
-            token_ids: generation.token_ids,
-            stop_reason: match generation.stop_reason {
-                candor_infer::StopReason::Eos => StopReason::Eos,
-                candor_infer::StopReason::MaxTokens => StopReason::MaxTokens,
-                candor_infer::StopReason::ContextFull => StopReason::ContextFull,
-            },
-        })
+        Ok(free_generation(generation))
+    }
+
+    fn generate_sampled_batch(
+        &self,
+        prefixes: &[&LocalPrefix],
+        max_tokens: usize,
+        samplings: &[Sampling],
+    ) -> candor_backend::Result<Vec<Generation>> {
+        prefixes
+            .iter()
+            .zip(samplings)
+            .map(|(prefix, sampling)| {
+                let generation =
+                    self.model.generate_sampled(&prefix.0, max_tokens, &infer_sampling(sampling)).map_err(model_error)?;
+                Ok(free_generation(generation))
+            })
+            .collect()
+    }
+
+    fn generate_constrained_sampled_batch(
+        &self,
+        prefixes: &[&LocalPrefix],
+        labels: &[String],
+        options: &ConstrainedOptions,
+        samplings: &[Sampling],
+    ) -> candor_backend::Result<Vec<ConstrainedGeneration>> {
+        let prefixes: Vec<&candor_infer::Prefix> = prefixes.iter().map(|prefix| &prefix.0).collect();
+        let samplings: Vec<candor_infer::Sampling> = samplings.iter().map(infer_sampling).collect();
+        let dicts = self
+            .model
+            .generate_constrained_sampled_many(&prefixes, labels, &infer_options(options), &samplings)
+            .map_err(model_error)?;
+        Ok(dicts.into_iter().map(constrained_generation).collect())
     }
 
     fn generate_constrained(
@@ -272,11 +325,7 @@ impl ModelBackend for LocalBackend {
         labels: &[String],
         options: &ConstrainedOptions,
     ) -> candor_backend::Result<Vec<ConstrainedGeneration>> {
-        let scale = match options.scale {
-            NumberScale::Fraction => candor_infer::NumberScale::Fraction,
-            NumberScale::Percent => candor_infer::NumberScale::Percent,
-        };
-        let options = candor_infer::ConstrainedOptions { max_fraction_digits: options.max_fraction_digits, scale };
+        let options = infer_options(options);
         let prefixes: Vec<&candor_infer::Prefix> = prefixes.iter().map(|prefix| &prefix.0).collect();
         let dicts = self.model.generate_constrained_many(&prefixes, labels, &options).map_err(model_error)?;
         Ok(dicts.into_iter().map(constrained_generation).collect())

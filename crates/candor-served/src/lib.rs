@@ -533,6 +533,8 @@ impl ModelBackend for ServedBackend {
             constrained_generation: true,
             batched_continuations: true,
             batched_generation: true,
+            // Served engines sample on their side; their draws are not Candor's seeded ones.
+            sampled_generation: false,
         }
     }
 

@@ -4,6 +4,11 @@
 //!
 //! * `distribution` → `verbalized`: the built-in (or `--verbalized-prompt`) elicitation of the
 //!   whole distribution as a dict (the default; the records of runs before variants existed).
+//! * `top1` → `verbalized_top1`: the most likely label and the confidence `c` that it is right,
+//!   as a one-key dict (Xiong et al. 2024; its own built-in prompt); the distribution is `c` on
+//!   that label and `(1 − c)/(K − 1)` on each other. Constrained, the label is the one whose
+//!   dict key `{"<label>": ` the model finds most probable after the prompt, then its number
+//!   is generated under the grammar.
 //! * `percent` → `verbalized_percent`: the distribution as percentages from 0 to 100 (its own
 //!   built-in prompt; the parser reads every dict on the percent scale, and constrained numbers
 //!   are whole percentages).
@@ -14,9 +19,13 @@
 //!   seed from a named split of the same dataset ([`draw_demonstrations`]), each shown with its
 //!   gold answer as a one-hot dict ([`kshot_template`]). The same demonstrations precede every
 //!   example, so their tokens are computed once; no example of the run is a demonstration.
+//! * `sampled` → `verbalized_sampled`: the consistency baseline. `--samples N` answers to the
+//!   verbalized prompt sampled at `--sample-temperature τ` (constrained or free), each parsed,
+//!   the parsed ones averaged; sample `i` of the example at position `p` draws from the run's
+//!   `--seed` on stream `p · 2³² + i`, so the records are deterministic and shard-independent.
 
 use crate::error::{bail, Context, Result};
-use candor_backend::NumberScale;
+use candor_backend::{NumberScale, Sampling};
 use candor_data::{Dataset, DatasetRequest, Example, Label};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -31,25 +40,32 @@ use super::prompts::{PromptTemplate, PromptValues};
 pub enum Elicitation {
     /// The whole distribution as a dict (signal `verbalized`).
     Distribution,
+    /// The most likely label and its confidence (signal `verbalized_top1`).
+    Top1,
     /// The whole distribution in percentages (signal `verbalized_percent`).
     Percent,
     /// Labels in a seeded per-example order (signal `verbalized_permuted`).
     Permuted,
     /// K demonstrations with their gold answers first (signal `verbalized_kshot`).
     Kshot,
+    /// N sampled answers averaged (signal `verbalized_sampled`).
+    Sampled,
 }
 
 impl Elicitation {
     /// Every variant, in canonical order.
-    pub const ALL: [Elicitation; 4] = [Self::Distribution, Self::Percent, Self::Permuted, Self::Kshot];
+    pub const ALL: [Elicitation; 6] =
+        [Self::Distribution, Self::Top1, Self::Percent, Self::Permuted, Self::Kshot, Self::Sampled];
 
     /// The variant's name on the command line and in manifests.
     pub fn name(self) -> &'static str {
         match self {
             Self::Distribution => "distribution",
+            Self::Top1 => "top1",
             Self::Percent => "percent",
             Self::Permuted => "permuted",
             Self::Kshot => "kshot",
+            Self::Sampled => "sampled",
         }
     }
 
@@ -57,16 +73,18 @@ impl Elicitation {
     pub fn signal_name(self) -> &'static str {
         match self {
             Self::Distribution => "verbalized",
+            Self::Top1 => "verbalized_top1",
             Self::Percent => "verbalized_percent",
             Self::Permuted => "verbalized_permuted",
             Self::Kshot => "verbalized_kshot",
+            Self::Sampled => "verbalized_sampled",
         }
     }
 
     /// Whether the variant renders a template of its own (recorded under `prompts.variants`)
     /// rather than the verbalized one.
     pub fn has_own_template(self) -> bool {
-        matches!(self, Self::Percent | Self::Kshot)
+        matches!(self, Self::Top1 | Self::Percent | Self::Kshot)
     }
 
     /// The scale of the variant's numbers.
@@ -122,6 +140,24 @@ impl PermutedLabels {
     /// The label names in `order`: the keys of the dict, in the order they are forced.
     pub fn names(&self, order: &[usize]) -> Vec<String> {
         order.iter().map(|&index| self.labels[index].name.clone()).collect()
+    }
+}
+
+/// The `sampled` variant's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleSettings {
+    /// Answers per example.
+    pub samples: usize,
+    /// τ.
+    pub temperature: f64,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+impl SampleSettings {
+    /// The sampling of answer `sample` of the example at `position`.
+    pub fn sampling(&self, position: usize, sample: usize) -> Sampling {
+        Sampling { temperature: self.temperature, seed: self.seed, stream: ((position as u64) << 32) | sample as u64 }
     }
 }
 
@@ -207,15 +243,24 @@ mod tests {
             names,
             [
                 ("distribution", "verbalized"),
+                ("top1", "verbalized_top1"),
                 ("percent", "verbalized_percent"),
                 ("permuted", "verbalized_permuted"),
-                ("kshot", "verbalized_kshot")
+                ("kshot", "verbalized_kshot"),
+                ("sampled", "verbalized_sampled")
             ]
         );
         for variant in Elicitation::ALL {
             assert_eq!(Elicitation::from_name(variant.name()), Some(variant));
         }
         assert_eq!(Elicitation::from_name("verbalized"), None);
+    }
+
+    #[test]
+    fn samples_draw_on_a_stream_per_position_and_sample() {
+        let settings = SampleSettings { samples: 3, temperature: 0.7, seed: 9 };
+        assert_eq!(settings.sampling(0, 2), Sampling { temperature: 0.7, seed: 9, stream: 2 });
+        assert_eq!(settings.sampling(5, 1), Sampling { temperature: 0.7, seed: 9, stream: 5 * (1 << 32) + 1 });
     }
 
     #[test]

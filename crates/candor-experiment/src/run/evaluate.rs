@@ -9,12 +9,12 @@
 //! that rewrites the message, a merge across the boundary) the example is prefilled from scratch.
 
 use crate::error::{Context, Result};
-use candor_backend::{ConstrainedOptions, GeneratedNumber, ModelBackend, PromptState, StopReason};
+use candor_backend::{ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, ModelBackend, PromptState, StopReason};
 use candor_calib::softmax::softmax;
-use candor_calib::VerbalizedParser;
+use candor_calib::{average_distributions, VerbalizedDistribution, VerbalizedParser};
 
-use super::elicitation::{Elicitation, PermutedLabels};
-use super::predictions::{LogitsRecord, VerbalizedRecord};
+use super::elicitation::{Elicitation, PermutedLabels, SampleSettings};
+use super::predictions::{LogitsRecord, SampledAnswer, VerbalizedRecord};
 use super::prompts::{PromptTemplate, PromptValues};
 
 /// Stands in for the example text when the shared prefix is rendered (private-use characters, so
@@ -196,6 +196,8 @@ pub struct VerbalizedSetup<B: ModelBackend> {
     pub elicitation: Elicitation,
     /// The labels' per-example order (the `permuted` variant; `None`: manifest order).
     pub permuted: Option<PermutedLabels>,
+    /// Answers sampled and averaged (the `sampled` variant; `None`: one greedy answer).
+    pub sampling: Option<SampleSettings>,
     /// The elicitation prompt.
     pub prompt: ChatPrompt<B>,
     /// Free or constrained.
@@ -209,6 +211,15 @@ pub struct VerbalizedSetup<B: ModelBackend> {
 }
 
 impl<B: ModelBackend> VerbalizedSetup<B> {
+    /// The distribution read from an answer: a top-1 dict for `top1`, the whole distribution
+    /// otherwise.
+    fn parse(&self, text: &str) -> VerbalizedDistribution {
+        match self.elicitation {
+            Elicitation::Top1 => self.parser.parse_top1(text),
+            _ => self.parser.parse(text),
+        }
+    }
+
     /// The whole prompt of the example at `position` with text `text`, as the model receives it.
     pub fn full_text(&self, model: &B, position: usize, text: &str) -> Result<String> {
         match &self.permuted {
@@ -289,6 +300,9 @@ impl<B: ModelBackend> Evaluator<'_, B> {
             };
             prefixes.push(prefix.with_context(|| format!("example '{id}'"))?);
         }
+        if let Some(sampling) = &setup.sampling {
+            return self.sampled_records(setup, sampling, &prefixes, examples, positions);
+        }
         let refs: Vec<&B::Prefix> = prefixes.iter().map(|(prefix, _)| prefix).collect();
         let answers = match setup.mode {
             VerbalizedMode::Free => {
@@ -301,9 +315,11 @@ impl<B: ModelBackend> Evaluator<'_, B> {
                         text: generation.text,
                         stop_reason: Some(generation.stop_reason),
                         numbers: None,
+                        key_log_probs: None,
                     })
                     .collect()
             }
+            VerbalizedMode::Constrained if setup.elicitation == Elicitation::Top1 => self.top1_answers(setup, &refs, examples)?,
             VerbalizedMode::Constrained => self.constrained_answers(setup, &refs, &orders, examples)?,
         };
         Ok(answers
@@ -314,14 +330,87 @@ impl<B: ModelBackend> Evaluator<'_, B> {
                 mode: setup.mode.name().into(),
                 prompt_tokens: prefix.tokens().len(),
                 prefix_reused: *prefix_reused,
-                parsed: setup.parser.parse(&answer.text),
+                parsed: setup.parse(&answer.text),
                 generated_tokens: answer.generated_tokens,
                 stop_reason: answer.stop_reason,
                 raw_text: answer.text,
                 numbers: answer.numbers,
                 permutation,
+                key_log_probs: answer.key_log_probs,
+                samples: None,
+                unparseable_samples: None,
             })
             .collect())
+    }
+
+    /// The `sampled` variant's records: `sampling.samples` answers per example, all examples'
+    /// samples generated together, each parsed, the parsed ones averaged.
+    fn sampled_records(
+        &self,
+        setup: &VerbalizedSetup<B>,
+        sampling: &SampleSettings,
+        prefixes: &[(B::Prefix, bool)],
+        examples: &[(&str, &str)],
+        positions: &[usize],
+    ) -> Result<Vec<VerbalizedRecord>> {
+        let (mut refs, mut samplings) = (Vec::new(), Vec::new());
+        for ((prefix, _), &position) in prefixes.iter().zip(positions) {
+            for sample in 0..sampling.samples {
+                refs.push(prefix);
+                samplings.push(sampling.sampling(position, sample));
+            }
+        }
+        let answers: Vec<Answer> = match setup.mode {
+            VerbalizedMode::Free => self
+                .model
+                .generate_sampled_batch(&refs, setup.max_tokens, &samplings)
+                .with_context(|| examples_context(examples))?
+                .into_iter()
+                .map(|generation| Answer {
+                    generated_tokens: generation.token_ids.len(),
+                    text: generation.text,
+                    stop_reason: Some(generation.stop_reason),
+                    numbers: None,
+                    key_log_probs: None,
+                })
+                .collect(),
+            VerbalizedMode::Constrained => self
+                .model
+                .generate_constrained_sampled_batch(&refs, &self.labels, &setup.constrained, &samplings)
+                .with_context(|| examples_context(examples))?
+                .into_iter()
+                .map(|dict| Answer::constrained(dict, None))
+                .collect(),
+        };
+        let mut answers = answers.into_iter();
+        let mut records = Vec::with_capacity(prefixes.len());
+        for (prefix, prefix_reused) in prefixes {
+            let samples: Vec<SampledAnswer> = answers
+                .by_ref()
+                .take(sampling.samples)
+                .map(|answer| SampledAnswer {
+                    parsed: setup.parse(&answer.text),
+                    generated_tokens: answer.generated_tokens,
+                    raw_text: answer.text,
+                })
+                .collect();
+            let parsed: Vec<VerbalizedDistribution> = samples.iter().map(|sample| sample.parsed.clone()).collect();
+            records.push(VerbalizedRecord {
+                mode: setup.mode.name().into(),
+                prompt_tokens: prefix.tokens().len(),
+                prefix_reused: *prefix_reused,
+                raw_text: String::new(),
+                generated_tokens: samples.iter().map(|sample| sample.generated_tokens).sum(),
+                stop_reason: None,
+                parsed: average_distributions(&parsed, self.labels.len()),
+                numbers: None,
+                permutation: None,
+                key_log_probs: None,
+                unparseable_samples: Some(parsed.iter().filter(|p| p.probabilities.is_none()).count()),
+                samples: Some(samples),
+            });
+        }
+        Ok(records)
     }
 
     /// The constrained dicts after `prefixes`, keys in each example's label order (`None`:
@@ -351,16 +440,26 @@ impl<B: ModelBackend> Evaluator<'_, B> {
                 dicts
             }
         };
-        Ok(dicts
-            .into_iter()
-            .map(|dict| Answer {
-                generated_tokens: dict.numbers.iter().map(|n| n.token_ids.len()).sum(),
-                // A served dict comes as text only: no per-number detail to record.
-                numbers: (!dict.numbers.is_empty()).then_some(dict.numbers),
-                text: dict.text,
-                stop_reason: None,
-            })
-            .collect())
+        Ok(dicts.into_iter().map(|dict| Answer::constrained(dict, None)).collect())
+    }
+
+    /// Constrained top-1 dicts `{"<label>": <confidence>}` after `prefixes`: the label whose
+    /// key the model finds most probable (ties: the first in manifest order), then its number.
+    fn top1_answers(&self, setup: &VerbalizedSetup<B>, prefixes: &[&B::Prefix], examples: &[(&str, &str)]) -> Result<Vec<Answer>> {
+        let keys: Vec<String> =
+            self.labels.iter().map(|label| format!("{{{}: ", serde_json::Value::from(label.as_str()))).collect();
+        let scores = self.model.score_labels_batch(prefixes, &keys).with_context(|| examples_context(examples))?;
+        let mut answers = Vec::with_capacity(prefixes.len());
+        for ((prefix, scores), example) in prefixes.iter().zip(scores).zip(examples) {
+            let key_log_probs: Vec<f64> = scores.labels.iter().map(|score| score.log_prob).collect();
+            let chosen = first_argmax(&key_log_probs);
+            let dict = self
+                .model
+                .generate_constrained(prefix, std::slice::from_ref(&self.labels[chosen]), &setup.constrained)
+                .with_context(|| examples_context(std::slice::from_ref(example)))?;
+            answers.push(Answer::constrained(dict, Some(key_log_probs)));
+        }
+        Ok(answers)
     }
 
     /// The label-score records of `examples` (id, text), if that signal is on: their labels
@@ -403,6 +502,32 @@ struct Answer {
     generated_tokens: usize,
     stop_reason: Option<StopReason>,
     numbers: Option<Vec<GeneratedNumber>>,
+    key_log_probs: Option<Vec<f64>>,
+}
+
+impl Answer {
+    /// A constrained dict's answer.
+    fn constrained(dict: ConstrainedGeneration, key_log_probs: Option<Vec<f64>>) -> Self {
+        Self {
+            generated_tokens: dict.numbers.iter().map(|n| n.token_ids.len()).sum(),
+            // A served dict comes as text only: no per-number detail to record.
+            numbers: (!dict.numbers.is_empty()).then_some(dict.numbers),
+            text: dict.text,
+            stop_reason: None,
+            key_log_probs,
+        }
+    }
+}
+
+/// Index of the largest value; ties go to the lowest index.
+fn first_argmax(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (index, &value) in values.iter().enumerate() {
+        if value > values[best] {
+            best = index;
+        }
+    }
+    best
 }
 
 /// `example 'a'` or `examples 'a', 'b'`, for errors of a batch.
@@ -417,6 +542,12 @@ fn examples_context(examples: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::label_continuations;
+
+    #[test]
+    fn the_first_of_equal_maxima_is_chosen() {
+        assert_eq!(super::first_argmax(&[-2.0, -0.5, -0.5, -3.0]), 1);
+        assert_eq!(super::first_argmax(&[-1.0]), 0);
+    }
 
     #[test]
     fn continuations_get_a_space_only_after_a_non_space_prefix() {

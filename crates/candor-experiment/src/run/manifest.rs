@@ -134,9 +134,10 @@ fn chat_format() -> String {
 }
 
 /// The elicitation variants of a run (`--elicitation`) and their parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ElicitationSettings {
-    /// Variant names, in canonical order (`distribution`, `percent`, `permuted`, `kshot`).
+    /// Variant names, in canonical order (`distribution`, `top1`, `percent`, `permuted`,
+    /// `kshot`, `sampled`).
     pub variants: Vec<String>,
     /// Seed of the `permuted` label orders (the run's `--seed`); absent without that variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,11 +145,25 @@ pub struct ElicitationSettings {
     /// The `kshot` demonstrations; absent without that variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kshot: Option<KshotSettings>,
+    /// The `sampled` answers; absent without that variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<SampledSettings>,
+}
+
+/// The sampled answers of the `sampled` variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampledSettings {
+    /// Answers per example (`--samples`).
+    pub samples: usize,
+    /// Their temperature (`--sample-temperature`).
+    pub temperature: f64,
+    /// The seed of their generators (the run's `--seed`).
+    pub seed: u64,
 }
 
 impl Default for ElicitationSettings {
     fn default() -> Self {
-        Self { variants: vec!["distribution".to_string()], permutation_seed: None, kshot: None }
+        Self { variants: vec!["distribution".to_string()], permutation_seed: None, kshot: None, sampled: None }
     }
 }
 

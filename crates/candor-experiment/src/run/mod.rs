@@ -33,14 +33,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use elicitation::{draw_demonstrations, kshot_template, PermutedLabels};
+use elicitation::{draw_demonstrations, kshot_template, PermutedLabels, SampleSettings};
 use evaluate::{ChatPrompt, Evaluator, VerbalizedSetup};
 use manifest::{
-    DatasetManifest, ElicitationSettings, KshotSettings, Manifest, PromptManifest, PromptsManifest, Selection, Settings,
+    DatasetManifest, ElicitationSettings, KshotSettings, Manifest, PromptManifest, PromptsManifest, SampledSettings,
+    Selection, Settings,
 };
 use predictions::{PredictionsWriter, Record, PREDICTIONS_FILE};
 use prompts::{
     PromptTemplate, PromptValues, DEFAULT_LABEL_ANSWER_PREFIX, LABEL_PROMPT, VERBALIZED_PERCENT_PROMPT, VERBALIZED_PROMPT,
+    VERBALIZED_TOP1_PROMPT,
 };
 
 /// Tokens kept free between an example text's budget and the prompt limit, for merges at the
@@ -72,7 +74,7 @@ impl Signal {
 
 /// Everything that determines a run besides the model: the library form of `candor run`'s
 /// options (their flags are named in the field docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunSettings {
     /// The dataset and its sample.
     pub dataset: DatasetRequest,
@@ -90,6 +92,10 @@ pub struct RunSettings {
     /// The split of the same dataset the `kshot` demonstrations are drawn from, with the
     /// dataset's `--seed` (`--kshot-split`; required with that variant).
     pub kshot_split: Option<String>,
+    /// Answers sampled per example by the `sampled` variant (`--samples`).
+    pub samples: usize,
+    /// Their temperature (`--sample-temperature`); their seed is the dataset's `--seed`.
+    pub sample_temperature: f64,
     /// Most tokens of free verbalized generation (`--max-tokens`).
     pub max_tokens: usize,
     /// Most digits after the decimal point in constrained numbers (`--max-fraction-digits`).
@@ -127,6 +133,8 @@ impl RunSettings {
             elicitation: vec![Elicitation::Distribution],
             kshot: 3,
             kshot_split: None,
+            samples: 5,
+            sample_temperature: 0.7,
             max_tokens: 128,
             max_fraction_digits: 3,
             max_prompt_tokens: None,
@@ -215,6 +223,8 @@ pub struct RunPlan {
     kshot: Option<(Vec<Example>, PromptTemplate)>,
     /// The `percent` variant's template.
     percent_template: Option<PromptTemplate>,
+    /// The `top1` variant's template.
+    top1_template: Option<PromptTemplate>,
 }
 
 impl RunPlan {
@@ -255,7 +265,21 @@ impl RunPlan {
             .wants_elicitation(Elicitation::Percent)
             .then(|| PromptTemplate::builtin("verbalized_percent", VERBALIZED_PERCENT_PROMPT))
             .transpose()?;
-        Ok(Self { settings, dataset, labels, parser, verbalized_template, label_template, kshot, percent_template })
+        let top1_template = settings
+            .wants_elicitation(Elicitation::Top1)
+            .then(|| PromptTemplate::builtin("verbalized_top1", VERBALIZED_TOP1_PROMPT))
+            .transpose()?;
+        Ok(Self {
+            settings,
+            dataset,
+            labels,
+            parser,
+            verbalized_template,
+            label_template,
+            kshot,
+            percent_template,
+            top1_template,
+        })
     }
 
     /// The loaded dataset.
@@ -270,6 +294,13 @@ impl RunPlan {
             ensure!(
                 backend.capabilities().constrained_generation,
                 "--verbalized constrained needs constrained decoding, which the model backend does not offer; use --verbalized free"
+            );
+        }
+        if settings.wants_elicitation(Elicitation::Sampled) {
+            ensure!(
+                backend.capabilities().sampled_generation,
+                "--elicitation sampled needs seeded temperature sampling, which the {} backend does not offer",
+                backend.identity().backend()
             );
         }
         let evaluator = self.evaluator(backend)?;
@@ -347,6 +378,7 @@ impl RunPlan {
                         elicitation: variant,
                         permuted: (variant == Elicitation::Permuted)
                             .then(|| PermutedLabels::new(&self.dataset, settings.dataset.seed)),
+                        sampling: (variant == Elicitation::Sampled).then_some(self.sample_settings()),
                         prompt: chat_prompt(self.template_of(variant)?, "")?,
                         mode: settings.verbalized,
                         max_tokens: settings.max_tokens,
@@ -373,9 +405,10 @@ impl RunPlan {
     /// The template elicitation `variant` renders.
     fn template_of(&self, variant: Elicitation) -> Result<&PromptTemplate> {
         let template = match variant {
-            Elicitation::Distribution | Elicitation::Permuted => self.verbalized_template.as_ref(),
+            Elicitation::Distribution | Elicitation::Permuted | Elicitation::Sampled => self.verbalized_template.as_ref(),
             Elicitation::Kshot => self.kshot.as_ref().map(|(_, template)| template),
             Elicitation::Percent => self.percent_template.as_ref(),
+            Elicitation::Top1 => self.top1_template.as_ref(),
         };
         match template {
             Some(template) => Ok(template),
@@ -394,6 +427,11 @@ fn check_elicitation(settings: &RunSettings) -> Result<()> {
     if settings.wants_elicitation(Elicitation::Kshot) {
         ensure!(settings.kshot_split.is_some(), "--elicitation kshot needs --kshot-split (the split demonstrations are drawn from)");
         ensure!(settings.kshot > 0, "--kshot must be at least 1");
+    }
+    if settings.wants_elicitation(Elicitation::Sampled) {
+        ensure!(settings.samples > 0, "--samples must be at least 1");
+        let temperature = settings.sample_temperature;
+        ensure!(temperature.is_finite() && temperature > 0.0, "--sample-temperature must be above 0, got {temperature}");
     }
     Ok(())
 }
@@ -545,9 +583,11 @@ fn evaluate_group<B: ModelBackend>(
             gold_index: item.example.label,
             truncated: item.truncated,
             verbalized: None,
+            verbalized_top1: None,
             verbalized_percent: None,
             verbalized_permuted: None,
             verbalized_kshot: None,
+            verbalized_sampled: None,
             logits,
             elapsed_ms: 0,
         };
@@ -656,7 +696,17 @@ impl RunPlan {
                 seed,
                 demonstrations: demonstrations.iter().map(|example| example.id.clone()).collect(),
             }),
+            sampled: settings.wants_elicitation(Elicitation::Sampled).then(|| {
+                let sampling = self.sample_settings();
+                SampledSettings { samples: sampling.samples, temperature: sampling.temperature, seed: sampling.seed }
+            }),
         }
+    }
+
+    /// The `sampled` variant's settings.
+    fn sample_settings(&self) -> SampleSettings {
+        let settings = &self.settings;
+        SampleSettings { samples: settings.samples, temperature: settings.sample_temperature, seed: settings.dataset.seed }
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Record {
     /// The verbalized signal, when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verbalized: Option<VerbalizedRecord>,
+    /// The `top1` elicitation's answer (signal `verbalized_top1`), when collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized_top1: Option<VerbalizedRecord>,
     /// The `percent` elicitation's answer (signal `verbalized_percent`), when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verbalized_percent: Option<VerbalizedRecord>,
@@ -44,6 +47,10 @@ pub struct Record {
     /// The `kshot` elicitation's answer (signal `verbalized_kshot`), when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub verbalized_kshot: Option<VerbalizedRecord>,
+    /// The `sampled` elicitation's averaged answers (signal `verbalized_sampled`), when
+    /// collected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verbalized_sampled: Option<VerbalizedRecord>,
     /// The label-logit signal, when collected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub logits: Option<LogitsRecord>,
@@ -60,9 +67,11 @@ impl Record {
     pub fn verbalized_of(&self, variant: Elicitation) -> Option<&VerbalizedRecord> {
         match variant {
             Elicitation::Distribution => self.verbalized.as_ref(),
+            Elicitation::Top1 => self.verbalized_top1.as_ref(),
             Elicitation::Percent => self.verbalized_percent.as_ref(),
             Elicitation::Permuted => self.verbalized_permuted.as_ref(),
             Elicitation::Kshot => self.verbalized_kshot.as_ref(),
+            Elicitation::Sampled => self.verbalized_sampled.as_ref(),
         }
     }
 
@@ -70,9 +79,11 @@ impl Record {
     pub fn set_verbalized(&mut self, variant: Elicitation, answer: VerbalizedRecord) {
         let field = match variant {
             Elicitation::Distribution => &mut self.verbalized,
+            Elicitation::Top1 => &mut self.verbalized_top1,
             Elicitation::Percent => &mut self.verbalized_percent,
             Elicitation::Permuted => &mut self.verbalized_permuted,
             Elicitation::Kshot => &mut self.verbalized_kshot,
+            Elicitation::Sampled => &mut self.verbalized_sampled,
         };
         *field = Some(answer);
     }
@@ -107,6 +118,28 @@ pub struct VerbalizedRecord {
     /// them and the dict's keys came (`parsed` is in manifest order all the same).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub permutation: Option<Vec<usize>>,
+    /// The constrained `top1` elicitation: the log-probability of each label's dict key
+    /// `{"<label>": ` after the prompt (manifest order); the answer's label is their argmax.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_log_probs: Option<Vec<f64>>,
+    /// The `sampled` elicitation: every sampled answer (`parsed` is the mean of those that
+    /// parsed; `raw_text` is empty).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub samples: Option<Vec<SampledAnswer>>,
+    /// The `sampled` elicitation: how many samples could not be parsed (left out of the mean).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unparseable_samples: Option<usize>,
+}
+
+/// One sampled answer of the `sampled` elicitation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampledAnswer {
+    /// The model's text (constrained: the dict).
+    pub raw_text: String,
+    /// Tokens the model chose.
+    pub generated_tokens: usize,
+    /// Its parse.
+    pub parsed: VerbalizedDistribution,
 }
 
 /// The label scores of one example.
@@ -252,9 +285,11 @@ mod tests {
             gold_index: 0,
             truncated: false,
             verbalized: None,
+            verbalized_top1: None,
             verbalized_percent: None,
             verbalized_permuted: None,
             verbalized_kshot: None,
+            verbalized_sampled: None,
             logits: None,
             elapsed_ms: 7,
         }

@@ -28,6 +28,20 @@ Answer with the dictionary and nothing else.
 Text:
 {text}";
 
+/// The built-in top-1 elicitation (the `top1` variant, after Xiong et al. 2024): the most likely
+/// label and the confidence that it is right, as a dict with that one key.
+pub const VERBALIZED_TOP1_PROMPT: &str = "{task}
+
+Labels:
+{label_descriptions}
+
+Read the text below. Give the most likely label ({labels}) and your confidence that it is \
+correct, a probability from 0 to 1, as a Python dictionary with that label as its only key, in \
+the form {{\"label\": confidence}}. Answer with the dictionary and nothing else.
+
+Text:
+{text}";
+
 /// The built-in percentage elicitation (the `percent` variant): the distribution prompt with
 /// percentages from 0 to 100 that sum to 100 in place of probabilities.
 pub const VERBALIZED_PERCENT_PROMPT: &str = "{task}
@@ -282,7 +296,7 @@ mod tests {
 
     #[test]
     fn builtins_parse_and_contain_the_text_last() {
-        for text in [VERBALIZED_PROMPT, VERBALIZED_PERCENT_PROMPT, LABEL_PROMPT] {
+        for text in [VERBALIZED_PROMPT, VERBALIZED_TOP1_PROMPT, VERBALIZED_PERCENT_PROMPT, LABEL_PROMPT] {
             let template = PromptTemplate::builtin("x", text).expect("builtin parses");
             assert!(template.render(&values(), "EXAMPLE").ends_with("\nEXAMPLE"));
         }
@@ -290,6 +304,10 @@ mod tests {
         assert!(verbalized
             .render(&values(), "t")
             .contains("in the form {\"label\": probability, ...}"));
+        let top1 = PromptTemplate::builtin("t", VERBALIZED_TOP1_PROMPT).unwrap();
+        assert!(top1
+            .render(&values(), "t")
+            .contains("Give the most likely label (a, b) and your confidence that it is correct, a probability from 0 to 1, as a Python dictionary with that label as its only key, in the form {\"label\": confidence}."));
         let percent = PromptTemplate::builtin("p", VERBALIZED_PERCENT_PROMPT).unwrap();
         assert!(percent
             .render(&values(), "t")
