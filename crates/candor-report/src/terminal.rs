@@ -13,7 +13,9 @@ pub fn summary_table(results: &CalibrationResults) -> String {
         "{} on {} ({}): {} calibration / {} test examples",
         results.run.model, results.run.dataset, results.run.split, results.n_calibration, results.n_test
     );
-    let _ = writeln!(out, "{:<11} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}", "signal", "calibrator", "accuracy", "ece15", "brier", "nll", "T");
+    // Wide enough for the longest signal name (`verbalized_permuted`, ...).
+    let width = results.signals.iter().map(|signal| signal.signal.chars().count()).fold("signal".len(), usize::max);
+    let _ = writeln!(out, "{:<width$} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}", "signal", "calibrator", "accuracy", "ece15", "brier", "nll", "T");
     for signal in &results.signals {
         for calibrator in &signal.calibrators {
             let metric = |name: &str| {
@@ -26,7 +28,7 @@ pub fn summary_table(results: &CalibrationResults) -> String {
                 .map_or(String::new(), |t| format!("{t:.4}"));
             let _ = writeln!(
                 out,
-                "{:<11} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "{:<width$} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 signal.signal,
                 calibrator.calibrator,
                 metric("accuracy"),
@@ -38,4 +40,23 @@ pub fn summary_table(results: &CalibrationResults) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary_table;
+
+    #[test]
+    fn the_signal_column_is_as_wide_as_the_longest_name() {
+        let mut results = crate::fixture::results();
+        results.signals[0].signal = "verbalized_permuted".into();
+        let table = summary_table(&results);
+        let lines: Vec<&str> = table.lines().skip(1).collect();
+        // 19 characters of the longest name and a space, then every calibrator column starts.
+        assert!(lines[0].starts_with("signal              calibrator"), "{table}");
+        for line in &lines[1..] {
+            assert_eq!(line.chars().nth(19), Some(' '), "{line}");
+            assert_ne!(line.chars().nth(20), Some(' '), "{line}");
+        }
+    }
 }
