@@ -25,7 +25,7 @@
 //!     type Prefix = Seen;
 //!     fn identity(&self) -> &ModelIdentity { &self.0 }
 //!     fn capabilities(&self) -> Capabilities {
-//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false, batched_generation: false, sampled_generation: false }
+//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false, batched_generation: false, sampled_generation: false, constrained_percentages: false }
 //!     }
 //!     fn chat_prompt(&self, user_message: &str) -> Result<String> { Ok(format!("Q: {user_message}\nA:")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }
@@ -128,6 +128,9 @@ pub struct Capabilities {
     /// sampling, deterministic for a seed).
     #[serde(default)]
     pub sampled_generation: bool,
+    /// Constrained dicts of whole percentages ([`NumberScale::Percent`]) are available.
+    #[serde(default)]
+    pub constrained_percentages: bool,
 }
 
 /// How a backend's weights are identified and stored.

@@ -5,7 +5,8 @@
 //! fails the run cleanly and, restarted, lets it resume to the uninterrupted run's records;
 //! lm-evaluation-harness's request shape (`echo`, `max_tokens: 1`, `logprobs: 1`, summing
 //! `token_logprobs[ctxlen:-1]`) gives `candor score`'s exact label log-probs; bad requests get
-//! OpenAI-shaped errors. Tests run one at a time: two model processes oversubscribe a small
+//! OpenAI-shaped errors; elicitation variants a served model cannot do exactly are refused
+//! before a run directory exists. Tests run one at a time: two model processes oversubscribe a small
 //! machine's cores.
 
 use serde_json::{json, Value};
@@ -284,4 +285,23 @@ fn an_unreachable_server_is_a_clear_error_and_leaves_no_run_directory() {
     assert!(!output.status.success());
     assert!(message.contains("http://127.0.0.1:9/v1/models") && message.contains("2 attempts"), "{message}");
     assert!(!out.exists(), "a run directory was created for a server that never answered");
+}
+
+#[test]
+fn elicitations_a_served_model_cannot_do_exactly_are_refused_naming_variant_and_engine() {
+    let _one = one_at_a_time();
+    let server = Server::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (url, data) = (server.url(), dataset_dir());
+    let refused = |extra: &[&str]| -> String {
+        let output = candor(&run_args(&url, out.to_str().unwrap(), data.to_str().unwrap(), extra));
+        assert!(!output.status.success(), "{extra:?} ran on a served model");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let message = refused(&["--elicitation", "distribution,sampled"]);
+    assert!(message.contains("--elicitation sampled needs seeded temperature sampling, which the candor backend does not offer"), "{message}");
+    let message = refused(&["--elicitation", "percent"]);
+    assert!(message.contains("--elicitation percent with --verbalized constrained needs constrained whole percentages, which the candor backend does not offer"), "{message}");
+    assert!(!out.exists(), "a refused run leaves no run directory");
 }

@@ -29,7 +29,7 @@
 //!     type Prefix = Seen;
 //!     fn identity(&self) -> &ModelIdentity { &self.0 }
 //!     fn capabilities(&self) -> Capabilities {
-//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false, batched_generation: false, sampled_generation: false }
+//!         Capabilities { exact_log_probs: true, constrained_generation: false, batched_continuations: false, batched_generation: false, sampled_generation: false, constrained_percentages: false }
 //!     }
 //!     fn chat_prompt(&self, user: &str) -> Result<String> { Ok(format!("{user}\n")) }
 //!     fn encode(&self, text: &str) -> Result<Vec<u32>> { Ok(text.bytes().map(u32::from).collect()) }

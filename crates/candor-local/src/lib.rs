@@ -194,6 +194,7 @@ impl ModelBackend for LocalBackend {
             batched_continuations: true,
             batched_generation: true,
             sampled_generation: true,
+            constrained_percentages: true,
         }
     }
 

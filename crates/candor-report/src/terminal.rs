@@ -14,7 +14,9 @@ pub fn summary_table(results: &CalibrationResults) -> String {
         "{} on {} ({}): {} calibration / {} test examples",
         results.run.model, results.run.dataset, results.run.split, results.n_calibration, results.n_test
     );
-    let _ = writeln!(out, "{:<11} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}", "signal", "calibrator", "accuracy", "ece15", "brier", "nll", "T");
+    // Wide enough for the longest signal name (`verbalized_permuted`, ...).
+    let width = results.signals.iter().map(|signal| signal.signal.chars().count()).fold("signal".len(), usize::max);
+    let _ = writeln!(out, "{:<width$} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}", "signal", "calibrator", "accuracy", "ece15", "brier", "nll", "T");
     for signal in &results.signals {
         for calibrator in &signal.calibrators {
             let metric = |name: &str| {
@@ -28,7 +30,7 @@ pub fn summary_table(results: &CalibrationResults) -> String {
                 .map_or(String::new(), |t| format!("{t:.4}{mark}"));
             let _ = writeln!(
                 out,
-                "{:<11} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "{:<width$} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 signal.signal,
                 calibrator.calibrator,
                 metric("accuracy"),
@@ -60,16 +62,35 @@ pub fn summary_table(results: &CalibrationResults) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::summary_table;
 
     #[test]
     fn a_temperature_at_its_bound_is_marked_and_explained() {
         let table = summary_table(&crate::fixture::results());
-        let row = table.lines().find(|l| l.starts_with("verbalized  resoftmax_ts")).unwrap();
-        assert!(row.ends_with("100.0000*"), "{row}");
+        let row = |signal: &str, calibrator: &str| {
+            table
+                .lines()
+                .find(|l| l.split_whitespace().take(2).eq([signal, calibrator]))
+                .unwrap_or_else(|| panic!("{signal} {calibrator} in {table}"))
+        };
+        assert!(row("verbalized", "resoftmax_ts").ends_with("100.0000*"), "{table}");
+        assert!(row("verbalized", "ts").ends_with("2.5000"), "{table}");
         assert!(table.contains("* verbalized resoftmax_ts: the temperature stopped at the upper search bound"), "{table}");
         assert!(table.contains("warning: verbalized is degenerate: 75.0% of its answers are uniform"), "{table}");
-        let ts = table.lines().find(|l| l.starts_with("verbalized  ts ")).unwrap();
-        assert!(ts.ends_with("2.5000"), "{ts}");
+    }
+
+    #[test]
+    fn the_signal_column_is_as_wide_as_the_longest_name() {
+        let mut results = crate::fixture::results();
+        results.signals[0].signal = "verbalized_permuted".into();
+        let table = summary_table(&results);
+        let rows = results.signals.iter().map(|s| s.calibrators.len()).sum::<usize>();
+        let lines: Vec<&str> = table.lines().skip(1).take(rows + 1).collect();
+        // 19 characters of the longest name and a space, then every calibrator column starts.
+        assert!(lines[0].starts_with("signal              calibrator"), "{table}");
+        for line in &lines[1..] {
+            assert_eq!(line.chars().nth(19), Some(' '), "{line}");
+            assert_ne!(line.chars().nth(20), Some(' '), "{line}");
+        }
     }
 }

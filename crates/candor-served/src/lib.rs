@@ -535,6 +535,8 @@ impl ModelBackend for ServedBackend {
             batched_generation: true,
             // Served engines sample on their side; their draws are not Candor's seeded ones.
             sampled_generation: false,
+            // The dict schema sent to servers bounds numbers to [0, 1].
+            constrained_percentages: false,
         }
     }
 

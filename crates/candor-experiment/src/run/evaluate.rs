@@ -1,6 +1,8 @@
 //! Turning one example text into its signals with a loaded model: chat-rendering the prompt
 //! templates, reusing each template's shared prefix, scoring the labels at the answer position and
-//! generating the verbalized distribution (free or constrained).
+//! generating the verbalized distribution (free or constrained) of every elicitation variant
+//! ([`super::elicitation`]): labels in a per-example order, a top-1 dict whose label is the most
+//! probable key, or several seeded samples averaged.
 //!
 //! Prefix reuse: each template is rendered once with a sentinel in place of `{text}`; the chat text
 //! before the sentinel is tokenized and prefilled once. An example's prompt is always rendered and

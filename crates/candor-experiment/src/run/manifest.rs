@@ -277,6 +277,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_manifest_written_before_elicitation_variants_reads_as_the_distribution_only() {
+        // A manifest of a served run written before `settings.elicitation` and
+        // `prompts.variants` existed (and before `model.server.log_probs`, given here).
+        let text = include_str!("../../tests/fixtures/manifest.json");
+        assert!(!text.contains("elicitation") && !text.contains("\"variants\""));
+        let mut value: Value = serde_json::from_str(text).unwrap();
+        value["model"]["server"]["log_probs"] = json!("exact");
+        let old: Manifest = serde_json::from_value(value).unwrap();
+        assert_eq!(old.settings.elicitation, ElicitationSettings::default());
+        assert_eq!(old.settings.elicitation.variants, ["distribution"]);
+        assert!(old.prompts.variants.is_empty());
+        // What a run of today without --elicitation writes (RunPlan: the default variants), so a
+        // resume compares the two equal.
+        let written = serde_json::to_value(&old).unwrap();
+        assert_eq!(written["settings"]["elicitation"], json!({"variants": ["distribution"]}));
+        assert!(written["prompts"].get("variants").is_none());
+    }
+
+    #[test]
     fn differences_are_listed_by_path_and_ignored_fields_skipped() {
         let left = json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "t": 5});
         let right = json!({"a": 1, "b": {"c": [1, 3], "e": null}, "t": 6});

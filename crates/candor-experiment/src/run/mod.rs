@@ -296,13 +296,7 @@ impl RunPlan {
                 "--verbalized constrained needs constrained decoding, which the model backend does not offer; use --verbalized free"
             );
         }
-        if settings.wants_elicitation(Elicitation::Sampled) {
-            ensure!(
-                backend.capabilities().sampled_generation,
-                "--elicitation sampled needs seeded temperature sampling, which the {} backend does not offer",
-                backend.identity().backend()
-            );
-        }
+        check_backend_offers_elicitation(settings, backend)?;
         let evaluator = self.evaluator(backend)?;
         let limits = PromptLimits::new(settings, &evaluator, self.dataset.examples.len())?;
         let prepared = prepare_examples(&self.dataset, settings.shard, backend, limits.text_budget)?;
@@ -415,6 +409,23 @@ impl RunPlan {
             None => bail!("the {} elicitation has no prompt template (is the verbalized signal on?)", variant.name()),
         }
     }
+}
+
+/// Refuses elicitation variants `backend` cannot do exactly, naming the variant and the engine.
+fn check_backend_offers_elicitation<B: ModelBackend>(settings: &RunSettings, backend: &B) -> Result<()> {
+    let capabilities = backend.capabilities();
+    let engine = backend.identity().backend();
+    ensure!(
+        !settings.wants_elicitation(Elicitation::Sampled) || capabilities.sampled_generation,
+        "--elicitation sampled needs seeded temperature sampling, which the {engine} backend does not offer"
+    );
+    ensure!(
+        !(settings.wants_elicitation(Elicitation::Percent) && settings.verbalized == VerbalizedMode::Constrained)
+            || capabilities.constrained_percentages,
+        "--elicitation percent with --verbalized constrained needs constrained whole percentages, which the {engine} \
+         backend does not offer (its dicts hold probabilities from 0 to 1); use --verbalized free"
+    );
+    Ok(())
 }
 
 /// Refuses elicitation settings that cannot run, naming the flag.
