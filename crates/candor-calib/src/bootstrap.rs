@@ -177,22 +177,45 @@ pub fn bootstrap_metrics(
     Ok(metrics
         .metrics()
         .into_iter()
-        .map(|metric| {
-            let mut values: Vec<f64> = resampled
-                .iter()
-                .map(|v| v[0].get(metric))
-                .filter(|v| v.is_finite())
-                .collect();
-            let interval = percentile_interval(&mut values, options.level);
-            MetricEstimate {
-                metric,
-                value: point.get(metric),
-                ci_low: interval.map(|i| i.0),
-                ci_high: interval.map(|i| i.1),
-                defined_resamples: values.len(),
-            }
-        })
+        .map(|metric| estimate(metric, point.get(metric), resampled.iter().map(|v| v[0].get(metric)), options.level))
         .collect())
+}
+
+/// A metric's point value with the percentile interval of its finite resampled values.
+pub(crate) fn estimate(metric: Metric, point: f64, resampled: impl Iterator<Item = f64>, level: f64) -> MetricEstimate {
+    let mut values: Vec<f64> = resampled.filter(|v| v.is_finite()).collect();
+    let interval = percentile_interval(&mut values, level);
+    MetricEstimate {
+        metric,
+        value: point,
+        ci_low: interval.map(|i| i.0),
+        ci_high: interval.map(|i| i.1),
+        defined_resamples: values.len(),
+    }
+}
+
+/// The paired difference `a − b` of a metric with the percentile interval of its finite
+/// resampled differences and the share of them at most 0.
+pub(crate) fn difference(
+    metric: Metric,
+    (point_a, point_b): (f64, f64),
+    resampled: impl Iterator<Item = f64>,
+    level: f64,
+) -> MetricDifference {
+    let mut differences: Vec<f64> = resampled.filter(|d| d.is_finite()).collect();
+    let at_most_zero = differences.iter().filter(|&&d| d <= 0.0).count();
+    let defined = differences.len();
+    let interval = percentile_interval(&mut differences, level);
+    MetricDifference {
+        metric,
+        value_a: point_a,
+        value_b: point_b,
+        difference: point_a - point_b,
+        ci_low: interval.map(|i| i.0),
+        ci_high: interval.map(|i| i.1),
+        fraction_at_most_zero: (defined > 0).then(|| at_most_zero as f64 / defined as f64),
+        defined_resamples: defined,
+    }
 }
 
 /// Paired bootstrap of `metric(a) − metric(b)` for the wanted metrics: both matrices are
@@ -222,24 +245,8 @@ pub fn paired_bootstrap(
         .metrics()
         .into_iter()
         .map(|metric| {
-            let mut differences: Vec<f64> = resampled
-                .iter()
-                .map(|v| v[0].get(metric) - v[1].get(metric))
-                .filter(|d| d.is_finite())
-                .collect();
-            let at_most_zero = differences.iter().filter(|&&d| d <= 0.0).count();
-            let defined = differences.len();
-            let interval = percentile_interval(&mut differences, options.level);
-            MetricDifference {
-                metric,
-                value_a: point_a.get(metric),
-                value_b: point_b.get(metric),
-                difference: point_a.get(metric) - point_b.get(metric),
-                ci_low: interval.map(|i| i.0),
-                ci_high: interval.map(|i| i.1),
-                fraction_at_most_zero: (defined > 0).then(|| at_most_zero as f64 / defined as f64),
-                defined_resamples: defined,
-            }
+            let resampled_differences = resampled.iter().map(|v| v[0].get(metric) - v[1].get(metric));
+            difference(metric, (point_a.get(metric), point_b.get(metric)), resampled_differences, options.level)
         })
         .collect())
 }

@@ -11,8 +11,8 @@
 //! `resoftmax_ts` the fitted temperature gets one too.
 
 use crate::bootstrap::{
-    metrics_for_counts, percentile_interval, resample_counts, BootstrapOptions, MetricDifference,
-    MetricEstimate,
+    difference, estimate, metrics_for_counts, percentile_interval, resample_counts, BootstrapOptions,
+    MetricDifference, MetricEstimate,
 };
 use crate::calibrators::{fit, CalibratorKind, CalibratorParams, FitOptions, InputKind};
 use crate::error::Result;
@@ -85,48 +85,20 @@ pub fn refit_bootstrap(
         .collect::<Result<_>>()?;
     let level = bootstrap.level;
     let mut temperatures: Vec<f64> = resampled.iter().filter_map(|r| r.temperature).collect();
+    let wanted = metrics.metrics();
     Ok(RefitEstimates {
-        metrics: metrics
-            .metrics()
-            .into_iter()
-            .map(|metric| {
-                let mut values: Vec<f64> =
-                    resampled.iter().map(|r| r.calibrated.get(metric)).filter(|v| v.is_finite()).collect();
-                let interval = percentile_interval(&mut values, level);
-                MetricEstimate {
-                    metric,
-                    value: point.get(metric),
-                    ci_low: interval.map(|i| i.0),
-                    ci_high: interval.map(|i| i.1),
-                    defined_resamples: values.len(),
-                }
-            })
+        metrics: wanted
+            .iter()
+            .map(|&metric| estimate(metric, point.get(metric), resampled.iter().map(|r| r.calibrated.get(metric)), level))
             .collect(),
         versus_none: if kind == CalibratorKind::None {
             Vec::new()
         } else {
-            metrics
-                .metrics()
-                .into_iter()
-                .map(|metric| {
-                    let mut differences: Vec<f64> = resampled
-                        .iter()
-                        .map(|r| r.calibrated.get(metric) - r.uncalibrated.get(metric))
-                        .filter(|d| d.is_finite())
-                        .collect();
-                    let defined = differences.len();
-                    let at_most_zero = differences.iter().filter(|&&d| d <= 0.0).count();
-                    let interval = percentile_interval(&mut differences, level);
-                    MetricDifference {
-                        metric,
-                        value_a: point.get(metric),
-                        value_b: point_none.get(metric),
-                        difference: point.get(metric) - point_none.get(metric),
-                        ci_low: interval.map(|i| i.0),
-                        ci_high: interval.map(|i| i.1),
-                        fraction_at_most_zero: (defined > 0).then(|| at_most_zero as f64 / defined as f64),
-                        defined_resamples: defined,
-                    }
+            wanted
+                .iter()
+                .map(|&metric| {
+                    let differences = resampled.iter().map(|r| r.calibrated.get(metric) - r.uncalibrated.get(metric));
+                    difference(metric, (point.get(metric), point_none.get(metric)), differences, level)
                 })
                 .collect()
         },
