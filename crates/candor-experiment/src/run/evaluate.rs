@@ -11,7 +11,7 @@
 //! that rewrites the message, a merge across the boundary) the example is prefilled from scratch.
 
 use crate::error::{Context, Result};
-use candor_backend::{ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, ModelBackend, PromptState, StopReason};
+use candor_backend::{ConstrainedGeneration, ConstrainedOptions, GeneratedNumber, Generation, ModelBackend, PromptState, StopReason};
 use candor_calib::softmax::softmax;
 use candor_calib::{average_distributions, VerbalizedDistribution, VerbalizedParser};
 
@@ -312,13 +312,7 @@ impl<B: ModelBackend> Evaluator<'_, B> {
                     self.model.generate_batch(&refs, setup.max_tokens).with_context(|| examples_context(examples))?;
                 generations
                     .into_iter()
-                    .map(|generation| Answer {
-                        generated_tokens: generation.token_ids.len(),
-                        text: generation.text,
-                        stop_reason: Some(generation.stop_reason),
-                        numbers: None,
-                        key_log_probs: None,
-                    })
+                    .map(Answer::free)
                     .collect()
             }
             VerbalizedMode::Constrained if setup.elicitation == Elicitation::Top1 => self.top1_answers(setup, &refs, examples)?,
@@ -368,13 +362,7 @@ impl<B: ModelBackend> Evaluator<'_, B> {
                 .generate_sampled_batch(&refs, setup.max_tokens, &samplings)
                 .with_context(|| examples_context(examples))?
                 .into_iter()
-                .map(|generation| Answer {
-                    generated_tokens: generation.token_ids.len(),
-                    text: generation.text,
-                    stop_reason: Some(generation.stop_reason),
-                    numbers: None,
-                    key_log_probs: None,
-                })
+                .map(Answer::free)
                 .collect(),
             VerbalizedMode::Constrained => self
                 .model
@@ -508,6 +496,17 @@ struct Answer {
 }
 
 impl Answer {
+    /// A free generation's answer.
+    fn free(generation: Generation) -> Self {
+        Self {
+            generated_tokens: generation.token_ids.len(),
+            text: generation.text,
+            stop_reason: Some(generation.stop_reason),
+            numbers: None,
+            key_log_probs: None,
+        }
+    }
+
     /// A constrained dict's answer.
     fn constrained(dict: ConstrainedGeneration, key_log_probs: Option<Vec<f64>>) -> Self {
         Self {
