@@ -45,7 +45,7 @@ enum Command {
     /// Run a local model over a dataset: verbalized distributions and label log-probs per example
     /// into a resumable run directory (manifest.json + predictions.jsonl).
     Run(Box<run::RunArgs>),
-    /// Fit every calibrator on part of a run's records and measure both signals on the rest
+    /// Fit the calibrators on part of a run's records and measure every signal it collected on the rest
     /// (writes calibration.json in the run directory).
     Calibrate(calibrate::CalibrateArgs),
     /// Join the directories of a `run --shard I/N` run into one run directory, in dataset order.
