@@ -34,3 +34,5 @@ pub use verbalized::{average_distributions, ParseStatus, VerbalizedDistribution,
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod test_support;

@@ -122,26 +122,13 @@ fn temperature_of(params: &CalibratorParams) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::softmax::softmax;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     /// Logits with labels drawn from softmax(z / t_true).
     fn sample(n: usize, k: usize, t_true: f64, rng: &mut ChaCha8Rng) -> (ScoreMatrix, Vec<usize>) {
         let z = ScoreMatrix::new(k, (0..n * k).map(|_| rng.random_range(-3.0..3.0)).collect()).unwrap();
-        let labels = z
-            .rows()
-            .map(|row| {
-                let p = softmax(&row.iter().map(|v| v / t_true).collect::<Vec<_>>());
-                let u: f64 = rng.random();
-                let mut acc = 0.0;
-                p.iter().position(|&pk| {
-                    acc += pk;
-                    u < acc
-                })
-                .unwrap_or(k - 1)
-            })
-            .collect();
+        let labels = crate::test_support::labels_at_temperature(&z, t_true, rng);
         (z, labels)
     }
 

@@ -262,21 +262,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let values: Vec<f64> = (0..n * k).map(|_| rng.random_range(-4.0..4.0)).collect();
         let z = ScoreMatrix::new(k, values).unwrap();
-        let labels = z
-            .rows()
-            .map(|row| {
-                let p =
-                    crate::softmax::softmax(&row.iter().map(|v| v / t_true).collect::<Vec<_>>());
-                let u: f64 = rng.random();
-                let mut acc = 0.0;
-                p.iter()
-                    .position(|&pk| {
-                        acc += pk;
-                        u < acc
-                    })
-                    .unwrap_or(k - 1)
-            })
-            .collect();
+        let labels = crate::test_support::labels_at_temperature(&z, t_true, &mut rng);
         (z, labels)
     }
 
