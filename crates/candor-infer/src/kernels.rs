@@ -6,20 +6,23 @@
 //!
 //! Written here rather than taken from candle: candle's `to_float` is scalar code behind a
 //! `Vec`-returning API (41% of quantized decode time went there), and its fast `vec_dot` kernels
-//! quantize the activations to 8 bits, which changes the probabilities. The kernels are plain
-//! Rust over fixed-size blocks that LLVM vectorises; on x86-64 the same code is compiled a second
-//! time with AVX2 + FMA enabled and chosen at run time when the CPU has them (aarch64 always has
-//! NEON, which the plain build uses). `CANDOR_PORTABLE_KERNELS=1` forces the plain build (tests
-//! use it to cover the fallback on machines with AVX2).
+//! quantize the activations to 8 bits, which changes the probabilities. The plain build is Rust
+//! over fixed-size blocks that LLVM vectorises (aarch64 always has NEON, which it uses); on
+//! x86-64 the product runs on intrinsics instead ([`x86`]: AVX-512 or AVX2 + FMA, chosen at run
+//! time), with the plain build's arithmetic lane by lane. `CANDOR_PORTABLE_KERNELS=1` forces the
+//! plain build, `=avx2` the AVX2 one (tests call each build directly).
 
-// The only unsafe code is the call of the AVX2 build after the run-time check that the CPU
-// supports it (`is_x86_feature_detected!`), which is what makes that call sound.
+// The only unsafe code is the call of a vector build after the run-time check that the CPU
+// supports it (`is_x86_feature_detected!`), which is what makes that call sound, and a prefetch.
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
 
 use candle_core::quantized::GgmlDType;
 use half::f16;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// The GGUF block formats with their own kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +53,6 @@ impl BlockFormat {
         })
     }
 
-    /// Values per group of a block sharing one scale (and offset).
-    pub(crate) fn group_values(self) -> usize {
-        match self {
-            Self::Q6K => 16,
-            _ => 32,
-        }
-    }
-
     /// Values per block.
     pub(crate) fn block_values(self) -> usize {
         match self {
@@ -81,24 +76,55 @@ impl BlockFormat {
     }
 }
 
-/// Whether the AVX2 + FMA build of the kernels runs on this CPU (and is not switched off).
-fn use_avx2() -> bool {
-    static CHOICE: OnceLock<bool> = OnceLock::new();
+/// The builds of the kernels, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// Intrinsics on 512-bit registers ([`x86::rows_dot_avx512`]).
+    Avx512,
+    /// Intrinsics on 256-bit registers with fused multiply-adds ([`x86::rows_dot_avx2`]).
+    Avx2,
+    /// Plain Rust that the compiler vectorises for whatever the build targets.
+    Portable,
+}
+
+/// The build this CPU runs (`CANDOR_PORTABLE_KERNELS=1` forces the plain one,
+/// `CANDOR_PORTABLE_KERNELS=avx2` the AVX2 one on an AVX-512 CPU).
+fn build() -> Build {
+    static CHOICE: OnceLock<Build> = OnceLock::new();
     *CHOICE.get_or_init(|| {
-        let forced_portable = std::env::var("CANDOR_PORTABLE_KERNELS").is_ok_and(|v| v == "1");
+        let forced = std::env::var("CANDOR_PORTABLE_KERNELS").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
-        let available = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let avx512 = avx2 && is_x86_feature_detected!("avx512f");
+            match forced.as_str() {
+                "1" => Build::Portable,
+                "avx2" if avx2 => Build::Avx2,
+                _ if avx512 => Build::Avx512,
+                _ if avx2 => Build::Avx2,
+                _ => Build::Portable,
+            }
+        }
         #[cfg(not(target_arch = "x86_64"))]
-        let available = false;
-        available && !forced_portable
+        {
+            let _ = forced;
+            Build::Portable
+        }
     })
 }
 
-/// Which build of the quantized-weight kernels runs on this CPU: `"avx2+fma"` or `"portable"`.
+/// Whether the AVX2 + FMA build of the plain-Rust kernels (dequantization, dense dots) runs.
+fn use_avx2() -> bool {
+    build() != Build::Portable
+}
+
+/// Which build of the quantized-weight kernels runs on this CPU: `"avx512"`, `"avx2+fma"` or
+/// `"portable"`.
 pub fn kernel_build() -> &'static str {
-    match use_avx2() {
-        true => "avx2+fma",
-        false => "portable",
+    match build() {
+        Build::Avx512 => "avx512",
+        Build::Avx2 => "avx2+fma",
+        Build::Portable => "portable",
     }
 }
 
@@ -130,26 +156,67 @@ pub(crate) fn dequantize(format: BlockFormat, rows: &[u8], out: &mut [f32]) {
     dequantize_portable(format, rows, out)
 }
 
-/// Sums of each run of [`BlockFormat::group_values`] activations, row by row: `[n, cols /
-/// group_values]` for `x` `[n, cols]`. The offset part of a block's product is its groups'
-/// offsets times these sums, computed once per product rather than once per weight row.
-pub(crate) fn group_sums(format: BlockFormat, x: &[f32]) -> Vec<f32> {
-    x.chunks_exact(format.group_values()).map(|group| group.iter().sum()).collect()
+/// The activation rows of a product, `[n, cols]` row-major, with the interleaved copy the
+/// vector builds read: for each run of 16 columns, the 16 values of row 0, then of row 1, …, so
+/// that a tile of rows is one contiguous stretch for every run. Built once per product (the
+/// activations are small next to the weights) and shared by its tasks.
+pub(crate) struct Activations<'a> {
+    rows: &'a [f32],
+    n: usize,
+    cols: usize,
+    interleaved: Vec<f32>,
+}
+
+impl<'a> Activations<'a> {
+    /// `x` is `[n, cols]` row-major (`x.len()` a multiple of `cols`).
+    pub(crate) fn new(x: &'a [f32], cols: usize) -> Self {
+        let n = x.len() / cols.max(1);
+        let mut interleaved = vec![0f32; cols / LANES * n * LANES];
+        for (t, row) in x.chunks_exact(cols.max(1)).enumerate() {
+            for (run, values) in row.chunks_exact(LANES).enumerate() {
+                let at = (run * n + t) * LANES;
+                interleaved[at..at + LANES].copy_from_slice(values);
+            }
+        }
+        Self { rows: x, n, cols, interleaved }
+    }
+
+    /// Activation rows.
+    pub(crate) fn len(&self) -> usize {
+        self.n
+    }
 }
 
 /// `out[r * n + t] = Σ_c W[r, c] · x[t, c]` for the weight rows `rows[r]` (each one row's
-/// blocks, `cols` values) and the `n` activation rows of `x` (`[n, cols]`, row-major), with
-/// `sums = group_sums(format, x)`. Each block is decoded once into its small integers and
-/// per-group scale and offset, and its product taken as `Σ_g scale_g · Σ_i q_i x_i + offset_g ·
-/// Σ_i x_i`: the same sum as over the dequantized values, in f32, without writing them out.
-/// A product does not depend on `n` (each activation row is summed on its own).
-pub(crate) fn rows_dot(format: BlockFormat, rows: &[&[u8]], x: &[f32], sums: &[f32], cols: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: use_avx2() checked at run time that the CPU has AVX2 and FMA.
-        return unsafe { rows_dot_avx2(format, rows, x, sums, cols, out) };
+/// blocks, `cols` values) and the `n` activation rows of `x`: the dot product of each
+/// dequantized weight row (the values [`dequantize`] gives) with each activation row, 16
+/// partial sums added as a tree at the end ([`reduce16`]). The vector builds dequantize in
+/// registers; the sums are those of [`dense_rows_dot`] over the dequantized matrix, bit for bit,
+/// and a product does not depend on `n` (each activation row is summed on its own).
+pub(crate) fn rows_dot(format: BlockFormat, rows: &[&[u8]], x: &Activations<'_>, out: &mut [f32]) {
+    match build() {
+        // SAFETY: build() checked at run time that the CPU has AVX-512F, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Build::Avx512 => unsafe { x86::rows_dot_avx512(format, rows, x, out) },
+        // SAFETY: build() checked at run time that the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Build::Avx2 => unsafe { x86::rows_dot_avx2(format, rows, x, out) },
+        _ => rows_dot_plain::<false>(format, rows, x, out),
     }
-    rows_dot_portable(format, rows, x, sums, cols, out)
+}
+
+/// `out[r * n + t] = W[r] · x[t]` for dense f32 weight rows `weights` (`[rows, cols]`) and the
+/// `n` activation rows of `x`, summed as in [`rows_dot`].
+pub(crate) fn dense_rows_dot(weights: &[f32], x: &Activations<'_>, out: &mut [f32]) {
+    match build() {
+        // SAFETY: build() checked at run time that the CPU has AVX-512F, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Build::Avx512 => unsafe { x86::dense_rows_dot_avx512(weights, x, out) },
+        // SAFETY: build() checked at run time that the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Build::Avx2 => unsafe { x86::dense_rows_dot_avx2(weights, x, out) },
+        _ => dense_rows_dot_plain::<false>(weights, x, out),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -158,27 +225,31 @@ fn dequantize_avx2(format: BlockFormat, rows: &[u8], out: &mut [f32]) {
     dequantize_portable(format, rows, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn rows_dot_avx2(format: BlockFormat, rows: &[&[u8]], x: &[f32], sums: &[f32], cols: usize, out: &mut [f32]) {
-    // With fused multiply-adds: this build has the FMA instruction.
-    with_decoder!(format, rows_dot_with, [true], (rows, x, sums, cols, out))
-}
-
-
-#[inline(always)]
-fn rows_dot_portable(format: BlockFormat, rows: &[&[u8]], x: &[f32], sums: &[f32], cols: usize, out: &mut [f32]) {
-    // A separate multiply and add: without the FMA instruction, `mul_add` is a slow library call.
-    with_decoder!(format, rows_dot_with, [false], (rows, x, sums, cols, out))
-}
-
 #[inline(always)]
 fn dequantize_portable(format: BlockFormat, rows: &[u8], out: &mut [f32]) {
     with_decoder!(format, expand_blocks, [], (rows, out))
 }
 
-/// Partial sums kept per activation row by the fused product.
-const LANES: usize = 16;
+/// The plain build of [`rows_dot`]: each weight row dequantized into a buffer, then dotted.
+/// `FMA` fuses each multiply-add (the vector builds' arithmetic; without the FMA instruction,
+/// `mul_add` is a slow library call, so the plain build multiplies and adds apart).
+fn rows_dot_plain<const FMA: bool>(format: BlockFormat, rows: &[&[u8]], x: &Activations<'_>, out: &mut [f32]) {
+    let mut values = vec![0f32; x.cols];
+    for (index, (row, out_row)) in rows.iter().zip(out.chunks_exact_mut(x.n)).enumerate() {
+        if let Some(ahead) = rows.get(index + 2) {
+            prefetch(ahead);
+        }
+        dequantize_portable(format, row, &mut values);
+        dots::<FMA>(&values, x.rows, x.cols, out_row);
+    }
+}
+
+/// The plain build of [`dense_rows_dot`].
+fn dense_rows_dot_plain<const FMA: bool>(weights: &[f32], x: &Activations<'_>, out: &mut [f32]) {
+    for (w_row, out_row) in weights.chunks_exact(x.cols).zip(out.chunks_exact_mut(x.n)) {
+        dots::<FMA>(w_row, x.rows, x.cols, out_row);
+    }
+}
 
 /// A block as exact small integers `q` (stored as f32) with one scale and offset per group of
 /// `VALUES / GROUPS` consecutive values: value = scale · q (+ offset when `OFFSET`).
@@ -219,90 +290,6 @@ fn expand_blocks<const BYTES: usize, const VALUES: usize, const GROUPS: usize, c
     }
 }
 
-/// The product of [`rows_dot`] for one block format: each weight row is decoded once into its
-/// integers and group scales (L1-sized buffers), then dotted with each activation row.
-#[inline(always)]
-fn rows_dot_with<const BYTES: usize, const VALUES: usize, const GROUPS: usize, const OFFSET: bool, const FMA: bool>(
-    decode: fn(&[u8; BYTES]) -> BlockParts<VALUES, GROUPS>,
-    rows: &[&[u8]],
-    x: &[f32],
-    sums: &[f32],
-    cols: usize,
-    out: &mut [f32],
-) {
-    let group = VALUES / GROUPS;
-    let n = x.len() / cols;
-    let mut q = vec![0f32; cols];
-    let mut scale = vec![0f32; cols / group];
-    let mut offset = vec![0f32; cols / group];
-    // The weights stream from memory once per product: ask for the next rows early, which the
-    // hardware prefetcher does not do across rows (decode went from 35 to 47 tok/s).
-    rows.iter().take(2).for_each(|row| prefetch(row));
-    for (index, (row, out_row)) in rows.iter().zip(out.chunks_exact_mut(n)).enumerate() {
-        if let Some(ahead) = rows.get(index + 2) {
-            prefetch(ahead);
-        }
-        let buffers = q.chunks_exact_mut(VALUES).zip(scale.chunks_exact_mut(GROUPS)).zip(offset.chunks_exact_mut(GROUPS));
-        for (parts, ((q, scale), offset)) in blocks_of(row, decode).zip(buffers) {
-            q.copy_from_slice(&parts.q);
-            scale.copy_from_slice(&parts.scale);
-            if OFFSET {
-                offset.copy_from_slice(&parts.offset);
-            }
-        }
-        let weight = GroupedRow { q: &q, scale: &scale, offset: &offset, group };
-        let rows_and_sums = x.chunks_exact(cols).zip(sums.chunks_exact(cols / group));
-        for ((x, sums), y) in rows_and_sums.zip(out_row.iter_mut()) {
-            *y = weight.dot::<OFFSET, FMA>(x, sums);
-        }
-    }
-}
-
-/// `a · b + c`, rounded once (`FMA`) or twice.
-#[inline(always)]
-fn multiply_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
-/// One weight row as integers with a scale and offset per group of `group` values.
-struct GroupedRow<'a> {
-    q: &'a [f32],
-    scale: &'a [f32],
-    offset: &'a [f32],
-    group: usize,
-}
-
-impl GroupedRow<'_> {
-    /// `Σ_g scale_g · (q_g · x_g) + offset_g · sums_g` for one activation row `x` with its group
-    /// sums. (Four activation rows per pass over `q`, as for dense weights, came out 3× slower:
-    /// LLVM spilled the partial sums.)
-    #[inline(always)]
-    fn dot<const OFFSET: bool, const FMA: bool>(&self, x: &[f32], sums: &[f32]) -> f32 {
-        let mut lanes = [0f32; LANES];
-        let mut offsets = 0f32;
-        let groups = self.q.chunks_exact(self.group).zip(x.chunks_exact(self.group));
-        for ((q, x), ((&scale, &offset), &sum)) in groups.zip(self.scale.iter().zip(self.offset).zip(sums)) {
-            let mut partial = [0f32; LANES];
-            for (q, x) in q.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
-                for i in 0..LANES {
-                    partial[i] = multiply_add::<FMA>(q[i], x[i], partial[i]);
-                }
-            }
-            for i in 0..LANES {
-                lanes[i] = multiply_add::<FMA>(scale, partial[i], lanes[i]);
-            }
-            if OFFSET {
-                offsets = multiply_add::<FMA>(offset, sum, offsets);
-            }
-        }
-        lanes.iter().sum::<f32>() + offsets
-    }
-}
-
 /// Asks the CPU to start loading `bytes` into cache (a hint: no effect on results).
 #[inline(always)]
 fn prefetch(bytes: &[u8]) {
@@ -314,49 +301,59 @@ fn prefetch(bytes: &[u8]) {
     }
 }
 
-/// `out[r * n + t] = W[r] · x[t]` for dense f32 weight rows `weights` (`[rows, cols]`) and the
-/// `n` activation rows of `x` (`[n, cols]`). Each output is summed in the same order whatever
-/// `n` is, so a row's product does not depend on the rows batched with it.
-pub(crate) fn dense_rows_dot(weights: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: use_avx2() checked at run time that the CPU has AVX2 and FMA.
-        return unsafe { dense_rows_dot_avx2(weights, x, cols, out) };
-    }
-    dense_rows_dot_portable(weights, x, cols, out)
-}
+/// Partial sums kept per activation row by the products.
+const LANES: usize = 16;
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dense_rows_dot_avx2(weights: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
-    dense_rows_dot_portable(weights, x, cols, out)
-}
-
+/// `a · b + c`, rounded once (`FMA`) or twice.
 #[inline(always)]
-fn dense_rows_dot_portable(weights: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
-    let n = x.len() / cols;
-    for (w_row, out_row) in weights.chunks_exact(cols).zip(out.chunks_exact_mut(n)) {
-        dots_portable(w_row, x, cols, out_row);
+fn multiply_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
     }
+}
+
+/// The sum of 16 partial sums as a tree: halves added lane by lane (16 → 8 → 4 → 2 → 1), the
+/// order the vector builds add their registers in.
+#[inline(always)]
+pub(crate) fn reduce16(p: [f32; LANES]) -> f32 {
+    let mut width = LANES / 2;
+    let mut sums = p;
+    while width > 0 {
+        for i in 0..width {
+            sums[i] += sums[i + width];
+        }
+        width /= 2;
+    }
+    sums[0]
+}
+
+/// The columns past the last full run of 16, summed in order onto `sum`.
+#[inline(always)]
+fn tail_dot<const FMA: bool>(w: &[f32], x: &[f32], sum: f32) -> f32 {
+    let full = w.len() / LANES * LANES;
+    w[full..].iter().zip(&x[full..]).fold(sum, |acc, (&a, &b)| multiply_add::<FMA>(a, b, acc))
 }
 
 /// `out[t] = w · x[t]` for every activation row of `x`, four rows per pass over `w`.
 #[inline(always)]
-fn dots_portable(w: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
+fn dots<const FMA: bool>(w: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
     let mut x_groups = x.chunks_exact(4 * cols);
     let mut out_groups = out.chunks_exact_mut(4);
     for (x4, y4) in (&mut x_groups).zip(&mut out_groups) {
-        y4.copy_from_slice(&dot4(w, x4, cols));
+        y4.copy_from_slice(&dot4::<FMA>(w, x4, cols));
     }
     for (x_row, y) in x_groups.remainder().chunks_exact(cols).zip(out_groups.into_remainder()) {
-        *y = dot(w, x_row);
+        let [sum, ..] = dot4::<FMA>(w, &[x_row, x_row, x_row, x_row].concat(), cols);
+        *y = sum;
     }
 }
 
 /// Dots of `w` with four activation rows (`x4` is `[4, cols]`), reading `w` once: 16 partial
-/// sums per row.
+/// sums per row, reduced by [`reduce16`], then the columns past the last run of 16.
 #[inline(always)]
-fn dot4(w: &[f32], x4: &[f32], cols: usize) -> [f32; 4] {
+fn dot4<const FMA: bool>(w: &[f32], x4: &[f32], cols: usize) -> [f32; 4] {
     let (r0, rest) = x4.split_at(cols);
     let (r1, rest) = rest.split_at(cols);
     let (r2, r3) = rest.split_at(cols);
@@ -369,24 +366,21 @@ fn dot4(w: &[f32], x4: &[f32], cols: usize) -> [f32; 4] {
         .zip(r3.chunks_exact(LANES));
     for ((((w, a), b), c), d) in chunks {
         for i in 0..LANES {
-            p[0][i] += w[i] * a[i];
-            p[1][i] += w[i] * b[i];
-            p[2][i] += w[i] * c[i];
-            p[3][i] += w[i] * d[i];
+            p[0][i] = multiply_add::<FMA>(w[i], a[i], p[0][i]);
+            p[1][i] = multiply_add::<FMA>(w[i], b[i], p[1][i]);
+            p[2][i] = multiply_add::<FMA>(w[i], c[i], p[2][i]);
+            p[3][i] = multiply_add::<FMA>(w[i], d[i], p[3][i]);
         }
     }
-    let full = cols / LANES * LANES;
     let mut sums = [0f32; 4];
-    for ((sum, p), x) in sums.iter_mut().zip(&p).zip([r0, r1, r2, r3]) {
-        let tail: f32 = w[full..].iter().zip(&x[full..]).map(|(a, b)| a * b).sum();
-        *sum = p.iter().sum::<f32>() + tail;
+    for ((sum, p), x) in sums.iter_mut().zip(p).zip([r0, r1, r2, r3]) {
+        *sum = tail_dot::<FMA>(w, x, reduce16(p));
     }
     sums
 }
 
 /// f32 dot product with 16 independent partial sums, which the compiler keeps in vector
-/// registers; summed exactly like each row of [`dot4`], so a product is the same bits whichever
-/// of the two computes it.
+/// registers, added in order at the end (attention's scores).
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut partial = [0f32; LANES];
@@ -624,20 +618,109 @@ mod tests {
     #[test]
     fn a_product_has_the_same_bits_whatever_rows_are_batched_with_it() {
         // Batched runs give the records of one-at-a-time runs only if each activation row's
-        // product is computed the same way for every n.
+        // product is computed the same way for every n (tiles of 16, 8, 4, 2 and 1 here).
         for (dtype, format) in FORMATS {
             let cols = 2 * format.block_values();
             let row_bytes = cols / format.block_values() * format.block_bytes();
             let (blocks, _) = quantized(dtype, 3, cols, 41);
             let row_refs: Vec<&[u8]> = blocks.chunks_exact(row_bytes).collect();
-            let batch = random_values(5 * cols, 43, 1.0);
-            let mut together = vec![0f32; 3 * 5];
-            rows_dot(format, &row_refs, &batch, &group_sums(format, &batch), cols, &mut together);
+            let batch = random_values(31 * cols, 43, 1.0);
+            let mut together = vec![0f32; 3 * 31];
+            rows_dot(format, &row_refs, &Activations::new(&batch, cols), &mut together);
             for (t, alone_x) in batch.chunks_exact(cols).enumerate() {
                 let mut alone = vec![0f32; 3];
-                rows_dot(format, &row_refs, alone_x, &group_sums(format, alone_x), cols, &mut alone);
+                rows_dot(format, &row_refs, &Activations::new(alone_x, cols), &mut alone);
                 for r in 0..3 {
-                    assert_eq!(alone[r].to_bits(), together[r * 5 + t].to_bits(), "{dtype:?} row {r} act {t}");
+                    assert_eq!(alone[r].to_bits(), together[r * 31 + t].to_bits(), "{dtype:?} row {r} act {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_and_dequantized_weights_give_the_same_bits() {
+        // `--weights quantized` and `--weights dense` give the same numbers: a quantized product
+        // is the dense product of the dequantized matrix, on the dispatched and the plain build.
+        for (dtype, format) in FORMATS {
+            let cols = 2 * format.block_values();
+            let row_bytes = cols / format.block_values() * format.block_bytes();
+            let (blocks, dense) = quantized(dtype, 5, cols, 47);
+            let row_refs: Vec<&[u8]> = blocks.chunks_exact(row_bytes).collect();
+            for n in [1, 6, 19] {
+                let x = random_values(n * cols, 49 + n as u64, 1.0);
+                let activations = Activations::new(&x, cols);
+                let (mut from_blocks, mut from_dense) = (vec![0f32; 5 * n], vec![0f32; 5 * n]);
+                rows_dot(format, &row_refs, &activations, &mut from_blocks);
+                dense_rows_dot(&dense, &activations, &mut from_dense);
+                let (mut plain_blocks, mut plain_dense) = (vec![0f32; 5 * n], vec![0f32; 5 * n]);
+                rows_dot_plain::<false>(format, &row_refs, &activations, &mut plain_blocks);
+                dense_rows_dot_plain::<false>(&dense, &activations, &mut plain_dense);
+                for i in 0..5 * n {
+                    assert_eq!(from_blocks[i].to_bits(), from_dense[i].to_bits(), "{dtype:?} n {n} output {i}");
+                    assert_eq!(plain_blocks[i].to_bits(), plain_dense[i].to_bits(), "{dtype:?} plain n {n} output {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_tree_sum_adds_halves_lane_by_lane() {
+        // Values whose sum depends on the order: 1e8 cancels only where the tree pairs it.
+        let mut p = [1f32; LANES];
+        p[0] = 1e8;
+        p[8] = -1e8;
+        // 16 → 8: lane 0 = 1e8 - 1e8 = 0, lanes 1..8 = 2; 8 → 4 → 2 → 1: 0 + 7 · 2 = 14.
+        assert_eq!(reduce16(p), 14.0);
+        // In order, 1e8 + 1 + … would lose the ones before -1e8 cancels it.
+        assert_ne!(p.iter().sum::<f32>(), 14.0);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_builds_give_the_plain_fused_kernels_bits_for_every_format_tile_and_dense_weights() {
+        // Activation counts 1..=20 cover every tile size and remainder of both builds (16, 8,
+        // 4, 2, 1); seven weight rows of three blocks, and dense rows with a tail past the last
+        // run of 16 columns.
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let avx512 = avx2 && is_x86_feature_detected!("avx512f");
+        assert!(avx2, "this test needs an x86-64 CPU with AVX2 and FMA");
+        type Quantized = unsafe fn(BlockFormat, &[&[u8]], &Activations<'_>, &mut [f32]);
+        type Dense = unsafe fn(&[f32], &Activations<'_>, &mut [f32]);
+        let mut builds: Vec<(&str, Quantized, Dense)> = vec![("avx2", x86::rows_dot_avx2, x86::dense_rows_dot_avx2)];
+        if avx512 {
+            builds.push(("avx512", x86::rows_dot_avx512, x86::dense_rows_dot_avx512));
+        }
+        for n in 1..=20 {
+            for (dtype, format) in FORMATS {
+                let cols = 3 * format.block_values();
+                let row_bytes = cols / format.block_values() * format.block_bytes();
+                let (blocks, _) = quantized(dtype, 7, cols, 53);
+                let row_refs: Vec<&[u8]> = blocks.chunks_exact(row_bytes).collect();
+                let x = random_values(n * cols, 59 + n as u64, 2.0);
+                let activations = Activations::new(&x, cols);
+                let mut want = vec![0f32; 7 * n];
+                rows_dot_plain::<true>(format, &row_refs, &activations, &mut want);
+                for (build, product, _) in &builds {
+                    let mut got = vec![0f32; 7 * n];
+                    // SAFETY: checked above that the CPU has the build's features.
+                    unsafe { product(format, &row_refs, &activations, &mut got) };
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{dtype:?} {build} n {n} output {i}: {a} vs plain {b}");
+                    }
+                }
+            }
+            let cols = 75;
+            let weights = random_values(7 * cols, 61, 1.0);
+            let x = random_values(n * cols, 67 + n as u64, 2.0);
+            let activations = Activations::new(&x, cols);
+            let mut want = vec![0f32; 7 * n];
+            dense_rows_dot_plain::<true>(&weights, &activations, &mut want);
+            for (build, _, product) in &builds {
+                let mut got = vec![0f32; 7 * n];
+                // SAFETY: checked above that the CPU has the build's features.
+                unsafe { product(&weights, &activations, &mut got) };
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "dense {build} n {n} output {i}: {a} vs plain {b}");
                 }
             }
         }
@@ -651,13 +734,13 @@ mod tests {
             let rows = 5;
             let row_bytes = cols / format.block_values() * format.block_bytes();
             let (blocks, reference) = quantized(dtype, rows, cols, 29);
-            for n in [1, 3] {
+            for n in [1, 3, 17] {
                 let x = random_values(n * cols, 31 + n as u64, 1.0);
                 let row_refs: Vec<&[u8]> = blocks.chunks_exact(row_bytes).collect();
-                let sums = group_sums(format, &x);
+                let activations = Activations::new(&x, cols);
                 let (mut got, mut got_portable) = (vec![0f32; rows * n], vec![0f32; rows * n]);
-                rows_dot(format, &row_refs, &x, &sums, cols, &mut got);
-                rows_dot_portable(format, &row_refs, &x, &sums, cols, &mut got_portable);
+                rows_dot(format, &row_refs, &activations, &mut got);
+                rows_dot_plain::<false>(format, &row_refs, &activations, &mut got_portable);
                 for r in 0..rows {
                     for t in 0..n {
                         let want: f64 = (0..cols)

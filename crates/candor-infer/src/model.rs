@@ -48,6 +48,18 @@ impl Linear {
     }
 }
 
+/// `work` run on a thread of rayon's pool. A forward pass has a few parallel loops per layer;
+/// called from outside the pool, each loop is handed to the pool while the caller sleeps on a
+/// latch (a futex wait and wake-up per loop: 3% of a decode step in the wait alone, and the
+/// waking thread competes with the pool for the cores). From a pool thread the loops are split
+/// with the other workers directly, and the caller is handed over once per pass.
+fn on_pool_thread<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    match rayon::current_thread_index() {
+        Some(_) => work(),
+        None => rayon::join(work, || ()).0,
+    }
+}
+
 /// Row ranges `(start, len)` that meet the weights together in a multi-sequence pass:
 /// consecutive sequences packed while a group stays under [`GEMM_MIN_ACTIVATION_ROWS`] rows, a
 /// longer sequence alone. A sequence's rows then go through the same kernel, summing in the
@@ -499,6 +511,10 @@ impl Model {
     /// Embedding-to-logits pass over independent sequences, each chunk appended to its cache.
     /// Returns per sequence `[len_i, vocab]`, or `[1, vocab]` with [`LogitRows::Last`].
     fn run_sequences(&self, chunks: &[&[u32]], caches: &mut [&mut KvCache], rows: LogitRows) -> Result<Vec<Tensor>> {
+        on_pool_thread(|| self.run_sequences_here(chunks, caches, rows))
+    }
+
+    fn run_sequences_here(&self, chunks: &[&[u32]], caches: &mut [&mut KvCache], rows: LogitRows) -> Result<Vec<Tensor>> {
         let shape = (self.config.num_kv_heads, self.config.head_dim);
         let mut sequences = Vec::with_capacity(chunks.len());
         let mut start = 0;
@@ -617,6 +633,10 @@ impl Model {
     /// which is only read (the continuations' keys and values are dropped). Returns
     /// `[B, S, vocab]`.
     fn run_branches(&self, ids: &Tensor, cache: &KvCache) -> Result<Tensor> {
+        on_pool_thread(|| self.run_branches_here(ids, cache))
+    }
+
+    fn run_branches_here(&self, ids: &Tensor, cache: &KvCache) -> Result<Tensor> {
         let (batch, seq_len) = ids.dims2()?;
         let offset = cache.len;
         self.check_room(offset, seq_len)?;

@@ -259,20 +259,16 @@ impl QuantizedMatrix {
 
     /// The few-rows product on raw slices: `x` is `[n, cols]` row-major, the result `[n, rows]`.
     fn matmul_t_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let cols = self.cols;
-        let sums = match &self.blocks {
-            Blocks::Native { format, .. } => kernels::group_sums(*format, x),
-            Blocks::Candle(_) => Vec::new(),
-        };
+        let activations = kernels::Activations::new(x, self.cols);
         parallel_row_products(self.rows, n, |first, out| {
             let ids = &self.row_order[first..first + out.len() / n];
             match &self.blocks {
                 Blocks::Native { format, bytes, row_bytes } => {
                     let weight_rows: Vec<&[u8]> =
                         ids.iter().map(|&r| &bytes[r as usize * row_bytes..(r as usize + 1) * row_bytes]).collect();
-                    kernels::rows_dot(*format, &weight_rows, x, &sums, cols, out);
+                    kernels::rows_dot(*format, &weight_rows, &activations, out);
                 }
-                Blocks::Candle(_) => kernels::dense_rows_dot(&self.dequantize_stored(ids)?, x, cols, out),
+                Blocks::Candle(_) => kernels::dense_rows_dot(&self.dequantize_stored(ids)?, &activations, out),
             }
             Ok(())
         })
@@ -329,9 +325,10 @@ impl CustomOp2 for DenseSmallBatch {
         if dims.last() != Some(&cols) {
             candle_core::bail!("{}: activations of shape {dims:?} for a {rows}x{cols} weight", self.name());
         }
-        let n = x.len() / cols.max(1);
+        let activations = kernels::Activations::new(x, cols);
+        let n = activations.len();
         let y = parallel_row_products(rows, n, |first, out| {
-            kernels::dense_rows_dot(&w[first * cols..(first + out.len() / n) * cols], x, cols, out);
+            kernels::dense_rows_dot(&w[first * cols..(first + out.len() / n) * cols], &activations, out);
             Ok(())
         })
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;

@@ -1,0 +1,625 @@
+//! The products of [`super::rows_dot`] and [`super::dense_rows_dot`] written with x86-64 vector
+//! intrinsics, in an AVX2 + FMA build and an AVX-512 one. A quantized block is unpacked and
+//! dequantized in registers (the values [`super::dequantize`] writes out, bit for bit) and meets
+//! a tile of up to 16 activation rows (4 on AVX2) while it is there, each row with its own 16
+//! partial sums; the arithmetic is the plain build's with fused multiply-adds, lane by lane, so a
+//! product has the same bits whatever rows are batched with it and whether the weight is held
+//! quantized or dense.
+//!
+//! Why intrinsics rather than the compiler's vectorisation of the plain build: LLVM wrote each
+//! decoded row to memory and read it back for the dot, and kept one activation row per pass
+//! (four spilled its registers); a single-sequence decode step spent 55% of its time there, and
+//! 16 sequences decoded together got only 2.6× the tokens of one.
+
+// Every function here is `unsafe` only because it uses CPU features; the callers in
+// `super` check them at run time (`is_x86_feature_detected!`) before calling.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::{half_at, k_group_scales, prefetch, tail_dot, Activations};
+
+/// 16 f32 lanes: the partial sums of one activation row in the fused product.
+trait Lanes16: Copy {
+    unsafe fn zero() -> Self;
+    unsafe fn splat(value: f32) -> Self;
+    /// 16 f32 from `values` (at least 16 long).
+    unsafe fn load(values: *const f32) -> Self;
+    /// 16 signed bytes as f32, exactly.
+    unsafe fn from_bytes(bytes: __m128i) -> Self;
+    /// `a · b + c` rounded once, lane by lane.
+    unsafe fn multiply_add(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn mul(a: Self, b: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
+    /// The lanes' sum as [`super::reduce16`] adds them.
+    unsafe fn reduce(self) -> f32;
+}
+
+/// The tree sum of 8 lanes (after the first halving of [`super::reduce16`]).
+#[inline(always)]
+unsafe fn reduce8(eights: __m256) -> f32 {
+    unsafe {
+        let fours = _mm_add_ps(_mm256_castps256_ps128(eights), _mm256_extractf128_ps::<1>(eights));
+        let twos = _mm_add_ps(fours, _mm_movehl_ps(fours, fours));
+        _mm_cvtss_f32(_mm_add_ss(twos, _mm_shuffle_ps::<1>(twos, twos)))
+    }
+}
+
+/// Two 8-lane AVX registers.
+#[derive(Clone, Copy)]
+struct Avx2Lanes(__m256, __m256);
+
+impl Lanes16 for Avx2Lanes {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { Self(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(value: f32) -> Self {
+        unsafe { Self(_mm256_set1_ps(value), _mm256_set1_ps(value)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load(values: *const f32) -> Self {
+        unsafe { Self(_mm256_loadu_ps(values), _mm256_loadu_ps(values.add(8))) }
+    }
+
+    #[inline(always)]
+    unsafe fn from_bytes(bytes: __m128i) -> Self {
+        unsafe {
+            Self(
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(bytes))),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn multiply_add(a: Self, b: Self, c: Self) -> Self {
+        unsafe { Self(_mm256_fmadd_ps(a.0, b.0, c.0), _mm256_fmadd_ps(a.1, b.1, c.1)) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        unsafe { Self(_mm256_mul_ps(a.0, b.0), _mm256_mul_ps(a.1, b.1)) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        unsafe { Self(_mm256_add_ps(a.0, b.0), _mm256_add_ps(a.1, b.1)) }
+    }
+
+    #[inline(always)]
+    unsafe fn reduce(self) -> f32 {
+        unsafe { reduce8(_mm256_add_ps(self.0, self.1)) }
+    }
+}
+
+/// One AVX-512 register.
+#[derive(Clone, Copy)]
+struct Avx512Lanes(__m512);
+
+impl Lanes16 for Avx512Lanes {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { Self(_mm512_setzero_ps()) }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(value: f32) -> Self {
+        unsafe { Self(_mm512_set1_ps(value)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load(values: *const f32) -> Self {
+        unsafe { Self(_mm512_loadu_ps(values)) }
+    }
+
+    #[inline(always)]
+    unsafe fn from_bytes(bytes: __m128i) -> Self {
+        unsafe { Self(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))) }
+    }
+
+    #[inline(always)]
+    unsafe fn multiply_add(a: Self, b: Self, c: Self) -> Self {
+        unsafe { Self(_mm512_fmadd_ps(a.0, b.0, c.0)) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        unsafe { Self(_mm512_mul_ps(a.0, b.0)) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        unsafe { Self(_mm512_add_ps(a.0, b.0)) }
+    }
+
+    #[inline(always)]
+    unsafe fn reduce(self) -> f32 {
+        unsafe {
+            let low = _mm512_castps512_ps256(self.0);
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));
+            reduce8(_mm256_add_ps(low, high))
+        }
+    }
+}
+
+/// A block unpacked for the fused product: its values as signed bytes, 32 per vector in value
+/// order, with the scale and offset of each group (`VALUES / GROUPS` values).
+struct PackedParts<const CHUNKS: usize, const GROUPS: usize> {
+    bytes: [__m256i; CHUNKS],
+    scale: [f32; GROUPS],
+    offset: [f32; GROUPS],
+}
+
+/// The 32 4-bit values of 16 packed bytes in value order (low nibbles, then high ones).
+#[inline(always)]
+unsafe fn nibbles(packed: *const u8) -> __m256i {
+    unsafe {
+        let bytes = _mm_loadu_si128(packed.cast());
+        let mask = _mm_set1_epi8(0x0F);
+        let low = _mm_and_si128(bytes, mask);
+        let high = _mm_and_si128(_mm_srli_epi16::<4>(bytes), mask);
+        _mm256_set_m128i(high, low)
+    }
+}
+
+/// The fifth bits of a Q5 block's 32 values (bit j of `qh` for value j) as 0 or 16.
+#[inline(always)]
+unsafe fn fifth_bits(qh: *const u8) -> __m256i {
+    unsafe {
+        let bits = u32::from_le_bytes([*qh, *qh.add(1), *qh.add(2), *qh.add(3)]);
+        // Byte j takes byte j / 8 of qh, then keeps bit j % 8 of it.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+        );
+        let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        _mm256_and_si256(set, _mm256_set1_epi8(16))
+    }
+}
+
+#[inline(always)]
+unsafe fn q4_0(b: &[u8; 18]) -> PackedParts<1, 1> {
+    let bytes = unsafe { _mm256_sub_epi8(nibbles(b.as_ptr().add(2)), _mm256_set1_epi8(8)) };
+    PackedParts { bytes: [bytes], scale: [half_at(b, 0)], offset: [0.0] }
+}
+
+#[inline(always)]
+unsafe fn q4_1(b: &[u8; 20]) -> PackedParts<1, 1> {
+    let bytes = unsafe { nibbles(b.as_ptr().add(4)) };
+    PackedParts { bytes: [bytes], scale: [half_at(b, 0)], offset: [half_at(b, 2)] }
+}
+
+#[inline(always)]
+unsafe fn q5_0(b: &[u8; 22]) -> PackedParts<1, 1> {
+    let bytes = unsafe {
+        let values = _mm256_or_si256(nibbles(b.as_ptr().add(6)), fifth_bits(b.as_ptr().add(2)));
+        _mm256_sub_epi8(values, _mm256_set1_epi8(16))
+    };
+    PackedParts { bytes: [bytes], scale: [half_at(b, 0)], offset: [0.0] }
+}
+
+#[inline(always)]
+unsafe fn q5_1(b: &[u8; 24]) -> PackedParts<1, 1> {
+    let bytes = unsafe { _mm256_or_si256(nibbles(b.as_ptr().add(8)), fifth_bits(b.as_ptr().add(4))) };
+    PackedParts { bytes: [bytes], scale: [half_at(b, 0)], offset: [half_at(b, 2)] }
+}
+
+#[inline(always)]
+unsafe fn q8_0(b: &[u8; 34]) -> PackedParts<1, 1> {
+    let bytes = unsafe { _mm256_loadu_si256(b.as_ptr().add(2).cast()) };
+    PackedParts { bytes: [bytes], scale: [half_at(b, 0)], offset: [0.0] }
+}
+
+#[inline(always)]
+unsafe fn q4_k(b: &[u8; 144]) -> PackedParts<8, 8> {
+    let (scale, offset) = k_group_scales(b);
+    let mut bytes = [unsafe { _mm256_setzero_si256() }; 8];
+    unsafe {
+        let mask = _mm256_set1_epi8(0x0F);
+        for part in 0..4 {
+            let packed = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * part).cast());
+            bytes[2 * part] = _mm256_and_si256(packed, mask);
+            bytes[2 * part + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), mask);
+        }
+    }
+    PackedParts { bytes, scale, offset }
+}
+
+#[inline(always)]
+unsafe fn q5_k(b: &[u8; 176]) -> PackedParts<8, 8> {
+    let (scale, offset) = k_group_scales(b);
+    let mut bytes = [unsafe { _mm256_setzero_si256() }; 8];
+    unsafe {
+        let mask = _mm256_set1_epi8(0x0F);
+        let sixteen = _mm256_set1_epi8(16);
+        let high_bits = _mm256_loadu_si256(b.as_ptr().add(16).cast());
+        let plus_16_where = |bit: u8| {
+            let bit = _mm256_set1_epi8(bit as i8);
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(high_bits, bit), bit), sixteen)
+        };
+        for part in 0..4 {
+            let packed = _mm256_loadu_si256(b.as_ptr().add(48 + 32 * part).cast());
+            let low = _mm256_and_si256(packed, mask);
+            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), mask);
+            bytes[2 * part] = _mm256_add_epi8(low, plus_16_where(1 << (2 * part)));
+            bytes[2 * part + 1] = _mm256_add_epi8(high, plus_16_where(2 << (2 * part)));
+        }
+    }
+    PackedParts { bytes, scale, offset }
+}
+
+#[inline(always)]
+unsafe fn q6_k(b: &[u8; 210]) -> PackedParts<8, 16> {
+    let d = half_at(b, 208);
+    let mut scale = [0f32; 16];
+    for (s, &sc) in scale.iter_mut().zip(&b[192..208]) {
+        *s = d * (sc as i8) as f32;
+    }
+    let mut bytes = [unsafe { _mm256_setzero_si256() }; 8];
+    unsafe {
+        let low_nibble = _mm256_set1_epi8(0x0F);
+        let thirty_two = _mm256_set1_epi8(32);
+        for half in 0..2 {
+            let ql0 = _mm256_loadu_si256(b.as_ptr().add(64 * half).cast());
+            let ql1 = _mm256_loadu_si256(b.as_ptr().add(64 * half + 32).cast());
+            let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * half).cast());
+            // Bits 2k, 2k + 1 of qh are bits 4, 5 of the values of the k-th 32.
+            let high = [
+                _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
+                _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C))),
+                _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(qh), _mm256_set1_epi8(0x30)),
+            ];
+            let low = [
+                _mm256_and_si256(ql0, low_nibble),
+                _mm256_and_si256(ql1, low_nibble),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low_nibble),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low_nibble),
+            ];
+            for k in 0..4 {
+                bytes[4 * half + k] = _mm256_sub_epi8(_mm256_or_si256(low[k], high[k]), thirty_two);
+            }
+        }
+    }
+    PackedParts { bytes, scale, offset: [0f32; 16] }
+}
+
+/// A block format's intrinsic decoder as a type, so that every product is compiled for it.
+trait Decode<const BYTES: usize, const CHUNKS: usize, const GROUPS: usize> {
+    unsafe fn decode(block: &[u8; BYTES]) -> PackedParts<CHUNKS, GROUPS>;
+}
+
+macro_rules! decoder_types {
+    ($($name:ident = $decode:ident <$bytes:literal, $chunks:literal, $groups:literal>;)*) => {
+        $(
+            struct $name;
+
+            impl Decode<$bytes, $chunks, $groups> for $name {
+                #[inline(always)]
+                unsafe fn decode(block: &[u8; $bytes]) -> PackedParts<$chunks, $groups> {
+                    unsafe { $decode(block) }
+                }
+            }
+        )*
+    };
+}
+
+decoder_types! {
+    Q4_0 = q4_0<18, 1, 1>;
+    Q4_1 = q4_1<20, 1, 1>;
+    Q5_0 = q5_0<22, 1, 1>;
+    Q5_1 = q5_1<24, 1, 1>;
+    Q8_0 = q8_0<34, 1, 1>;
+    Q4K = q4_k<144, 8, 8>;
+    Q5K = q5_k<176, 8, 8>;
+    Q6K = q6_k<210, 8, 16>;
+}
+
+/// Calls `$body!(decoder type, BYTES, VALUES, CHUNKS, GROUPS, OFFSET)` for `$format`.
+macro_rules! with_decoder_type {
+    ($format:expr, $body:ident) => {
+        match $format {
+            super::BlockFormat::Q4_0 => $body!(Q4_0, 18, 32, 1, 1, false),
+            super::BlockFormat::Q4_1 => $body!(Q4_1, 20, 32, 1, 1, true),
+            super::BlockFormat::Q5_0 => $body!(Q5_0, 22, 32, 1, 1, false),
+            super::BlockFormat::Q5_1 => $body!(Q5_1, 24, 32, 1, 1, true),
+            super::BlockFormat::Q8_0 => $body!(Q8_0, 34, 32, 1, 1, false),
+            super::BlockFormat::Q4K => $body!(Q4K, 144, 256, 8, 8, true),
+            super::BlockFormat::Q5K => $body!(Q5K, 176, 256, 8, 8, true),
+            super::BlockFormat::Q6K => $body!(Q6K, 210, 256, 8, 16, false),
+        }
+    };
+}
+
+/// A product computed tile by tile: `ROWS` weight rows against `TILE` activation rows, all
+/// their partial sums in registers, so that each activation value loaded meets `ROWS` weight
+/// rows and each weight value dequantized meets `TILE` activation rows.
+trait TileProduct {
+    /// Weight rows of the product.
+    fn weight_rows(&self) -> usize;
+    /// Activation rows of the product.
+    fn activation_rows(&self) -> usize;
+    /// Asks for weight row `row` to be loaded into cache.
+    fn prefetch_row(&self, row: usize);
+    /// Outputs of weight rows `row..row + ROWS` and activation rows `first..first + TILE`.
+    unsafe fn tile<L: Lanes16, const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize);
+}
+
+/// The tiles a build compiles, largest first: (weight rows, activation rows).
+trait Tiling: Lanes16 {
+    /// Weight rows per tile where there are enough.
+    const ROWS: usize;
+    /// Activation rows per tile where there are enough.
+    const MAX_TILE: usize;
+    /// Runs `product`'s tile of `rows` weight rows (`Self::ROWS` or 1) and `tile` activation
+    /// rows (a power of two up to `Self::MAX_TILE`).
+    unsafe fn run_tile<P: TileProduct>(product: &mut P, rows: usize, tile: usize, row: usize, first: usize);
+}
+
+impl Tiling for Avx2Lanes {
+    // 16 registers: 2 × 2 rows' sums (8), two rows' values (4), an activation run (2).
+    const ROWS: usize = 2;
+    const MAX_TILE: usize = 2;
+
+    #[inline(always)]
+    unsafe fn run_tile<P: TileProduct>(product: &mut P, rows: usize, tile: usize, row: usize, first: usize) {
+        unsafe {
+            match (rows, tile) {
+                (2, 2) => product.tile::<Self, 2, 2>(row, first),
+                (2, _) => product.tile::<Self, 2, 1>(row, first),
+                (_, 2) => product.tile::<Self, 1, 2>(row, first),
+                _ => product.tile::<Self, 1, 1>(row, first),
+            }
+        }
+    }
+}
+
+impl Tiling for Avx512Lanes {
+    // 32 registers: 4 × 4 rows' sums (16), four rows' values of a block (8), an activation run.
+    const ROWS: usize = 4;
+    const MAX_TILE: usize = 4;
+
+    #[inline(always)]
+    unsafe fn run_tile<P: TileProduct>(product: &mut P, rows: usize, tile: usize, row: usize, first: usize) {
+        unsafe {
+            match (rows, tile) {
+                (4, 4) => product.tile::<Self, 4, 4>(row, first),
+                (4, 2) => product.tile::<Self, 4, 2>(row, first),
+                (4, _) => product.tile::<Self, 4, 1>(row, first),
+                (_, 4) => product.tile::<Self, 1, 4>(row, first),
+                (_, 2) => product.tile::<Self, 1, 2>(row, first),
+                _ => product.tile::<Self, 1, 1>(row, first),
+            }
+        }
+    }
+}
+
+/// The largest power of two up to `max` that `remaining` rows fill.
+fn tile_size(remaining: usize, max: usize) -> usize {
+    let mut tile = max;
+    while tile > remaining {
+        tile /= 2;
+    }
+    tile.max(1)
+}
+
+/// Runs every tile of `product`: weight rows in groups of `L::ROWS` (the next group
+/// prefetched), the rest one by one, each group against the activation rows in tiles.
+#[inline(always)]
+unsafe fn run_tiles<L: Tiling, P: TileProduct>(product: &mut P) {
+    let (weight_rows, n) = (product.weight_rows(), product.activation_rows());
+    (0..L::ROWS.min(weight_rows)).for_each(|r| product.prefetch_row(r));
+    let mut row = 0;
+    while row < weight_rows {
+        let rows = if weight_rows - row >= L::ROWS { L::ROWS } else { 1 };
+        (row + rows..(row + 2 * rows).min(weight_rows)).for_each(|r| product.prefetch_row(r));
+        let mut first = 0;
+        while first < n {
+            let tile = tile_size(n - first, L::MAX_TILE);
+            unsafe { L::run_tile(product, rows, tile, row, first) };
+            first += tile;
+        }
+        row += rows;
+    }
+}
+
+/// [`super::rows_dot`] on AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn rows_dot_avx2(format: super::BlockFormat, rows: &[&[u8]], x: &Activations<'_>, out: &mut [f32]) {
+    unsafe { rows_dot_with::<Avx2Lanes>(format, rows, x, out) }
+}
+
+/// [`super::rows_dot`] on AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn rows_dot_avx512(format: super::BlockFormat, rows: &[&[u8]], x: &Activations<'_>, out: &mut [f32]) {
+    unsafe { rows_dot_with::<Avx512Lanes>(format, rows, x, out) }
+}
+
+/// [`super::dense_rows_dot`] on AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dense_rows_dot_avx2(weights: &[f32], x: &Activations<'_>, out: &mut [f32]) {
+    unsafe { run_tiles::<Avx2Lanes, _>(&mut DenseProduct { weights, x, out }) }
+}
+
+/// [`super::dense_rows_dot`] on AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn dense_rows_dot_avx512(weights: &[f32], x: &Activations<'_>, out: &mut [f32]) {
+    unsafe { run_tiles::<Avx512Lanes, _>(&mut DenseProduct { weights, x, out }) }
+}
+
+#[inline(always)]
+unsafe fn rows_dot_with<L: Tiling>(format: super::BlockFormat, rows: &[&[u8]], x: &Activations<'_>, out: &mut [f32]) {
+    macro_rules! product {
+        ($decoder:ident, $bytes:literal, $values:literal, $chunks:literal, $groups:literal, $offset:literal) => {
+            unsafe {
+                run_tiles::<L, _>(&mut QuantizedProduct::<$decoder, $bytes, $values, $chunks, $groups, $offset> {
+                    decoder: std::marker::PhantomData,
+                    rows,
+                    x,
+                    out,
+                })
+            }
+        };
+    }
+    with_decoder_type!(format, product)
+}
+
+/// `scale · q (+ offset)`, the operations of [`super::dequantize`].
+#[inline(always)]
+unsafe fn dequantized<L: Lanes16, const OFFSET: bool>(q: L, scale: f32, offset: f32) -> L {
+    unsafe {
+        let scaled = L::mul(L::splat(scale), q);
+        match OFFSET {
+            true => L::add(scaled, L::splat(offset)),
+            false => scaled,
+        }
+    }
+}
+
+/// Quantized weight rows (`rows[r]` one row's blocks) times activations, `out[r * n + t]`.
+struct QuantizedProduct<'a, D, const BYTES: usize, const VALUES: usize, const CHUNKS: usize, const GROUPS: usize, const OFFSET: bool> {
+    decoder: std::marker::PhantomData<D>,
+    rows: &'a [&'a [u8]],
+    x: &'a Activations<'a>,
+    out: &'a mut [f32],
+}
+
+impl<D, const BYTES: usize, const VALUES: usize, const CHUNKS: usize, const GROUPS: usize, const OFFSET: bool> TileProduct
+    for QuantizedProduct<'_, D, BYTES, VALUES, CHUNKS, GROUPS, OFFSET>
+where
+    D: Decode<BYTES, CHUNKS, GROUPS>,
+{
+    fn weight_rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn activation_rows(&self) -> usize {
+        self.x.n
+    }
+
+    #[inline(always)]
+    fn prefetch_row(&self, row: usize) {
+        prefetch(self.rows[row]);
+    }
+
+    /// Block by block: each row's block dequantized in registers, each run of 16 values
+    /// multiplied into the partial sums of every activation row of the tile.
+    #[inline(always)]
+    unsafe fn tile<L: Lanes16, const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize) {
+        let n = self.x.n;
+        let run_stride = n * 16;
+        unsafe {
+            let tile = self.x.interleaved.as_ptr().add(first * 16);
+            let weight_rows: [&[u8]; ROWS] = std::array::from_fn(|r| self.rows[row + r]);
+            let mut sums = [[L::zero(); TILE]; ROWS];
+            for index in 0..weight_rows[0].len() / BYTES {
+                let parts: [PackedParts<CHUNKS, GROUPS>; ROWS] = std::array::from_fn(|r| {
+                    D::decode(&*weight_rows[r].as_ptr().add(index * BYTES).cast::<[u8; BYTES]>())
+                });
+                for chunk in 0..CHUNKS {
+                    // Groups of 32 share a scale; Q6_K's groups of 16 have one each.
+                    let (low_group, high_group) = match GROUPS == CHUNKS {
+                        true => (chunk, chunk),
+                        false => (2 * chunk, 2 * chunk + 1),
+                    };
+                    let run = (index * VALUES + 32 * chunk) / 16;
+                    let xs = tile.add(run * run_stride);
+                    let low: [L; ROWS] = std::array::from_fn(|r| {
+                        let q = L::from_bytes(_mm256_castsi256_si128(parts[r].bytes[chunk]));
+                        dequantized::<L, OFFSET>(q, parts[r].scale[low_group], parts[r].offset[low_group])
+                    });
+                    for t in 0..TILE {
+                        let x = L::load(xs.add(16 * t));
+                        for r in 0..ROWS {
+                            sums[r][t] = L::multiply_add(low[r], x, sums[r][t]);
+                        }
+                    }
+                    let xs = xs.add(run_stride);
+                    let high: [L; ROWS] = std::array::from_fn(|r| {
+                        let q = L::from_bytes(_mm256_extracti128_si256::<1>(parts[r].bytes[chunk]));
+                        dequantized::<L, OFFSET>(q, parts[r].scale[high_group], parts[r].offset[high_group])
+                    });
+                    for t in 0..TILE {
+                        let x = L::load(xs.add(16 * t));
+                        for r in 0..ROWS {
+                            sums[r][t] = L::multiply_add(high[r], x, sums[r][t]);
+                        }
+                    }
+                }
+            }
+            for (r, sums) in sums.iter().enumerate() {
+                for (t, sum) in sums.iter().enumerate() {
+                    self.out[(row + r) * n + first + t] = sum.reduce();
+                }
+            }
+        }
+    }
+}
+
+/// Dense f32 weight rows (`[rows, cols]`) times activations, `out[r * n + t]`; the columns past
+/// the last run of 16 are added after the partial sums, as in the plain build.
+struct DenseProduct<'a> {
+    weights: &'a [f32],
+    x: &'a Activations<'a>,
+    out: &'a mut [f32],
+}
+
+impl TileProduct for DenseProduct<'_> {
+    fn weight_rows(&self) -> usize {
+        self.weights.len() / self.x.cols.max(1)
+    }
+
+    fn activation_rows(&self) -> usize {
+        self.x.n
+    }
+
+    #[inline(always)]
+    fn prefetch_row(&self, _row: usize) {
+        // Dense rows are contiguous: the hardware prefetcher follows them.
+    }
+
+    #[inline(always)]
+    unsafe fn tile<L: Lanes16, const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize) {
+        let (n, cols) = (self.x.n, self.x.cols);
+        let run_stride = n * 16;
+        unsafe {
+            let tile = self.x.interleaved.as_ptr().add(first * 16);
+            let weights = self.weights.as_ptr().add(row * cols);
+            let mut sums = [[L::zero(); TILE]; ROWS];
+            for run in 0..cols / 16 {
+                let w: [L; ROWS] = std::array::from_fn(|r| L::load(weights.add(r * cols + 16 * run)));
+                let xs = tile.add(run * run_stride);
+                for t in 0..TILE {
+                    let x = L::load(xs.add(16 * t));
+                    for r in 0..ROWS {
+                        sums[r][t] = L::multiply_add(w[r], x, sums[r][t]);
+                    }
+                }
+            }
+            for (r, sums) in sums.iter().enumerate() {
+                let w_row = &self.weights[(row + r) * cols..(row + r + 1) * cols];
+                for (t, sum) in sums.iter().enumerate() {
+                    let x_row = &self.x.rows[(first + t) * cols..(first + t + 1) * cols];
+                    self.out[(row + r) * n + first + t] = tail_dot::<true>(w_row, x_row, sum.reduce());
+                }
+            }
+        }
+    }
+}
