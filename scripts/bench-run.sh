@@ -28,7 +28,9 @@ work="$root/target/bench-run"
 
 scripts/fetch-default-model.sh >/dev/null
 model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-cargo build --release --locked -p candor-cli -p candor-infer --example bench_infer
+# Two builds: with `--example`, cargo builds only that example, not the `candor` binary.
+cargo build --release --locked -p candor-cli
+cargo build --release --locked -p candor-infer --example bench_infer
 candor="$root/target/release/candor"
 
 # ggml's CPU feature switches for what this CPU has. Not GGML_NATIVE: -march=native turns on

@@ -6,13 +6,16 @@
 //! (on MASSIVE's 1,500-token prompts, packing and the gemm micro-kernels took a third of a
 //! run). Here each cached key and value row is read once per step, straight from the buffer,
 //! for all the query rows that share its head. Scores, softmax and the weighted sum stay f32,
-//! as in candle's path; only the order of the additions differs.
+//! as in candle's path; only the order of the additions differs (and products are fused into
+//! the sums where the CPU has the instruction: one rounding instead of two).
+
+use std::ops::Range;
 
 use candle_core::{CpuStorage, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use crate::kernels::dot;
+use crate::kernels::{key_dots, FUSED};
 
 /// Most query rows per kv head (query heads sharing it × chunk length) for the direct path.
 pub(crate) const MAX_DIRECT_QUERY_ROWS: usize = 64;
@@ -58,60 +61,112 @@ impl DirectAttention<'_> {
         let q = cpu_slice(&q_storage, q_layout.contiguous_offsets())?;
         let keys = cpu_slice(&k_storage, k_layout.contiguous_offsets())?;
         let values = cpu_slice(&v_storage, v_layout.contiguous_offsets())?;
-        // One task per query row (not per head: a decode step has as few as 3 kv heads to
-        // spread over the cores); the rows of a head read the same keys and values from cache.
+        // Tasks of up to ROW_TILE query rows of one head: a tile reads the head's cached keys
+        // and values from memory once for all its rows (one task per row read them again for
+        // every row, and the reads were most of the attention's time on MASSIVE's
+        // 1,500-token prompts). Sequences of a batch attend in parallel around this.
+        let tile = rows.min(ROW_TILE);
         let mut out = vec![0f32; kv_heads * rows * d];
-        out.par_chunks_mut(d).enumerate().for_each(|(index, out)| {
-            let (head, row) = (index / rows, index % rows);
-            // Keys visible to this row: up to offset + its chunk position, within the window.
-            let position = self.offset + row % self.s;
-            let first = self.window.map_or(0, |w| (position + 1).saturating_sub(w));
-            let visible = (head * capacity + first) * d..(head * capacity + position + 1) * d;
-            self.row(&q[index * d..][..d], &keys[visible.clone()], &values[visible], out);
+        out.par_chunks_mut(rows * d).enumerate().for_each(|(head, head_out)| {
+            head_out.par_chunks_mut(tile * d).enumerate().for_each(|(index, out)| {
+                let head_keys = &keys[head * capacity * d..(head + 1) * capacity * d];
+                let head_values = &values[head * capacity * d..(head + 1) * capacity * d];
+                let first_row = index * tile;
+                let queries = &q[(head * rows + first_row) * d..][..out.len()];
+                self.tile(first_row, d, queries, head_keys, head_values, out);
+            });
         });
         Ok(Tensor::from_vec(out, (1, kv_heads, rows, d), &Device::Cpu)?)
     }
 
-    /// One query row against the keys and values it may see (`[visible, d]` each); `out` `[d]`.
-    fn row(&self, query: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
-        let d = query.len();
-        let mut scores: Vec<f32> = keys.chunks_exact(d).map(|key| dot(query, key) * self.scale).collect();
-        if let Some(cap) = self.softcap {
-            scores.iter_mut().for_each(|score| *score = cap * (*score / cap).tanh());
+    /// Keys visible to query row `row` of a head: up to the offset plus its chunk position,
+    /// within the window.
+    fn visible(&self, row: usize) -> Range<usize> {
+        let position = self.offset + row % self.s;
+        let first = self.window.map_or(0, |w| (position + 1).saturating_sub(w));
+        first..position + 1
+    }
+
+    /// Query rows `first_row..` of one head (`queries` `[m, d]`) against the head's keys and
+    /// values (`[capacity, d]`); `out` `[m, d]`. Each row's scores, softmax and weighted sum
+    /// are its own (the same numbers whatever tile it is in); the keys and values the rows
+    /// share are read once.
+    fn tile(&self, first_row: usize, d: usize, queries: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+        let m = out.len() / d;
+        let ranges: Vec<Range<usize>> = (first_row..first_row + m).map(|row| self.visible(row)).collect();
+        let start = ranges.iter().map(|r| r.start).min().unwrap_or(0);
+        let end = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+        let span = end - start;
+        // Row i's probabilities over keys start..end, zero where it may not look.
+        let mut probs = vec![0f32; m * span];
+        for (i, (range, query)) in ranges.iter().zip(queries.chunks_exact(d)).enumerate() {
+            let scores = &mut probs[i * span + range.start - start..i * span + range.end - start];
+            key_dots(query, &keys[range.start * d..range.end * d], scores);
+            scores.iter_mut().for_each(|score| *score *= self.scale);
+            if let Some(cap) = self.softcap {
+                scores.iter_mut().for_each(|score| *score = cap * (*score / cap).tanh());
+            }
+            softmax_in_place(scores);
         }
-        softmax_in_place(&mut scores);
-        weighted_sum(&scores, values, out);
+        let values = &values[start * d..end * d];
+        // Value sums in groups of up to four rows (their 64-dimension slabs fill 16 registers).
+        for (probs, out) in probs.chunks(4 * span).zip(out.chunks_mut(4 * d)) {
+            match out.len() / d {
+                1 => weighted_sums::<1>(probs, values, out),
+                2 => weighted_sums::<2>(probs, values, out),
+                3 => weighted_sums::<3>(probs, values, out),
+                _ => weighted_sums::<4>(probs, values, out),
+            }
+        }
     }
 }
 
-/// Dimensions of a value row summed together in registers by [`weighted_sum`].
+/// Most query rows of a head attended together.
+const ROW_TILE: usize = 16;
+
+/// Dimensions of a value row summed together in registers by [`weighted_sums`].
 const SLAB: usize = 64;
 
-/// `out = Σ_k p[k] · values[k]` (`values` `[p.len(), out.len()]`), each element summed over `k`
-/// in order. The sums of a 64-dimension slab stay in registers across the keys: summed into
-/// `out` in memory, each key waited for the previous key's stores (a latency chain that made
-/// this loop a tenth of a MASSIVE run).
-fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
-    let d = out.len();
-    for (slab, out) in out.chunks_mut(SLAB).enumerate() {
-        let start = slab * SLAB;
-        if let Ok(out) = <&mut [f32; SLAB]>::try_from(&mut *out) {
-            let mut sums = [0f32; SLAB];
-            for (p, value) in p.iter().zip(values.chunks_exact(d)) {
-                if let Ok(value) = <&[f32; SLAB]>::try_from(&value[start..start + SLAB]) {
-                    for i in 0..SLAB {
-                        sums[i] += p * value[i];
-                    }
+/// `out[i] = Σ_k p[i][k] · values[k]` for the `M` rows of `probs` (`[M, keys]`; `values`
+/// `[keys, d]`; `out` `[M, d]`), each element summed over `k` in order. The sums of a
+/// 64-dimension slab of every row stay in registers across the keys, and each value row is
+/// read once for the `M` rows: summed into `out` in memory, each key waited for the previous
+/// key's stores (a latency chain that made this loop a tenth of a MASSIVE run).
+fn weighted_sums<const M: usize>(probs: &[f32], values: &[f32], out: &mut [f32]) {
+    let d = out.len() / M;
+    let span = probs.len() / M;
+    let slabs = d / SLAB;
+    for slab in 0..slabs {
+        let mut sums = [[0f32; SLAB]; M];
+        for (k, value) in values.chunks_exact(d).enumerate() {
+            let Ok(value) = <&[f32; SLAB]>::try_from(&value[slab * SLAB..(slab + 1) * SLAB]) else { continue };
+            for (i, sums) in sums.iter_mut().enumerate() {
+                let p = probs[i * span + k];
+                for j in 0..SLAB {
+                    sums[j] = multiply_add(p, value[j], sums[j]);
                 }
             }
-            *out = sums;
-            continue;
         }
-        for (p, value) in p.iter().zip(values.chunks_exact(d)) {
-            for (o, v) in out.iter_mut().zip(&value[start..]) {
-                *o += p * v;
+        for (i, sums) in sums.iter().enumerate() {
+            out[i * d + slab * SLAB..i * d + (slab + 1) * SLAB].copy_from_slice(sums);
+        }
+    }
+    for (i, out) in out.chunks_exact_mut(d).enumerate() {
+        for (k, value) in values.chunks_exact(d).enumerate() {
+            let p = probs[i * span + k];
+            for (o, &v) in out[slabs * SLAB..].iter_mut().zip(&value[slabs * SLAB..]) {
+                *o = multiply_add(p, v, *o);
             }
         }
+    }
+}
+
+/// `p · v + sum`, fused where the build has the instruction.
+#[inline(always)]
+fn multiply_add(p: f32, v: f32, sum: f32) -> f32 {
+    match FUSED {
+        true => p.mul_add(v, sum),
+        false => sum + p * v,
     }
 }
 
@@ -191,6 +246,42 @@ mod tests {
                     for (c, w) in want.iter().enumerate() {
                         let g = f64::from(got[(h * rows + r) * d + c]);
                         assert!((g - w).abs() < 1e-5, "offset {offset} s {s} head {h} row {r} col {c}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rows_numbers_do_not_depend_on_the_tile_it_is_attended_in() {
+        // A chunk of 7 positions of a group of 3 heads is 21 rows: tiles of 16 and 5, value
+        // sums in fours (4, 4, 4, 4, 4, 1); each row alone (s = 1 over the same keys, one
+        // position at a time) gives the same bits, windowed and soft-capped.
+        let (kv_heads, group, d, capacity, offset, s) = (2, 3, 128, 60, 41, 7);
+        let rows = group * s;
+        let q = random_values(kv_heads * rows * d, 7);
+        let keys = random_values(kv_heads * capacity * d, 8);
+        let values = random_values(kv_heads * capacity * d, 9);
+        let tensor = |v: &[f32], n: usize| Tensor::from_vec(v.to_vec(), (1, kv_heads, n, d), &Device::Cpu).unwrap();
+        let (kt, vt) = (tensor(&keys, capacity), tensor(&values, capacity));
+        let attend = |q: &[f32], offset: usize, s: usize| -> Vec<f32> {
+            let qt = tensor(q, group * s);
+            let direct = DirectAttention { q: &qt, keys: &kt, values: &vt, offset, s, scale: 0.1, window: Some(17), softcap: Some(5.0) };
+            direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let together = attend(&q, offset, s);
+        for i in 0..s {
+            // Position i's query rows (head g's row is g · s + i in the chunk).
+            let alone_q: Vec<f32> = (0..kv_heads)
+                .flat_map(|h| (0..group).flat_map(move |g| (h * rows + g * s + i) * d..(h * rows + g * s + i + 1) * d))
+                .map(|at| q[at])
+                .collect();
+            let alone = attend(&alone_q, offset + i, 1);
+            for h in 0..kv_heads {
+                for g in 0..group {
+                    for c in 0..d {
+                        let (a, b) = (alone[(h * group + g) * d + c], together[(h * rows + g * s + i) * d + c]);
+                        assert_eq!(a.to_bits(), b.to_bits(), "head {h} query {g} position {i} dim {c}: {a} alone, {b} in the chunk");
                     }
                 }
             }

@@ -379,19 +379,52 @@ fn dot4<const FMA: bool>(w: &[f32], x4: &[f32], cols: usize) -> [f32; 4] {
     sums
 }
 
-/// f32 dot product with 16 independent partial sums, which the compiler keeps in vector
-/// registers, added in order at the end (attention's scores).
-#[inline(always)]
+/// Whether this build has a fused multiply-add instruction (x86-64 built for a CPU with FMA,
+/// as `.cargo/config.toml`'s `native` is on any x86-64 CPU since 2013; aarch64 always). Without
+/// one, `mul_add` is a slow library call, so code outside the dispatched kernels multiplies and
+/// adds apart there.
+pub(crate) const FUSED: bool = cfg!(any(target_feature = "fma", target_arch = "aarch64"));
+
+/// f32 dot product with 16 partial sums added as a tree ([`reduce16`]), then the tail
+/// (attention's scores). The vector builds keep the partial sums in one or two registers: left
+/// to the compiler, the loop came out as eight 2-lane vectors (a third of a MASSIVE run).
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    match build() {
+        // SAFETY: build() checked at run time that the CPU has AVX-512F, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Build::Avx512 => unsafe { x86::dot_avx512(a, b) },
+        // SAFETY: build() checked at run time that the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Build::Avx2 => unsafe { x86::dot_avx2(a, b) },
+        _ => dot_plain::<false>(a, b),
+    }
+}
+
+/// `out[k] = dot(query, keys[k])` for the rows of `keys` (`[out.len(), query.len()]`), each
+/// the bits [`dot`] gives. The AVX-512 build takes 16 keys at a time and adds their partial
+/// sums as one tree across registers (the shuffles of a 16 × 16 transpose), where one key at a
+/// time waited on its own tree.
+pub(crate) fn key_dots(query: &[f32], keys: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if build() == Build::Avx512 {
+        // SAFETY: build() checked at run time that the CPU has AVX-512F, AVX2 and FMA.
+        return unsafe { x86::dots_avx512(query, keys, out) };
+    }
+    for (y, key) in out.iter_mut().zip(keys.chunks_exact(query.len().max(1))) {
+        *y = dot(query, key);
+    }
+}
+
+/// The plain build of [`dot`].
+#[inline(always)]
+fn dot_plain<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let mut partial = [0f32; LANES];
     for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
         for i in 0..LANES {
-            partial[i] += x[i] * y[i];
+            partial[i] = multiply_add::<FMA>(x[i], y[i], partial[i]);
         }
     }
-    let full = a.len() / LANES * LANES;
-    let tail: f32 = a[full..].iter().zip(&b[full..]).map(|(x, y)| x * y).sum();
-    partial.iter().sum::<f32>() + tail
+    tail_dot::<FMA>(a, b, reduce16(partial))
 }
 
 // Block decoders: each splits a block into its integers and group scales and offsets the way
@@ -722,6 +755,38 @@ mod tests {
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(a.to_bits(), b.to_bits(), "dense {build} n {n} output {i}: {a} vs plain {b}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_dots_give_the_plain_fused_dots_bits() {
+        let avx512 = is_x86_feature_detected!("avx512f");
+        for len in [1, 15, 16, 64, 75, 256] {
+            let (a, b) = (random_values(len, 71 + len as u64, 2.0), random_values(len, 73, 2.0));
+            let want = dot_plain::<true>(&a, &b);
+            // SAFETY: the test above asserts AVX2 and FMA on this CPU; AVX-512 checked here.
+            let avx2 = unsafe { x86::dot_avx2(&a, &b) };
+            assert_eq!(avx2.to_bits(), want.to_bits(), "avx2 len {len}");
+            if avx512 {
+                // SAFETY: checked above.
+                let got = unsafe { x86::dot_avx512(&a, &b) };
+                assert_eq!(got.to_bits(), want.to_bits(), "avx512 len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_dots_have_each_dots_bits() {
+        // 16-key blocks and the keys after them, for head sizes with and without a tail.
+        for (d, keys) in [(64, 37), (128, 16), (80, 19), (20, 5)] {
+            let query = random_values(d, 79 + d as u64, 2.0);
+            let key_rows = random_values(d * keys, 83, 2.0);
+            let mut got = vec![0f32; keys];
+            key_dots(&query, &key_rows, &mut got);
+            for (k, (g, key)) in got.iter().zip(key_rows.chunks_exact(d)).enumerate() {
+                assert_eq!(g.to_bits(), dot(&query, key).to_bits(), "d {d} key {k}");
             }
         }
     }

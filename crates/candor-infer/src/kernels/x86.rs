@@ -623,3 +623,93 @@ impl TileProduct for DenseProduct<'_> {
         }
     }
 }
+
+/// [`super::dot`] on AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    unsafe { dot_with::<Avx2Lanes>(a, b) }
+}
+
+/// [`super::dot`] on AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    unsafe { dot_with::<Avx512Lanes>(a, b) }
+}
+
+/// 16 partial sums of fused products, their tree sum, then the tail.
+#[inline(always)]
+unsafe fn dot_with<L: Lanes16>(a: &[f32], b: &[f32]) -> f32 {
+    let runs = a.len().min(b.len()) / 16;
+    unsafe {
+        let mut sum = L::zero();
+        for run in 0..runs {
+            sum = L::multiply_add(L::load(a.as_ptr().add(16 * run)), L::load(b.as_ptr().add(16 * run)), sum);
+        }
+        tail_dot::<true>(a, b, sum.reduce())
+    }
+}
+
+/// [`super::key_dots`] on AVX-512: blocks of 16 keys, each key's 16 partial sums in a register,
+/// the 16 registers added pairwise through shuffles in [`super::reduce16`]'s order (halves 8
+/// apart, then 4, 2, 1), which leaves key `4j + l` in lane `4l + j`; one permute puts the
+/// scores in key order. Keys past the last block, and head sizes that are not a multiple of 16,
+/// go through [`dot_with`] one at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn dots_avx512(query: &[f32], keys: &[f32], out: &mut [f32]) {
+    let d = query.len();
+    let blocks = if d % 16 == 0 { out.len() / 16 } else { 0 };
+    unsafe {
+        for block in 0..blocks {
+            let mut sums = [_mm512_setzero_ps(); 16];
+            for run in 0..d / 16 {
+                let q = _mm512_loadu_ps(query.as_ptr().add(16 * run));
+                for (k, sum) in sums.iter_mut().enumerate() {
+                    let key = keys.as_ptr().add((16 * block + k) * d + 16 * run);
+                    *sum = _mm512_fmadd_ps(q, _mm512_loadu_ps(key), *sum);
+                }
+            }
+            let scores = transposed_tree_sum(sums);
+            _mm512_storeu_ps(out.as_mut_ptr().add(16 * block), scores);
+        }
+        for (y, key) in out.iter_mut().zip(keys.chunks_exact(d.max(1))).skip(16 * blocks) {
+            *y = dot_with::<Avx512Lanes>(query, key);
+        }
+    }
+}
+
+/// The tree sums of 16 registers (as [`Lanes16::reduce`] adds one), lane k of the result
+/// holding register k's.
+#[inline(always)]
+unsafe fn transposed_tree_sum(a: [__m512; 16]) -> __m512 {
+    unsafe {
+        // 16 → 8: [a_2j halves summed | a_2j+1 halves summed].
+        let halves: [__m512; 8] = std::array::from_fn(|j| {
+            let (x, y) = (a[2 * j], a[2 * j + 1]);
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(x, y), _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y))
+        });
+        // 8 → 4: 128-bit lane l of quarters[m] is register 4m + l.
+        let quarters: [__m512; 4] = std::array::from_fn(|m| {
+            let (x, y) = (halves[2 * m], halves[2 * m + 1]);
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(x, y), _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y))
+        });
+        // 4 → 2 within each 128-bit lane: [x0 + x2, x1 + x3, y0 + y2, y1 + y3].
+        let pairs: [__m512; 2] = std::array::from_fn(|p| {
+            let (x, y) = (quarters[2 * p], quarters[2 * p + 1]);
+            _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(x, y), _mm512_shuffle_ps::<0b11_10_11_10>(x, y))
+        });
+        // 2 → 1: element 4l + j holds register 4j + l.
+        let (x, y) = (pairs[0], pairs[1]);
+        let sums = _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(x, y), _mm512_shuffle_ps::<0b11_01_11_01>(x, y));
+        let key_order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_ps(key_order, sums)
+    }
+}
