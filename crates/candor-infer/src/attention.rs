@@ -39,6 +39,8 @@ pub(crate) struct DirectAttention<'a> {
     pub(crate) window: Option<usize>,
     /// Soft cap of the scores (`cap · tanh(score / cap)`, Gemma 2), if any.
     pub(crate) softcap: Option<f32>,
+    /// Query rows of all the sequences attending at the same time (these included).
+    pub(crate) rows_in_flight: usize,
 }
 
 impl DirectAttention<'_> {
@@ -64,8 +66,11 @@ impl DirectAttention<'_> {
         // Tasks of up to ROW_TILE query rows of one head: a tile reads the head's cached keys
         // and values from memory once for all its rows (one task per row read them again for
         // every row, and the reads were most of the attention's time on MASSIVE's
-        // 1,500-token prompts). Sequences of a batch attend in parallel around this.
-        let tile = rows.min(ROW_TILE);
+        // 1,500-token prompts). Smaller tiles when the rows in flight (sequences of a batch
+        // attend in parallel around this) are too few to keep every core busy: a decode step
+        // of one sequence has as few as 3 kv heads.
+        let per_task = self.rows_in_flight / (2 * rayon::current_num_threads());
+        let tile = rows.min(ROW_TILE).min(per_task.max(1));
         let mut out = vec![0f32; kv_heads * rows * d];
         out.par_chunks_mut(rows * d).enumerate().for_each(|(head, head_out)| {
             head_out.par_chunks_mut(tile * d).enumerate().for_each(|(index, out)| {
@@ -238,7 +243,7 @@ mod tests {
             let values = random_values(kv_heads * capacity * d, 3);
             let tensor = |v: &[f32], n: usize| Tensor::from_vec(v.to_vec(), (1, kv_heads, n, d), &Device::Cpu).unwrap();
             let (qt, kt, vt) = (tensor(&q, rows), tensor(&keys, capacity), tensor(&values, capacity));
-            let direct = DirectAttention { q: &qt, keys: &kt, values: &vt, offset, s, scale: 1.0 / (d as f32).sqrt(), window: None, softcap: None };
+            let direct = DirectAttention { rows_in_flight: 1, q: &qt, keys: &kt, values: &vt, offset, s, scale: 1.0 / (d as f32).sqrt(), window: None, softcap: None };
             let got: Vec<f32> = direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap();
             for h in 0..kv_heads {
                 for r in 0..rows {
@@ -266,7 +271,7 @@ mod tests {
         let (kt, vt) = (tensor(&keys, capacity), tensor(&values, capacity));
         let attend = |q: &[f32], offset: usize, s: usize| -> Vec<f32> {
             let qt = tensor(q, group * s);
-            let direct = DirectAttention { q: &qt, keys: &kt, values: &vt, offset, s, scale: 0.1, window: Some(17), softcap: Some(5.0) };
+            let direct = DirectAttention { rows_in_flight: if s == 1 { 1 } else { 1000 }, q: &qt, keys: &kt, values: &vt, offset, s, scale: 0.1, window: Some(17), softcap: Some(5.0) };
             direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap()
         };
         let together = attend(&q, offset, s);
@@ -292,7 +297,7 @@ mod tests {
     fn a_chunk_past_the_buffer_is_an_error() {
         let t = |n: usize| Tensor::zeros((1, 1, n, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
         let (q, k, v) = (t(1), t(4), t(4));
-        let direct = DirectAttention { q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5, window: None, softcap: None };
+        let direct = DirectAttention { rows_in_flight: 1, q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5, window: None, softcap: None };
         assert!(direct.run().is_err());
     }
 }

@@ -585,6 +585,7 @@ impl Model {
         let (q, k, v) = (project(&block.q, &h)?, project(&block.k, &h)?, project(&block.v, &h)?);
         let (q, k) = self.normed_heads(block, q, k)?;
         // Sequences attend in parallel: each writes and reads only its own buffer.
+        let rows_in_flight = sequences.iter().map(|s| s.len).sum::<usize>() * self.config.num_heads;
         let outs = sequences
             .par_iter()
             .map(|sequence| {
@@ -600,6 +601,7 @@ impl Model {
                     window,
                     past: None,
                     store: Some((&sequence.buffer.layers[layer], sequence.offset)),
+                    rows_in_flight,
                 };
                 self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)
             })
@@ -663,6 +665,7 @@ impl Model {
                 window,
                 past: cache.layer_view(layer)?,
                 store: None,
+                rows_in_flight: batch * seq_len,
             };
             x = self.block_forward(block, &x, &ctx)?;
         }
@@ -790,6 +793,7 @@ impl Model {
                 v_buffer.slice_set(&v, 2, *offset)?;
                 if b == 1 && self.attends_directly(s) {
                     let direct = DirectAttention {
+                        rows_in_flight: ctx.rows_in_flight,
                         q: &q,
                         keys: k_buffer,
                         values: v_buffer,
@@ -1011,6 +1015,9 @@ struct AttentionInput<'a> {
     past: Option<(Tensor, Tensor)>,
     /// Where to write the chunk: this layer's buffer and the offset.
     store: Option<(&'a (Tensor, Tensor), usize)>,
+    /// Query rows of every sequence attending at the same time as this one (this one's
+    /// included): how finely the direct path splits its work.
+    rows_in_flight: usize,
 }
 
 fn check_shape(dims: &[usize], name: &str, expected: &[usize], source_name: &str) -> Result<()> {
