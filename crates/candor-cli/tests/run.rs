@@ -641,6 +641,53 @@ fn batched_runs_give_the_records_of_one_example_at_a_time() {
 }
 
 #[test]
+fn dense_and_quantized_weights_give_the_same_records() {
+    // A quantized product multiplies the dequantized values, the dense weights' own, in the
+    // same order: the two storages give the same bits (prefill, label scoring, dicts).
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let (dense, quantized) = (temp.path().join("dense"), temp.path().join("quantized"));
+    let args = |out: &Path, weights: &str| run_args(out, &["--verbalized", "constrained", "--limit", "4", "--weights", weights]);
+    succeed(&args(&dense, "dense"));
+    succeed(&args(&quantized, "quantized"));
+    assert_eq!(timeless_lines(&dense), timeless_lines(&quantized));
+}
+
+#[test]
+fn every_kernel_build_gives_the_records_within_rounding() {
+    // CANDOR_PORTABLE_KERNELS picks the plain build (1) or the AVX2 one on an AVX-512 CPU: the
+    // fallback paths run end to end, and their numbers differ from the dispatched build's only
+    // by f32 rounding (fused or separate multiply-adds).
+    let _lock = model_lock();
+    let temp = tempfile::tempdir().unwrap();
+    let run = |name: &str, build: Option<&str>| {
+        let out = temp.path().join(name);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
+        command.args(run_args(&out, &["--verbalized", "constrained", "--limit", "4"])).env("HF_HUB_OFFLINE", "1");
+        match build {
+            Some(build) => command.env("CANDOR_PORTABLE_KERNELS", build),
+            None => command.env_remove("CANDOR_PORTABLE_KERNELS"),
+        };
+        let output = command.output().expect("run candor");
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        records(&out)
+    };
+    let dispatched = run("dispatched", None);
+    for build in ["1", "avx2"] {
+        let other = run(build, Some(build));
+        assert_eq!(dispatched.len(), other.len());
+        for (a, b) in dispatched.iter().zip(&other) {
+            assert_eq!(a["verbalized"]["parsed"], b["verbalized"]["parsed"], "build {build}");
+            let pairs = a["logits"]["log_probs"].as_array().unwrap().iter().zip(b["logits"]["log_probs"].as_array().unwrap());
+            for (p, q) in pairs {
+                let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
+                assert!(close(p, q, 1e-4), "build {build}: label log-prob {p} vs {q}");
+            }
+        }
+    }
+}
+
+#[test]
 fn printed_prompts_are_the_ones_a_run_sends() {
     let _lock = model_lock();
     let temp = tempfile::tempdir().unwrap();
