@@ -1,8 +1,9 @@
 //! Exact f32 kernels for GGUF block formats: rows of a quantized weight are dequantized into f32
 //! (bit for bit the values candle's and ggml's reference dequantizers give) or multiplied with
-//! f32 activations, which are never rounded to 8 bits. A product splits each block into its small
-//! integers and per-group scales and offsets and sums `scale · (q · x) + offset · Σx` (the same
-//! sum, without writing the dequantized values out); weight rows are prefetched ahead.
+//! f32 activations, which are never rounded to 8 bits. A product is the dot of each dequantized
+//! weight row with each activation row, 16 partial sums added as a tree: the same arithmetic for
+//! quantized and dense weights and whatever rows are batched together; weight rows are
+//! prefetched ahead.
 //!
 //! Written here rather than taken from candle: candle's `to_float` is scalar code behind a
 //! `Vec`-returning API (41% of quantized decode time went there), and its fast `vec_dot` kernels

@@ -6,8 +6,9 @@
 //!
 //! Two paths, both exact to f32 rounding:
 //! - few activation rows (decode, small batches): a candle custom op where each rayon task
-//!   dequantizes [`ROWS_PER_TASK`] weight rows one at a time into an L1-sized buffer and dots
-//!   every activation row with each;
+//!   multiplies [`ROWS_PER_TASK`] weight rows with every activation row through
+//!   [`kernels::rows_dot`] (blocks dequantized in registers on x86-64, into an L1-sized buffer on
+//!   the plain build);
 //! - many activation rows (prefill, label batches): slices of the weight of at most
 //!   [`DENSE_SLICE_BYTES`] are dequantized in turn and multiplied through candle's f32 gemm.
 //!

@@ -522,6 +522,8 @@ where
     /// Block by block: each row's block dequantized in registers, each run of 16 values
     /// multiplied into the partial sums of every activation row of the tile.
     #[inline(always)]
+    // `t` picks the activation run and the sums' column, `r` their row: two arrays, one index.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn tile<L: Lanes16, const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize) {
         let n = self.x.n;
         let run_stride = n * 16;
@@ -596,6 +598,8 @@ impl TileProduct for DenseProduct<'_> {
     }
 
     #[inline(always)]
+    // `t` picks the activation run and the sums' column, `r` their row: two arrays, one index.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn tile<L: Lanes16, const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize) {
         let (n, cols) = (self.x.n, self.x.cols);
         let run_stride = n * 16;
@@ -666,7 +670,7 @@ unsafe fn dot_with<L: Lanes16>(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(super) unsafe fn dots_avx512(query: &[f32], keys: &[f32], out: &mut [f32]) {
     let d = query.len();
-    let blocks = if d % 16 == 0 { out.len() / 16 } else { 0 };
+    let blocks = if d.is_multiple_of(16) { out.len() / 16 } else { 0 };
     unsafe {
         for block in 0..blocks {
             let mut sums = [_mm512_setzero_ps(); 16];
