@@ -380,17 +380,19 @@ impl Tiling for Avx2Lanes {
 }
 
 impl Tiling for Avx512Lanes {
-    // 32 registers: 4 × 4 rows' sums (16), four rows' values of a block (8), an activation run.
-    const ROWS: usize = 4;
-    const MAX_TILE: usize = 4;
+    // 32 registers: 2 × 8 rows' sums (16), two rows' values of a block (4), an activation run.
+    const ROWS: usize = 2;
+    const MAX_TILE: usize = 8;
 
     #[inline(always)]
     unsafe fn run_tile<P: TileProduct>(product: &mut P, rows: usize, tile: usize, row: usize, first: usize) {
         unsafe {
             match (rows, tile) {
-                (4, 4) => product.tile::<Self, 4, 4>(row, first),
-                (4, 2) => product.tile::<Self, 4, 2>(row, first),
-                (4, _) => product.tile::<Self, 4, 1>(row, first),
+                (2, 8) => product.tile::<Self, 2, 8>(row, first),
+                (2, 4) => product.tile::<Self, 2, 4>(row, first),
+                (2, 2) => product.tile::<Self, 2, 2>(row, first),
+                (2, _) => product.tile::<Self, 2, 1>(row, first),
+                (_, 8) => product.tile::<Self, 1, 8>(row, first),
                 (_, 4) => product.tile::<Self, 1, 4>(row, first),
                 (_, 2) => product.tile::<Self, 1, 2>(row, first),
                 _ => product.tile::<Self, 1, 1>(row, first),
