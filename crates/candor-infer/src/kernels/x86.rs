@@ -1,8 +1,9 @@
 //! The products of [`super::rows_dot`] and [`super::dense_rows_dot`] written with x86-64 vector
 //! intrinsics, in an AVX2 + FMA build and an AVX-512 one. A quantized block is unpacked and
-//! dequantized in registers (the values [`super::dequantize`] writes out, bit for bit) and meets
-//! a tile of up to 16 activation rows (4 on AVX2) while it is there, each row with its own 16
-//! partial sums; the arithmetic is the plain build's with fused multiply-adds, lane by lane, so a
+//! dequantized in registers (the values [`super::dequantize`] writes out, bit for bit); tiles of
+//! 2 weight rows × up to 8 activation rows (2 × 2 on AVX2) keep every pair's 16 partial sums in
+//! registers, so each dequantized value meets 8 activation rows and each activation value loaded
+//! meets 2 weight rows. The arithmetic is the plain build's with fused multiply-adds, lane by lane, so a
 //! product has the same bits whatever rows are batched with it and whether the weight is held
 //! quantized or dense.
 //!
