@@ -652,7 +652,7 @@ mod tests {
     #[test]
     fn a_product_has_the_same_bits_whatever_rows_are_batched_with_it() {
         // Batched runs give the records of one-at-a-time runs only if each activation row's
-        // product is computed the same way for every n (tiles of 16, 8, 4, 2 and 1 here).
+        // product is computed the same way for every n (31 rows: AVX-512 tiles of 8, 8, 8, 4, 2, 1).
         for (dtype, format) in FORMATS {
             let cols = 2 * format.block_values();
             let row_bytes = cols / format.block_values() * format.block_bytes();
