@@ -1,13 +1,15 @@
-//! Attention of a few query rows (decode steps, forced dict pieces, short chunks) computed
-//! directly on the CPU key/value buffer of a [`crate::KvCache`].
+//! Attention of one sequence's chunk (decode steps, forced dict pieces, prompt prefills of any
+//! length) computed directly on the CPU key/value buffer of a [`crate::KvCache`].
 //!
 //! Written here rather than left to candle's matmul: for a handful of queries against a long
 //! cache, `q·Kᵀ` and `p·V` through gemm repack the whole cached keys and values on every call
 //! (on MASSIVE's 1,500-token prompts, packing and the gemm micro-kernels took a third of a
-//! run). Here each cached key and value row is read once per step, straight from the buffer,
-//! for all the query rows that share its head. Scores, softmax and the weighted sum stay f32,
-//! as in candle's path; only the order of the additions differs (and products are fused into
-//! the sums where the CPU has the instruction: one rounding instead of two).
+//! run), and for a long chunk the matmul path builds the whole `[heads, s, s]` score square,
+//! half of it masked. Here query rows are attended in tiles that read each cached key and
+//! value row once for all the tile's rows, and each row reads only the keys it may see.
+//! Scores, softmax and the weighted sum stay f32, as in candle's path; only the order of the
+//! additions differs (and products are fused into the sums where the CPU has the instruction:
+//! one rounding instead of two).
 
 use std::ops::Range;
 
@@ -15,10 +17,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use crate::kernels::{key_dots, FUSED};
-
-/// Most query rows per kv head (query heads sharing it × chunk length) for the direct path.
-pub(crate) const MAX_DIRECT_QUERY_ROWS: usize = 64;
+use crate::kernels::{key_dots, reduce16, FUSED, LANES};
 
 /// The query rows of one sequence's chunk attending to its cache buffer.
 pub(crate) struct DirectAttention<'a> {
@@ -175,16 +174,64 @@ fn multiply_add(p: f32, v: f32, sum: f32) -> f32 {
     }
 }
 
-/// Softmax of `row` in place (max subtracted first).
+/// Softmax of `row` in place (max subtracted first): max and sum in [`LANES`] partial lanes,
+/// the sum's lanes added as a tree ([`reduce16`]), exponentials by [`exp_nonpositive`]. Each
+/// step is element-wise within a lane, so the compiler keeps it in vector registers; the
+/// library `expf` was one call per score (6% of a MASSIVE run) and the running sum one long
+/// chain of dependent additions.
 fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in maxima.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    let max = chunks.remainder().iter().fold(maxima.into_iter().fold(f32::NEG_INFINITY, f32::max), |m, &v| m.max(v));
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (lane, v) in sums.iter_mut().zip(chunk.iter_mut()) {
+            *v = exp_nonpositive(*v - max);
+            *lane += *v;
+        }
+    }
+    let mut sum = reduce16(sums);
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive(*v - max);
         sum += *v;
     }
     for v in row.iter_mut() {
         *v /= sum;
+    }
+}
+
+/// `e^x` for `x ≤ 0` (a score minus the row's maximum), within 2 ulp of the exact value; 0
+/// below -87 (where `e^x` < 1.7e-38 and `2^n` would leave the normal range).
+///
+/// Written here, not `f32::exp`: the library function is a call per value that the compiler
+/// cannot vectorize. The usual reduction: `n` = x·log₂e rounded to the nearest integer (adding
+/// 1.5·2²³ leaves it in the low mantissa bits), `r = x - n·ln 2` in two parts (Cody–Waite),
+/// `e^r` by its Taylor polynomial to degree 7 (|r| ≤ ln 2 / 2: truncation error below 5e-9),
+/// times `2^n` built from its exponent bits. The same operations on every build, so the same
+/// bits wherever the multiply-adds are fused alike.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const ROUNDER: f32 = 12_582_912.0; // 1.5 · 2²³
+    const LN2_HIGH: f32 = 0.693_359_4; // ln 2 to 10 significant bits: n · LN2_HIGH is exact
+    const LN2_LOW: f32 = -2.121_944_4e-4; // ln 2 - LN2_HIGH
+    const TAYLOR: [f32; 8] = [1.0, 1.0, 1.0 / 2.0, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0];
+    let clamped = x.max(-87.0);
+    let shifted = multiply_add(clamped, std::f32::consts::LOG2_E, ROUNDER);
+    let n = shifted - ROUNDER;
+    let r = multiply_add(n, -LN2_HIGH, clamped);
+    let r = multiply_add(n, -LN2_LOW, r);
+    let polynomial = TAYLOR[..7].iter().rev().fold(TAYLOR[7], |p, &c| multiply_add(p, r, c));
+    let exponent = shifted.to_bits().wrapping_sub(ROUNDER.to_bits()).wrapping_add(127);
+    let power = f32::from_bits(exponent << 23);
+    match x < -87.0 {
+        true => 0.0,
+        false => polynomial * power,
     }
 }
 
@@ -299,5 +346,33 @@ mod tests {
         let (q, k, v) = (t(1), t(4), t(4));
         let direct = DirectAttention { rows_in_flight: 1, q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5, window: None, softcap: None };
         assert!(direct.run().is_err());
+    }
+
+    #[test]
+    fn exp_nonpositive_is_within_two_ulp_of_the_exact_exponential() {
+        let mut worst = 0f64;
+        for step in 0..=2_000_000u32 {
+            let x = -87.0 * step as f32 / 2_000_000.0;
+            let exact = (x as f64).exp();
+            worst = worst.max((exp_nonpositive(x) as f64 - exact).abs() / exact);
+        }
+        assert!(worst <= 2.0 * f32::EPSILON as f64, "worst relative error {worst:e}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-87.5), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn softmax_matches_the_f64_softmax_on_long_rows_with_a_tail() {
+        for len in [1, 15, 16, 17, 1500, 1537] {
+            let mut row: Vec<f32> = random_values(len, len as u64).iter().map(|v| 30.0 * v).collect();
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            softmax_in_place(&mut row);
+            for (p, e) in row.iter().zip(&exps) {
+                assert!((*p as f64 - e / sum).abs() <= 1e-6 * (e / sum) + 1e-12, "len {len}: {p} vs {}", e / sum);
+            }
+        }
     }
 }

@@ -303,7 +303,7 @@ fn prefetch(bytes: &[u8]) {
 }
 
 /// Partial sums kept per activation row by the products.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// `a · b + c`, rounded once (`FMA`) or twice.
 #[inline(always)]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use crate::attention::{DirectAttention, MAX_DIRECT_QUERY_ROWS};
+use crate::attention::DirectAttention;
 use crate::config::{Architecture, Llama3RopeScaling, ModelConfig, GEMMA3_LOCAL_ROPE_THETA};
 use crate::error::{InferError, Result};
 use crate::quantized::{QuantizedMatrix, Weight, WeightStorage, GEMM_MIN_ACTIVATION_ROWS};
@@ -527,7 +527,7 @@ impl Model {
                 offset: cache.len,
                 rope: self.rope_tables(cache.len, tokens.len())?,
                 // The direct path applies causality itself; only candle's path reads a mask.
-                masks: match self.attends_directly(tokens.len()) {
+                masks: match self.attends_directly() {
                     true => Masks::default(),
                     false => self.masks(tokens.len(), cache.len)?,
                 },
@@ -614,11 +614,13 @@ impl Model {
         Ok((x + ffn)?)
     }
 
-    /// Whether one sequence's chunk of `len` tokens attends through [`DirectAttention`] (few
-    /// query rows on the CPU) rather than candle's matmuls.
-    fn attends_directly(&self, len: usize) -> bool {
-        let group = self.config.num_heads / self.config.num_kv_heads;
-        self.device.is_cpu() && group * len <= MAX_DIRECT_QUERY_ROWS
+    /// Whether a sequence's chunk attends through [`DirectAttention`] (on the CPU, any chunk
+    /// length) rather than candle's matmuls. Measured on MASSIVE (4 examples, 1,500-token
+    /// prompts): 45.0 s with candle's path for chunks of more than 64 query rows per kv head,
+    /// 37.9 s with the direct path for every chunk (the shared header's prefill no longer builds
+    /// `[heads, 1500, 1500]` score tensors, and each causal row reads only the keys it sees).
+    fn attends_directly(&self) -> bool {
+        self.device.is_cpu()
     }
 
     fn check_room(&self, offset: usize, seq_len: usize) -> Result<()> {
@@ -791,7 +793,7 @@ impl Model {
             (Some(((k_buffer, v_buffer), offset)), _) => {
                 k_buffer.slice_set(&k, 2, *offset)?;
                 v_buffer.slice_set(&v, 2, *offset)?;
-                if b == 1 && self.attends_directly(s) {
+                if b == 1 && self.attends_directly() {
                     let direct = DirectAttention {
                         rows_in_flight: ctx.rows_in_flight,
                         q: &q,
