@@ -11,6 +11,7 @@
 //! additions differs (and products are fused into the sums where the CPU has the instruction:
 //! one rounding instead of two).
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use candle_core::{CpuStorage, Device, Storage, Tensor};
@@ -18,111 +19,236 @@ use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
 use crate::kernels::{key_dots, reduce16, FUSED, LANES};
+use crate::model::KeySegment;
 
-/// The query rows of one sequence's chunk attending to its cache buffer.
-pub(crate) struct DirectAttention<'a> {
+/// One sequence's chunk: its query rows and where its cached positions are.
+pub(crate) struct SequenceQueries<'a> {
     /// Queries `[1, kv_heads, group · s, d]`, rope applied; rows `g · s + i` are query head `g`
     /// of the group at chunk position `i`.
-    pub(crate) q: &'a Tensor,
-    /// This layer's key and value buffers `[1, kv_heads, capacity, d]`, the chunk already
-    /// written at `offset..offset + s`.
-    pub(crate) keys: &'a Tensor,
-    pub(crate) values: &'a Tensor,
+    pub(crate) q: Tensor,
+    /// This layer's keys and values of positions `0..offset + s` (the chunk already written),
+    /// in order: a shared prefix's buffer, then the sequence's own.
+    pub(crate) segments: Vec<KeySegment<'a>>,
     /// Positions cached before the chunk.
     pub(crate) offset: usize,
     /// Chunk length.
     pub(crate) s: usize,
+}
+
+impl SequenceQueries<'_> {
+    /// Keys visible to query row `row` of a head: up to the offset plus its chunk position,
+    /// within the window.
+    fn visible(&self, row: usize, window: Option<usize>) -> Range<usize> {
+        let position = self.offset + row % self.s;
+        let first = window.map_or(0, |w| (position + 1).saturating_sub(w));
+        first..position + 1
+    }
+
+    /// An error unless the segments hold positions `0..offset + s` in order, each within its
+    /// buffer, and the query rows are whole groups of the chunk.
+    fn check(&self) -> Result<()> {
+        let total = self.offset + self.s;
+        let mut next = 0;
+        for segment in &self.segments {
+            let (_, _, capacity, _) = segment.keys.dims4()?;
+            if segment.first != next || segment.end < segment.first || segment.end - segment.first > capacity {
+                return Err(InferError::InvalidInput(format!(
+                    "direct attention: a segment of positions {}..{} after position {next} in a {capacity}-position buffer",
+                    segment.first, segment.end
+                )));
+            }
+            next = segment.end;
+        }
+        let (_, _, rows, _) = self.q.dims4()?;
+        if next != total || self.s == 0 || rows % self.s != 0 {
+            return Err(InferError::InvalidInput(format!(
+                "direct attention over positions 0..{next} for a chunk ending at {total}, {rows} query rows for a chunk of {}",
+                self.s
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The query rows of several sequences' chunks attending to their caches, in one pass.
+pub(crate) struct DirectAttention<'a> {
+    pub(crate) sequences: &'a [SequenceQueries<'a>],
     /// `1 / √d`.
     pub(crate) scale: f32,
     /// Sliding window: a row sees itself and the `window - 1` positions before it.
     pub(crate) window: Option<usize>,
     /// Soft cap of the scores (`cap · tanh(score / cap)`, Gemma 2), if any.
     pub(crate) softcap: Option<f32>,
-    /// Query rows of all the sequences attending at the same time (these included).
-    pub(crate) rows_in_flight: usize,
+}
+
+/// One head's cached keys and values of positions `first..end`, `[positions, d]` each.
+#[derive(Clone, Copy)]
+struct HeadSegment<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    first: usize,
+    end: usize,
+}
+
+/// A task: rows `first_row..first_row + rows` of one kv head of one sequence.
+struct Tile {
+    sequence: usize,
+    head: usize,
+    first_row: usize,
+    rows: usize,
 }
 
 impl DirectAttention<'_> {
-    /// The attended rows `[1, kv_heads, group · s, d]`: query row at chunk position `i` sees
-    /// cached positions `0..=offset + i`.
-    pub(crate) fn run(&self) -> Result<Tensor> {
-        let (_, kv_heads, rows, d) = self.q.dims4()?;
-        let (_, _, capacity, _) = self.keys.dims4()?;
-        let total = self.offset + self.s;
-        if total > capacity || rows % self.s != 0 {
-            return Err(InferError::InvalidInput(format!(
-                "direct attention over {total} positions of a {capacity}-position buffer, {rows} query rows for a chunk of {}",
-                self.s
-            )));
+    /// Each sequence's attended rows `[1, kv_heads, group · s, d]`: query row at chunk
+    /// position `i` sees cached positions `0..=offset + i`.
+    pub(crate) fn run(&self) -> Result<Vec<Tensor>> {
+        for sequence in self.sequences {
+            sequence.check()?;
         }
-        let q = self.q.contiguous()?;
-        let (q_storage, q_layout) = q.storage_and_layout();
-        let (k_storage, k_layout) = self.keys.storage_and_layout();
-        let (v_storage, v_layout) = self.values.storage_and_layout();
-        let q = cpu_slice(&q_storage, q_layout.contiguous_offsets())?;
-        let keys = cpu_slice(&k_storage, k_layout.contiguous_offsets())?;
-        let values = cpu_slice(&v_storage, v_layout.contiguous_offsets())?;
-        // Tasks of up to ROW_TILE query rows of one head: a tile reads the head's cached keys
-        // and values from memory once for all its rows (one task per row read them again for
-        // every row, and the reads were most of the attention's time on MASSIVE's
-        // 1,500-token prompts). Smaller tiles when the rows in flight (sequences of a batch
-        // attend in parallel around this) are too few to keep every core busy: a decode step
-        // of one sequence has as few as 3 kv heads.
-        let per_task = self.rows_in_flight / (2 * rayon::current_num_threads());
-        let tile = rows.min(ROW_TILE).min(per_task.max(1));
-        let mut out = vec![0f32; kv_heads * rows * d];
-        out.par_chunks_mut(rows * d).enumerate().for_each(|(head, head_out)| {
-            head_out.par_chunks_mut(tile * d).enumerate().for_each(|(index, out)| {
-                let head_keys = &keys[head * capacity * d..(head + 1) * capacity * d];
-                let head_values = &values[head * capacity * d..(head + 1) * capacity * d];
-                let first_row = index * tile;
-                let queries = &q[(head * rows + first_row) * d..][..out.len()];
-                self.tile(first_row, d, queries, head_keys, head_values, out);
-            });
-        });
-        Ok(Tensor::from_vec(out, (1, kv_heads, rows, d), &Device::Cpu)?)
+        let Some(first) = self.sequences.first() else { return Ok(Vec::new()) };
+        let (_, kv_heads, _, d) = first.q.dims4()?;
+        // One read guard per distinct tensor: sequences extending one prefix read the same
+        // buffer, and a lock is not taken twice by one thread.
+        let mut guards = HashMap::new();
+        for sequence in self.sequences {
+            let tensors = sequence.segments.iter().flat_map(|segment| [segment.keys, segment.values]);
+            for tensor in tensors.chain([&sequence.q]) {
+                if let std::collections::hash_map::Entry::Vacant(entry) = guards.entry(tensor.id()) {
+                    let (storage, layout) = tensor.storage_and_layout();
+                    entry.insert((storage, layout.contiguous_offsets()));
+                }
+            }
+        }
+        let data = |tensor: &Tensor| -> Result<&[f32]> {
+            let (storage, offsets) = &guards[&tensor.id()];
+            cpu_slice(storage, *offsets)
+        };
+        let mut queries = Vec::with_capacity(self.sequences.len());
+        let mut heads: Vec<Vec<Vec<HeadSegment<'_>>>> = Vec::with_capacity(self.sequences.len());
+        for sequence in self.sequences {
+            queries.push(data(&sequence.q)?);
+            let mut per_head = vec![Vec::with_capacity(sequence.segments.len()); kv_heads];
+            for segment in &sequence.segments {
+                let (_, _, capacity, _) = segment.keys.dims4()?;
+                let (keys, values) = (data(segment.keys)?, data(segment.values)?);
+                for (head, segments) in per_head.iter_mut().enumerate() {
+                    let at = head * capacity * d;
+                    let positions = (segment.end - segment.first) * d;
+                    segments.push(HeadSegment {
+                        keys: &keys[at..at + positions],
+                        values: &values[at..at + positions],
+                        first: segment.first,
+                        end: segment.end,
+                    });
+                }
+            }
+            heads.push(per_head);
+        }
+        let rows: Vec<usize> = self.sequences.iter().map(|sequence| sequence.q.dim(2)).collect::<candle_core::Result<_>>()?;
+        let tiles = self.tiles(kv_heads, &rows);
+        // Tiles in order of head, then sequences sharing a buffer, so that the tiles one
+        // worker takes in a row read the same cached prefix: a prompt header that several
+        // examples extend comes from memory once per step instead of once per example.
+        let results: Vec<Vec<f32>> = tiles
+            .par_iter()
+            .map(|tile| {
+                let at = (tile.head * rows[tile.sequence] + tile.first_row) * d;
+                let mut out = vec![0f32; tile.rows * d];
+                let queries = &queries[tile.sequence][at..at + tile.rows * d];
+                self.tile(tile, d, queries, &heads[tile.sequence][tile.head], &mut out);
+                out
+            })
+            .collect();
+        let mut outs: Vec<Vec<f32>> = self.sequences.iter().map(|sequence| vec![0f32; sequence.q.elem_count()]).collect();
+        for (tile, result) in tiles.iter().zip(results) {
+            let at = (tile.head * rows[tile.sequence] + tile.first_row) * d;
+            outs[tile.sequence][at..at + result.len()].copy_from_slice(&result);
+        }
+        outs.into_iter()
+            .zip(self.sequences)
+            .map(|(out, sequence)| Ok(Tensor::from_vec(out, sequence.q.dims(), &Device::Cpu)?))
+            .collect()
     }
 
-    /// Keys visible to query row `row` of a head: up to the offset plus its chunk position,
-    /// within the window.
-    fn visible(&self, row: usize) -> Range<usize> {
-        let position = self.offset + row % self.s;
-        let first = self.window.map_or(0, |w| (position + 1).saturating_sub(w));
-        first..position + 1
+    /// The tasks: every head's query rows of every sequence in tiles of up to [`ROW_TILE`]
+    /// rows, ordered by head, then by the buffer a sequence's first segment is in. A tile reads
+    /// the keys and values its rows see once for all of them (one task per row read them
+    /// again for every row, most of the attention's time on MASSIVE's 1,500-token prompts);
+    /// tiles are smaller when the rows are too few to keep every core busy (a decode step of
+    /// one sequence has as few as 3 kv heads).
+    fn tiles(&self, kv_heads: usize, rows: &[usize]) -> Vec<Tile> {
+        let rows_in_flight: usize = rows.iter().sum::<usize>() * kv_heads;
+        let per_task = (rows_in_flight / (2 * rayon::current_num_threads())).max(1);
+        // Sequences grouped by the buffer of their first segment, in order of first appearance.
+        let mut groups = HashMap::new();
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(self.sequences.len());
+        for (i, sequence) in self.sequences.iter().enumerate() {
+            let next = groups.len();
+            let group = sequence.segments.first().map_or(next, |segment| *groups.entry(segment.keys.id()).or_insert(next));
+            order.push((group, i));
+        }
+        order.sort_unstable();
+        let mut tiles = Vec::new();
+        for head in 0..kv_heads {
+            for &(_, sequence) in &order {
+                let tile = rows[sequence].min(ROW_TILE).min(per_task);
+                for first_row in (0..rows[sequence]).step_by(tile) {
+                    tiles.push(Tile { sequence, head, first_row, rows: tile.min(rows[sequence] - first_row) });
+                }
+            }
+        }
+        tiles
     }
 
-    /// Query rows `first_row..` of one head (`queries` `[m, d]`) against the head's keys and
-    /// values (`[capacity, d]`); `out` `[m, d]`. Each row's scores, softmax and weighted sum
-    /// are its own (the same numbers whatever tile it is in); the keys and values the rows
-    /// share are read once.
-    fn tile(&self, first_row: usize, d: usize, queries: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
-        let m = out.len() / d;
-        let ranges: Vec<Range<usize>> = (first_row..first_row + m).map(|row| self.visible(row)).collect();
+    /// One tile's query rows (`queries` `[m, d]`) against its head's segments; `out` `[m, d]`.
+    /// Each row's scores, softmax and weighted sum are its own (the same numbers whatever tile
+    /// it is in, and however its positions are split among segments); the keys and values the
+    /// rows share are read once.
+    fn tile(&self, tile: &Tile, d: usize, queries: &[f32], segments: &[HeadSegment<'_>], out: &mut [f32]) {
+        let sequence = &self.sequences[tile.sequence];
+        let m = tile.rows;
+        let ranges: Vec<Range<usize>> =
+            (tile.first_row..tile.first_row + m).map(|row| sequence.visible(row, self.window)).collect();
         let start = ranges.iter().map(|r| r.start).min().unwrap_or(0);
         let end = ranges.iter().map(|r| r.end).max().unwrap_or(0);
         let span = end - start;
         // Row i's probabilities over keys start..end, zero where it may not look.
         let mut probs = vec![0f32; m * span];
         for (i, (range, query)) in ranges.iter().zip(queries.chunks_exact(d)).enumerate() {
+            for (segment, part) in pieces(segments, range.clone()) {
+                let scores = &mut probs[i * span + part.start - start..i * span + part.end - start];
+                key_dots(query, &segment.keys[(part.start - segment.first) * d..(part.end - segment.first) * d], scores);
+            }
             let scores = &mut probs[i * span + range.start - start..i * span + range.end - start];
-            key_dots(query, &keys[range.start * d..range.end * d], scores);
             scores.iter_mut().for_each(|score| *score *= self.scale);
             if let Some(cap) = self.softcap {
                 scores.iter_mut().for_each(|score| *score = cap * (*score / cap).tanh());
             }
             softmax_in_place(scores);
         }
-        let values = &values[start * d..end * d];
-        // Value sums in groups of up to four rows (their 64-dimension slabs fill 16 registers).
+        // Value sums in groups of up to four rows (their 64-dimension slabs fill 16 registers),
+        // segment after segment: the sums carry on in position order.
         for (probs, out) in probs.chunks(4 * span).zip(out.chunks_mut(4 * d)) {
-            match out.len() / d {
-                1 => weighted_sums::<1>(probs, values, out),
-                2 => weighted_sums::<2>(probs, values, out),
-                3 => weighted_sums::<3>(probs, values, out),
-                _ => weighted_sums::<4>(probs, values, out),
+            for (segment, part) in pieces(segments, start..end) {
+                let probs = &probs[part.start - start..];
+                let values = &segment.values[(part.start - segment.first) * d..(part.end - segment.first) * d];
+                match out.len() / d {
+                    1 => weighted_sums::<1>(probs, span, values, out),
+                    2 => weighted_sums::<2>(probs, span, values, out),
+                    3 => weighted_sums::<3>(probs, span, values, out),
+                    _ => weighted_sums::<4>(probs, span, values, out),
+                }
             }
         }
     }
+}
+
+/// The parts of `range` in each segment, in order.
+fn pieces<'s, 'a>(segments: &'s [HeadSegment<'a>], range: Range<usize>) -> impl Iterator<Item = (&'s HeadSegment<'a>, Range<usize>)> {
+    segments.iter().filter_map(move |segment| {
+        let part = range.start.max(segment.first)..range.end.min(segment.end);
+        (part.start < part.end).then_some((segment, part))
+    })
 }
 
 /// Most query rows of a head attended together.
@@ -131,21 +257,24 @@ const ROW_TILE: usize = 16;
 /// Dimensions of a value row summed together in registers by [`weighted_sums`].
 const SLAB: usize = 64;
 
-/// `out[i] = Σ_k p[i][k] · values[k]` for the `M` rows of `probs` (`[M, keys]`; `values`
-/// `[keys, d]`; `out` `[M, d]`), each element summed over `k` in order. The sums of a
-/// 64-dimension slab of every row stay in registers across the keys, and each value row is
-/// read once for the `M` rows: summed into `out` in memory, each key waited for the previous
-/// key's stores (a latency chain that made this loop a tenth of a MASSIVE run).
-fn weighted_sums<const M: usize>(probs: &[f32], values: &[f32], out: &mut [f32]) {
+/// `out[i] += Σ_k p[i][k] · values[k]` for the `M` rows of `probs` (row `i` at `i · stride`;
+/// `values` `[keys, d]`; `out` `[M, d]`), each element summed over `k` in order after what
+/// `out` holds (so a row's sum over two segments is its sum over their positions in order).
+/// The sums of a 64-dimension slab of every row stay in registers across the keys, and each
+/// value row is read once for the `M` rows: summed into `out` in memory, each key waited for
+/// the previous key's stores (a latency chain that made this loop a tenth of a MASSIVE run).
+fn weighted_sums<const M: usize>(probs: &[f32], stride: usize, values: &[f32], out: &mut [f32]) {
     let d = out.len() / M;
-    let span = probs.len() / M;
     let slabs = d / SLAB;
     for slab in 0..slabs {
         let mut sums = [[0f32; SLAB]; M];
+        for (i, sums) in sums.iter_mut().enumerate() {
+            sums.copy_from_slice(&out[i * d + slab * SLAB..i * d + (slab + 1) * SLAB]);
+        }
         for (k, value) in values.chunks_exact(d).enumerate() {
             let Ok(value) = <&[f32; SLAB]>::try_from(&value[slab * SLAB..(slab + 1) * SLAB]) else { continue };
             for (i, sums) in sums.iter_mut().enumerate() {
-                let p = probs[i * span + k];
+                let p = probs[i * stride + k];
                 for j in 0..SLAB {
                     sums[j] = multiply_add(p, value[j], sums[j]);
                 }
@@ -157,7 +286,7 @@ fn weighted_sums<const M: usize>(probs: &[f32], values: &[f32], out: &mut [f32])
     }
     for (i, out) in out.chunks_exact_mut(d).enumerate() {
         for (k, value) in values.chunks_exact(d).enumerate() {
-            let p = probs[i * span + k];
+            let p = probs[i * stride + k];
             for (o, &v) in out[slabs * SLAB..].iter_mut().zip(&value[slabs * SLAB..]) {
                 *o = multiply_add(p, v, *o);
             }
@@ -278,6 +407,27 @@ mod tests {
             .collect()
     }
 
+    fn tensor(values: &[f32], kv_heads: usize, n: usize, d: usize) -> Tensor {
+        Tensor::from_vec(values.to_vec(), (1, kv_heads, n, d), &Device::Cpu).unwrap()
+    }
+
+    /// A sequence whose positions `0..offset + s` are all in one buffer.
+    fn in_one_buffer<'a>(q: Tensor, keys: &'a Tensor, values: &'a Tensor, offset: usize, s: usize) -> SequenceQueries<'a> {
+        SequenceQueries { q, segments: vec![KeySegment { keys, values, first: 0, end: offset + s }], offset, s }
+    }
+
+    fn attention(sequences: &[SequenceQueries<'_>], scale: f32, window: Option<usize>, softcap: Option<f32>) -> Vec<Vec<f32>> {
+        let direct = DirectAttention { sequences, scale, window, softcap };
+        direct.run().unwrap().iter().map(|out| out.flatten_all().unwrap().to_vec1().unwrap()).collect()
+    }
+
+    fn assert_same_bits(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.to_bits(), y.to_bits(), "{what}: element {i}: {x} vs {y}");
+        }
+    }
+
     #[test]
     fn direct_attention_matches_naive_causal_attention() {
         // Two kv heads, a group of 3 query heads, chunks of 1 and 4 after 37 cached positions,
@@ -288,10 +438,9 @@ mod tests {
             let q = random_values(kv_heads * rows * d, 1 + s as u64);
             let keys = random_values(kv_heads * capacity * d, 2);
             let values = random_values(kv_heads * capacity * d, 3);
-            let tensor = |v: &[f32], n: usize| Tensor::from_vec(v.to_vec(), (1, kv_heads, n, d), &Device::Cpu).unwrap();
-            let (qt, kt, vt) = (tensor(&q, rows), tensor(&keys, capacity), tensor(&values, capacity));
-            let direct = DirectAttention { rows_in_flight: 1, q: &qt, keys: &kt, values: &vt, offset, s, scale: 1.0 / (d as f32).sqrt(), window: None, softcap: None };
-            let got: Vec<f32> = direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let (kt, vt) = (tensor(&keys, kv_heads, capacity, d), tensor(&values, kv_heads, capacity, d));
+            let sequence = in_one_buffer(tensor(&q, kv_heads, rows, d), &kt, &vt, offset, s);
+            let got = attention(&[sequence], 1.0 / (d as f32).sqrt(), None, None).remove(0);
             for h in 0..kv_heads {
                 for r in 0..rows {
                     let want = naive(&q, &keys, &values, (rows, capacity, d), (offset, s), (h, r));
@@ -306,20 +455,18 @@ mod tests {
 
     #[test]
     fn a_rows_numbers_do_not_depend_on_the_tile_it_is_attended_in() {
-        // A chunk of 7 positions of a group of 3 heads is 21 rows: tiles of 16 and 5, value
-        // sums in fours (4, 4, 4, 4, 4, 1); each row alone (s = 1 over the same keys, one
-        // position at a time) gives the same bits, windowed and soft-capped.
+        // A chunk of 7 positions of a group of 3 heads is 21 rows per head, attended in tiles
+        // of several rows with value sums in fours; each row alone (s = 1 over the same keys,
+        // one position at a time) gives the same bits, windowed and soft-capped.
         let (kv_heads, group, d, capacity, offset, s) = (2, 3, 128, 60, 41, 7);
         let rows = group * s;
         let q = random_values(kv_heads * rows * d, 7);
         let keys = random_values(kv_heads * capacity * d, 8);
         let values = random_values(kv_heads * capacity * d, 9);
-        let tensor = |v: &[f32], n: usize| Tensor::from_vec(v.to_vec(), (1, kv_heads, n, d), &Device::Cpu).unwrap();
-        let (kt, vt) = (tensor(&keys, capacity), tensor(&values, capacity));
+        let (kt, vt) = (tensor(&keys, kv_heads, capacity, d), tensor(&values, kv_heads, capacity, d));
         let attend = |q: &[f32], offset: usize, s: usize| -> Vec<f32> {
-            let qt = tensor(q, group * s);
-            let direct = DirectAttention { rows_in_flight: if s == 1 { 1 } else { 1000 }, q: &qt, keys: &kt, values: &vt, offset, s, scale: 0.1, window: Some(17), softcap: Some(5.0) };
-            direct.run().unwrap().flatten_all().unwrap().to_vec1().unwrap()
+            let sequence = in_one_buffer(tensor(q, kv_heads, group * s, d), &kt, &vt, offset, s);
+            attention(&[sequence], 0.1, Some(17), Some(5.0)).remove(0)
         };
         let together = attend(&q, offset, s);
         for i in 0..s {
@@ -341,11 +488,71 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_past_the_buffer_is_an_error() {
+    fn a_sequences_numbers_do_not_depend_on_a_shared_prefix_buffer_or_the_sequences_beside_it() {
+        // Positions 0..offset + s of one buffer, against the same positions split as a shared
+        // prefix (0..23, in a buffer with spare room) and an own buffer from 23 on, attended in
+        // one pass with a second sequence reading the same prefix and a third with its own
+        // buffer: every sequence gets the bits it gets alone in one buffer.
+        let (kv_heads, group, d, capacity, split) = (2, 3, 64, 48, 23);
+        let keys = random_values(kv_heads * capacity * d, 11);
+        let values = random_values(kv_heads * capacity * d, 12);
+        let (kt, vt) = (tensor(&keys, kv_heads, capacity, d), tensor(&values, kv_heads, capacity, d));
+        // Positions first..first + n of the full buffer as a buffer of capacity `room`.
+        let part = |data: &[f32], first: usize, n: usize, room: usize| -> Tensor {
+            let mut out = vec![0f32; kv_heads * room * d];
+            for h in 0..kv_heads {
+                out[h * room * d..][..n * d].copy_from_slice(&data[(h * capacity + first) * d..][..n * d]);
+            }
+            tensor(&out, kv_heads, room, d)
+        };
+        let (shared_k, shared_v) = (part(&keys, 0, split, split + 5), part(&values, 0, split, split + 5));
+        let chunks = [(30, 4), (split, 1), (40, 3)];
+        let queries: Vec<Vec<f32>> = chunks.iter().enumerate().map(|(i, &(_, s))| random_values(kv_heads * group * s * d, 20 + i as u64)).collect();
+        let alone: Vec<Vec<f32>> = chunks
+            .iter()
+            .zip(&queries)
+            .map(|(&(offset, s), q)| attention(&[in_one_buffer(tensor(q, kv_heads, group * s, d), &kt, &vt, offset, s)], 0.125, None, None).remove(0))
+            .collect();
+        let owns: Vec<(Tensor, Tensor)> = chunks
+            .iter()
+            .map(|&(offset, s)| (part(&keys, split, offset + s - split, capacity), part(&values, split, offset + s - split, capacity)))
+            .collect();
+        let sequences: Vec<SequenceQueries<'_>> = chunks
+            .iter()
+            .zip(&queries)
+            .zip(&owns)
+            .enumerate()
+            .map(|(i, ((&(offset, s), q), (own_k, own_v)))| {
+                let own = KeySegment { keys: own_k, values: own_v, first: split, end: offset + s };
+                let shared = KeySegment { keys: &shared_k, values: &shared_v, first: 0, end: split };
+                let q = tensor(q, kv_heads, group * s, d);
+                match i {
+                    2 => in_one_buffer(q, &kt, &vt, offset, s),
+                    _ => SequenceQueries { q, segments: vec![shared, own], offset, s },
+                }
+            })
+            .collect();
+        let together = attention(&sequences, 0.125, None, None);
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            assert_same_bits(a, b, &format!("sequence {i}"));
+        }
+    }
+
+    #[test]
+    fn segments_that_do_not_cover_the_chunk_are_an_error() {
         let t = |n: usize| Tensor::zeros((1, 1, n, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let (q, k, v) = (t(1), t(4), t(4));
-        let direct = DirectAttention { rows_in_flight: 1, q: &q, keys: &k, values: &v, offset: 4, s: 1, scale: 0.5, window: None, softcap: None };
-        assert!(direct.run().is_err());
+        let (k, v) = (t(4), t(4));
+        // The chunk's position 4 lies past the 4-position buffer.
+        let past_the_buffer = in_one_buffer(t(1), &k, &v, 4, 1);
+        assert!(DirectAttention { sequences: &[past_the_buffer], scale: 0.5, window: None, softcap: None }.run().is_err());
+        // A gap: the own segment starts at 3, the shared one ends at 2.
+        let gap = SequenceQueries {
+            q: t(1),
+            segments: vec![KeySegment { keys: &k, values: &v, first: 0, end: 2 }, KeySegment { keys: &k, values: &v, first: 3, end: 4 }],
+            offset: 3,
+            s: 1,
+        };
+        assert!(DirectAttention { sequences: &[gap], scale: 0.5, window: None, softcap: None }.run().is_err());
     }
 
     #[test]

@@ -5,9 +5,13 @@
 //! The cache never copies on append: keys and values live in preallocated per-layer buffers
 //! that grow in large steps, new positions are written in place and attention reads a view of
 //! the filled part. Clones share a buffer; only the clone at the buffer's frontier appends in
-//! place, any other copies its own prefix first (copy on write), so no position ever changes
-//! under a reader. Batched continuations attend to the shared prefix as one batch-1 view and to
-//! their own tokens separately: the prefix is never materialised per continuation.
+//! place, so no position ever changes under a reader. On the CPU any other clone reads the
+//! buffer's positions so far as a shared prefix and writes into a new buffer of its own from
+//! there (every example extending one prompt header reads the header's single copy, and the
+//! examples in flight attend in one pass, so a worker reads the header once for several of
+//! them); elsewhere (candle's attention, one view per sequence) it copies its prefix first.
+//! Batched continuations attend to the shared prefix as one batch-1 view and to their own
+//! tokens separately: the prefix is never materialised per continuation.
 //!
 //! Projection and embedding matrices are dense f32 or kept quantized (see [`crate::quantized`]);
 //! either way activations stay f32. Weights are held in Hugging Face layout and naming (`model.layers.N.self_attn.q_proj.weight`,
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use crate::attention::DirectAttention;
+use crate::attention::{DirectAttention, SequenceQueries};
 use crate::config::{Architecture, Llama3RopeScaling, ModelConfig, GEMMA3_LOCAL_ROPE_THETA};
 use crate::error::{InferError, Result};
 use crate::quantized::{QuantizedMatrix, Weight, WeightStorage, GEMM_MIN_ACTIVATION_ROWS};
@@ -109,28 +113,74 @@ struct Block {
 
 /// Per-layer keys and values of the tokens seen so far, owned by the caller.
 ///
-/// Cloning is cheap (the buffer is shared); a cloned cache can be extended independently, which
-/// is how a shared prompt prefix is reused (see the module docs for how appends stay in place).
+/// Cloning is cheap (the buffers are shared); a cloned cache can be extended independently,
+/// which is how a shared prompt prefix is reused (see the module docs for how appends stay in
+/// place).
 #[derive(Debug, Clone)]
 pub struct KvCache {
     num_layers: usize,
+    /// Positions `0..shared.len` read from another cache's buffer, never written (CPU).
+    shared: Option<SharedPositions>,
+    /// This cache's own buffer: positions from its `first` on.
     buffer: Option<Arc<KvBuffer>>,
     len: usize,
 }
 
-/// Keys and values `[1, kv_heads, capacity, head_dim]` of every layer, filled in place.
+/// The first `len` positions of a buffer that caches extended from the same prefix all read.
+#[derive(Debug, Clone)]
+struct SharedPositions {
+    buffer: Arc<KvBuffer>,
+    len: usize,
+}
+
+/// Keys and values `[1, kv_heads, capacity, head_dim]` of every layer, filled in place; index
+/// `i` holds position `first + i`.
 #[derive(Debug)]
 struct KvBuffer {
     layers: Vec<(Tensor, Tensor)>,
     capacity: usize,
-    /// Positions `0..filled` have been claimed by some cache sharing this buffer.
+    first: usize,
+    /// Positions `first..filled` have been claimed by some cache sharing this buffer.
     filled: AtomicUsize,
+}
+
+/// Where one layer's keys and values of a range of positions are: a `[1, kv_heads, capacity,
+/// head_dim]` buffer whose index `i` holds position `first + i`, read at positions
+/// `first..end`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeySegment<'a> {
+    pub(crate) keys: &'a Tensor,
+    pub(crate) values: &'a Tensor,
+    pub(crate) first: usize,
+    pub(crate) end: usize,
+}
+
+/// The buffers a chunk's attention reads: positions before `own.first` from the shared
+/// buffer, the rest (the chunk included) from the chunk's own.
+#[derive(Debug, Clone)]
+struct ChunkBuffers {
+    shared: Option<SharedPositions>,
+    own: Arc<KvBuffer>,
+}
+
+impl ChunkBuffers {
+    /// This layer's segments, covering positions `0..end`.
+    fn segments(&self, layer: usize, end: usize) -> Vec<KeySegment<'_>> {
+        let mut segments = Vec::with_capacity(2);
+        if let Some(shared) = &self.shared {
+            let (keys, values) = &shared.buffer.layers[layer];
+            segments.push(KeySegment { keys, values, first: shared.buffer.first, end: shared.len });
+        }
+        let (keys, values) = &self.own.layers[layer];
+        segments.push(KeySegment { keys, values, first: self.own.first, end });
+        segments
+    }
 }
 
 impl KvCache {
     /// An empty cache for a model with `num_layers` blocks.
     pub fn new(num_layers: usize) -> Self {
-        Self { num_layers, buffer: None, len: 0 }
+        Self { num_layers, shared: None, buffer: None, len: 0 }
     }
 
     /// Number of positions already processed (the position of the next token).
@@ -144,47 +194,107 @@ impl KvCache {
     }
 
     /// The cache of the first `len` positions (at most the cached ones); extending it writes
-    /// into a copy, never over the positions after `len` that others may share.
+    /// into a new buffer, never over the positions after `len` that others may share.
     pub(crate) fn truncated(&self, len: usize) -> Self {
-        Self { num_layers: self.num_layers, buffer: self.buffer.clone(), len: len.min(self.len) }
-    }
-
-    /// Keys and values of `layer` for the cached positions, as views `[1, kv, len, d]`.
-    fn layer_view(&self, layer: usize) -> Result<Option<(Tensor, Tensor)>> {
-        match (&self.buffer, self.len) {
-            (Some(buffer), len) if len > 0 => {
-                let (k, v) = &buffer.layers[layer];
-                Ok(Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)))
-            }
-            _ => Ok(None),
+        let len = len.min(self.len);
+        match &self.shared {
+            Some(shared) if len <= shared.len => Self {
+                num_layers: self.num_layers,
+                shared: Some(SharedPositions { buffer: shared.buffer.clone(), len }),
+                buffer: None,
+                len,
+            },
+            _ => Self { len, ..self.clone() },
         }
     }
 
-    /// A buffer this cache may write positions `len..len + extra` into: its own, when it sits at
-    /// the buffer's frontier and the buffer has room, else a new one holding a copy of its
-    /// prefix (sized `needed · 1.5 + 64`, at most `max_positions`).
-    fn writable_buffer(&self, extra: usize, shape: (usize, usize), max_positions: usize, device: &Device) -> Result<Arc<KvBuffer>> {
+    /// Where `layer`'s keys and values of the cached positions are, in position order.
+    fn segments(&self, layer: usize) -> Vec<KeySegment<'_>> {
+        let mut segments = Vec::with_capacity(3);
+        if let Some(shared) = &self.shared {
+            let (keys, values) = &shared.buffer.layers[layer];
+            segments.push(KeySegment { keys, values, first: shared.buffer.first, end: shared.len });
+        }
+        if let Some(buffer) = &self.buffer {
+            if self.len > buffer.first {
+                let (keys, values) = &buffer.layers[layer];
+                segments.push(KeySegment { keys, values, first: buffer.first, end: self.len });
+            }
+        }
+        segments
+    }
+
+    /// Keys and values of `layer` for the cached positions, `[1, kv, len, d]`: a view of the
+    /// buffer, or the shared and own parts joined (a copy).
+    fn layer_view(&self, layer: usize) -> Result<Option<(Tensor, Tensor)>> {
+        let mut parts = Vec::with_capacity(2);
+        if let Some(shared) = &self.shared {
+            let (k, v) = &shared.buffer.layers[layer];
+            parts.push((k.narrow(2, 0, shared.len)?, v.narrow(2, 0, shared.len)?));
+        }
+        if let Some(buffer) = &self.buffer {
+            let own = self.len.saturating_sub(buffer.first);
+            if own > 0 {
+                let (k, v) = &buffer.layers[layer];
+                parts.push((k.narrow(2, 0, own)?, v.narrow(2, 0, own)?));
+            }
+        }
+        match parts.len() {
+            0 => Ok(None),
+            1 => Ok(parts.pop()),
+            _ => {
+                let (keys, values): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
+                Ok(Some((Tensor::cat(&keys, 2)?, Tensor::cat(&values, 2)?)))
+            }
+        }
+    }
+
+    /// The buffers a chunk of `extra` positions after this cache is attended in and written
+    /// to: its own buffer, when the cache sits at the buffer's frontier and the buffer has
+    /// room; else a new one (sized `own · 1.5 + 64` positions, at most `max_positions`).
+    ///
+    /// With `share_prefix` (the CPU path, whose attention reads two segments), the new buffer
+    /// holds only positions from the end of a prefix that other caches may share: a cache
+    /// whose positions all lie in one buffer hands that buffer's first `len` positions on as
+    /// shared, uncopied (every example extending one prompt header reads the header's single
+    /// copy); only positions after a shared part are copied. Without it, the new buffer holds a
+    /// copy of every cached position.
+    fn chunk_buffers(&self, extra: usize, shape: (usize, usize), max_positions: usize, share_prefix: bool, device: &Device) -> Result<ChunkBuffers> {
         let needed = self.len + extra;
         if let Some(buffer) = &self.buffer {
-            let claimed = needed <= buffer.capacity
+            let claimed = buffer.first <= self.len
+                && needed - buffer.first <= buffer.capacity
                 && buffer.filled.compare_exchange(self.len, needed, Ordering::AcqRel, Ordering::Acquire).is_ok();
             if claimed {
-                return Ok(buffer.clone());
+                return Ok(ChunkBuffers { shared: self.shared.clone(), own: buffer.clone() });
             }
         }
-        let capacity = (needed + needed / 2 + 64).min(max_positions).max(needed);
+        let shared = match (share_prefix, &self.shared, &self.buffer) {
+            (false, _, _) => None,
+            (true, Some(shared), _) => Some(SharedPositions { buffer: shared.buffer.clone(), len: shared.len.min(self.len) }),
+            (true, None, Some(buffer)) if self.len > 0 => Some(SharedPositions { buffer: buffer.clone(), len: self.len }),
+            (true, None, _) => None,
+        };
+        let first = shared.as_ref().map_or(0, |shared| shared.len);
+        let own = needed - first;
+        let capacity = (own + own / 2 + 64).min(max_positions.saturating_sub(first)).max(own);
         let (kv_heads, head_dim) = shape;
+        let view = match first {
+            0 => self.clone(),
+            _ => Self { shared: None, buffer: self.buffer.clone().filter(|b| b.first == first), ..self.clone() },
+        };
         let mut layers = Vec::with_capacity(self.num_layers);
         for layer in 0..self.num_layers {
             let k = Tensor::zeros((1, kv_heads, capacity, head_dim), DType::F32, device)?;
             let v = Tensor::zeros((1, kv_heads, capacity, head_dim), DType::F32, device)?;
-            if let Some((k_past, v_past)) = self.layer_view(layer)? {
+            if let Some((k_past, v_past)) = view.layer_view(layer)? {
                 k.slice_set(&k_past.contiguous()?, 2, 0)?;
                 v.slice_set(&v_past.contiguous()?, 2, 0)?;
             }
             layers.push((k, v));
         }
-        Ok(Arc::new(KvBuffer { layers, capacity, filled: AtomicUsize::new(needed) }))
+        let own = Arc::new(KvBuffer { layers, capacity, first, filled: AtomicUsize::new(needed) });
+        Ok(ChunkBuffers { shared, own })
     }
 }
 
@@ -531,7 +641,7 @@ impl Model {
                     true => Masks::default(),
                     false => self.masks(tokens.len(), cache.len)?,
                 },
-                buffer: cache.writable_buffer(tokens.len(), shape, self.config.context_length, &self.device)?,
+                buffers: cache.chunk_buffers(tokens.len(), shape, self.config.context_length, self.attends_directly(), &self.device)?,
             });
             start += tokens.len();
         }
@@ -543,7 +653,8 @@ impl Model {
             x = self.block_forward_sequences(block, layer, &x, &sequences, &groups)?;
         }
         for (sequence, cache) in sequences.iter().zip(caches.iter_mut()) {
-            cache.buffer = Some(sequence.buffer.clone());
+            cache.shared = sequence.buffers.shared.clone();
+            cache.buffer = Some(sequence.buffers.own.clone());
             cache.len += sequence.len;
         }
         let kept: Vec<Tensor> = sequences
@@ -584,28 +695,29 @@ impl Model {
         let project = |linear: &Linear, rows: &Tensor| linear.forward_grouped(rows, groups);
         let (q, k, v) = (project(&block.q, &h)?, project(&block.k, &h)?, project(&block.v, &h)?);
         let (q, k) = self.normed_heads(block, q, k)?;
-        // Sequences attend in parallel: each writes and reads only its own buffer.
-        let rows_in_flight = sequences.iter().map(|s| s.len).sum::<usize>() * self.config.num_heads;
-        let outs = sequences
-            .par_iter()
-            .map(|sequence| {
-                let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
-                let (cos, sin) = sequence.rope.for_layer(self.config.architecture, layer);
-                let window = self.layer_window(layer);
-                let ctx = AttentionInput {
-                    batch: 1,
-                    seq_len: sequence.len,
-                    cos,
-                    sin,
-                    mask: sequence.masks.for_window(window),
-                    window,
-                    past: None,
-                    store: Some((&sequence.buffer.layers[layer], sequence.offset)),
-                    rows_in_flight,
-                };
-                self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let outs = match self.attends_directly() {
+            true => self.attend_directly((&q, &k, &v), layer, sequences)?,
+            // Sequences attend in parallel: each writes and reads only its own buffer.
+            false => sequences
+                .par_iter()
+                .map(|sequence| {
+                    let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
+                    let (cos, sin) = sequence.rope.for_layer(self.config.architecture, layer);
+                    let window = self.layer_window(layer);
+                    let ctx = AttentionInput {
+                        batch: 1,
+                        seq_len: sequence.len,
+                        cos,
+                        sin,
+                        mask: sequence.masks.for_window(window),
+                        past: None,
+                        store: Some((&sequence.buffers.own.layers[layer], sequence.offset - sequence.buffers.own.first)),
+                        branches_on: None,
+                    };
+                    self.attend((rows(&q)?, rows(&k)?, rows(&v)?), &ctx)
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
         let attn = self.post_norm(project(&block.o, &Tensor::cat(&outs, 0)?)?, block.post_attn_norm.as_ref())?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
@@ -652,7 +764,11 @@ impl Model {
             )));
         }
         let rope = self.rope_tables(offset, seq_len)?;
-        let masks = self.masks(seq_len, offset)?;
+        let direct = self.attends_directly();
+        let masks = match direct {
+            true => Masks::default(),
+            false => self.masks(seq_len, offset)?,
+        };
         let flat_ids = ids.flatten_all()?;
         let mut x = self.embed_rows(&flat_ids)?; // [B*S, hidden]
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -664,10 +780,12 @@ impl Model {
                 cos,
                 sin,
                 mask: masks.for_window(window),
-                window,
-                past: cache.layer_view(layer)?,
+                past: match direct {
+                    true => None,
+                    false => cache.layer_view(layer)?,
+                },
                 store: None,
-                rows_in_flight: batch * seq_len,
+                branches_on: direct.then_some((cache, layer)),
             };
             x = self.block_forward(block, &x, &ctx)?;
         }
@@ -694,7 +812,40 @@ impl Model {
 
     fn attention(&self, block: &Block, h: &Tensor, ctx: &AttentionInput<'_>) -> Result<Tensor> {
         let (q, k) = self.normed_heads(block, block.q.forward(h)?, block.k.forward(h)?)?;
-        block.o.forward(&self.attend((q, k, block.v.forward(h)?), ctx)?)
+        let qkv = (q, k, block.v.forward(h)?);
+        let out = match ctx.branches_on {
+            Some((cache, layer)) => self.attend_branches_directly(qkv, ctx, cache, layer)?,
+            None => self.attend(qkv, ctx)?,
+        };
+        block.o.forward(&out)
+    }
+
+    /// Continuations `[b · s]` rows on top of `cache` through [`DirectAttention`]: each one a
+    /// sequence whose positions are the cache's buffers (read, never written) and then its own
+    /// keys and values, all attended in one pass, so the tiles of every continuation read the
+    /// cached prompt one after another.
+    fn attend_branches_directly(&self, qkv: (Tensor, Tensor, Tensor), ctx: &AttentionInput<'_>, cache: &KvCache, layer: usize) -> Result<Tensor> {
+        let (b, s) = (ctx.batch, ctx.seq_len);
+        let (q, k, v) = self.roped_heads(qkv, (b, s), (ctx.cos, ctx.sin))?;
+        let own: Vec<(Tensor, Tensor)> = (0..b)
+            .map(|i| Ok((k.narrow(0, i, 1)?.contiguous()?, v.narrow(0, i, 1)?.contiguous()?)))
+            .collect::<Result<_>>()?;
+        let sequences = own
+            .iter()
+            .enumerate()
+            .map(|(i, (keys, values))| {
+                let mut segments = cache.segments(layer);
+                segments.push(KeySegment { keys, values, first: cache.len, end: cache.len + s });
+                Ok(SequenceQueries { q: q.narrow(0, i, 1)?.contiguous()?, segments, offset: cache.len, s })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let direct = DirectAttention {
+            sequences: &sequences,
+            scale: self.attention_scale() as f32,
+            window: self.layer_window(layer),
+            softcap: self.config.attention_softcap.map(|cap| cap as f32),
+        };
+        self.merge_heads(Tensor::cat(&direct.run()?, 0)?, (b, s))
     }
 
     /// The sliding window layer `layer` attends through, if any.
@@ -773,46 +924,79 @@ impl Model {
 
     /// Attention of projected rows `(q, k, v)` `[b·s, heads·d]` under `ctx`; returns the
     /// attended rows `[b·s, heads·d]` before the output projection.
-    fn attend(&self, (q, k, v): (Tensor, Tensor, Tensor), ctx: &AttentionInput<'_>) -> Result<Tensor> {
+    /// Queries, keys and values `[b · s, heads · d]` as heads `[b, kv, group · s, d]` (query
+    /// heads sharing a kv head folded into the rows) and `[b, kv, s, d]`, rope applied.
+    fn roped_heads(&self, (q, k, v): (Tensor, Tensor, Tensor), (b, s): (usize, usize), (cos, sin): (&Tensor, &Tensor)) -> Result<(Tensor, Tensor, Tensor)> {
         let c = &self.config;
-        let (b, s, d) = (ctx.batch, ctx.seq_len, c.head_dim);
+        let d = c.head_dim;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(q, c.num_heads)?;
-        let k = heads(k, c.num_kv_heads)?;
-        let v = heads(v, c.num_kv_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, ctx.cos, ctx.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, ctx.cos, ctx.sin)?;
+        let q = candle_nn::rotary_emb::rope(&heads(q, c.num_heads)?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&heads(k, c.num_kv_heads)?, cos, sin)?;
         let group = c.num_heads / c.num_kv_heads;
-        // Heads sharing a kv head are adjacent: fold them into the row dimension.
-        let q = q.reshape((b, c.num_kv_heads, group * s, d))?;
+        Ok((q.reshape((b, c.num_kv_heads, group * s, d))?, k, heads(v, c.num_kv_heads)?))
+    }
+
+    /// Attended rows `[b, kv, group · s, d]` back to `[b · s, heads · d]`.
+    fn merge_heads(&self, out: Tensor, (b, s): (usize, usize)) -> Result<Tensor> {
+        let c = &self.config;
+        Ok(out.reshape((b, c.num_heads, s, c.head_dim))?.transpose(1, 2)?.reshape((b * s, c.num_heads * c.head_dim))?)
+    }
+
+    /// Every sequence's chunk through [`DirectAttention`] in one pass: each chunk's keys and
+    /// values written into its own buffer, then all chunks' query rows attended together, so
+    /// that the tiles of sequences reading one shared prefix run one after another.
+    fn attend_directly(&self, (q, k, v): (&Tensor, &Tensor, &Tensor), layer: usize, sequences: &[SequenceChunk]) -> Result<Vec<Tensor>> {
+        let queries = sequences
+            .par_iter()
+            .map(|sequence| {
+                let rows = |t: &Tensor| t.narrow(0, sequence.start, sequence.len);
+                let cos_sin = sequence.rope.for_layer(self.config.architecture, layer);
+                let (q, k, v) = self.roped_heads((rows(q)?, rows(k)?, rows(v)?), (1, sequence.len), cos_sin)?;
+                let own = &sequence.buffers.own;
+                let (k_buffer, v_buffer) = &own.layers[layer];
+                k_buffer.slice_set(&k, 2, sequence.offset - own.first)?;
+                v_buffer.slice_set(&v, 2, sequence.offset - own.first)?;
+                Ok(SequenceQueries {
+                    q,
+                    segments: sequence.buffers.segments(layer, sequence.offset + sequence.len),
+                    offset: sequence.offset,
+                    s: sequence.len,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let direct = DirectAttention {
+            sequences: &queries,
+            scale: self.attention_scale() as f32,
+            window: self.layer_window(layer),
+            softcap: self.config.attention_softcap.map(|cap| cap as f32),
+        };
+        direct
+            .run()?
+            .into_iter()
+            .zip(sequences)
+            .map(|(out, sequence)| self.merge_heads(out, (1, sequence.len)))
+            .collect()
+    }
+
+    fn attend(&self, (q, k, v): (Tensor, Tensor, Tensor), ctx: &AttentionInput<'_>) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, s, d) = (ctx.batch, ctx.seq_len, c.head_dim);
+        let (q, k, v) = self.roped_heads((q, k, v), (b, s), (ctx.cos, ctx.sin))?;
+        let group = c.num_heads / c.num_kv_heads;
         let scale = self.attention_scale();
         let out = match (&ctx.store, &ctx.past) {
-            // One sequence: write the chunk into the buffer, attend to the filled view.
-            (Some(((k_buffer, v_buffer), offset)), _) => {
-                k_buffer.slice_set(&k, 2, *offset)?;
-                v_buffer.slice_set(&v, 2, *offset)?;
-                if b == 1 && self.attends_directly() {
-                    let direct = DirectAttention {
-                        rows_in_flight: ctx.rows_in_flight,
-                        q: &q,
-                        keys: k_buffer,
-                        values: v_buffer,
-                        offset: *offset,
-                        s,
-                        scale: scale as f32,
-                        window: ctx.window,
-                        softcap: c.attention_softcap.map(|cap| cap as f32),
-                    };
-                    direct.run()?
-                } else {
-                    let total = offset + s;
-                    let (k, v) = (k_buffer.narrow(2, 0, total)?, v_buffer.narrow(2, 0, total)?);
-                    let scores = self.soft_cap((q.matmul(&k.t()?)? * scale)?, c.attention_softcap)?;
-                    let probs = self.masked_softmax(scores, ctx, b, s, total)?;
-                    probs.matmul(&v)?
-                }
+            // One sequence (candle's path): write the chunk into the buffer, attend to the
+            // filled view.
+            (Some(((k_buffer, v_buffer), index)), _) => {
+                k_buffer.slice_set(&k, 2, *index)?;
+                v_buffer.slice_set(&v, 2, *index)?;
+                let total = index + s;
+                let (k, v) = (k_buffer.narrow(2, 0, total)?, v_buffer.narrow(2, 0, total)?);
+                let scores = self.soft_cap((q.matmul(&k.t()?)? * scale)?, c.attention_softcap)?;
+                let probs = self.masked_softmax(scores, ctx, b, s, total)?;
+                probs.matmul(&v)?
             }
             // Branches without a stored cache and no shared prefix.
             (None, None) => {
@@ -846,7 +1030,7 @@ impl Model {
                 (out_past + out_own)?
             }
         }; // [b, kv, group*s, d]
-        Ok(out.reshape((b, c.num_heads, s, d))?.transpose(1, 2)?.reshape((b * s, c.num_heads * d))?)
+        self.merge_heads(out, (b, s))
     }
 
     /// Softmax over keys of scores `[b, kv, group*s, total]` after the causal mask, in that shape.
@@ -969,8 +1153,9 @@ struct SequenceChunk {
     offset: usize,
     rope: RopeTables,
     masks: Masks,
-    /// The buffer the chunk's keys and values are written into.
-    buffer: Arc<KvBuffer>,
+    /// The buffers the chunk's attention reads, the chunk's keys and values written into
+    /// the own one.
+    buffers: ChunkBuffers,
 }
 
 /// cos/sin rope tables of a chunk's positions: for the model's base, and for local layers'
@@ -1011,15 +1196,12 @@ struct AttentionInput<'a> {
     cos: &'a Tensor,
     sin: &'a Tensor,
     mask: Option<&'a Tensor>,
-    /// This layer's sliding window (positions seen, the query's own included), if any.
-    window: Option<usize>,
-    /// The cached positions of this layer, `[1, kv, offset, d]`.
+    /// The cached positions of this layer, `[1, kv, offset, d]` (candle's path).
     past: Option<(Tensor, Tensor)>,
-    /// Where to write the chunk: this layer's buffer and the offset.
+    /// Where to write the chunk: this layer's buffer and the index in it.
     store: Option<(&'a (Tensor, Tensor), usize)>,
-    /// Query rows of every sequence attending at the same time as this one (this one's
-    /// included): how finely the direct path splits its work.
-    rows_in_flight: usize,
+    /// Continuations attending directly to this cache's buffers at this layer (CPU).
+    branches_on: Option<(&'a KvCache, usize)>,
 }
 
 fn check_shape(dims: &[usize], name: &str, expected: &[usize], source_name: &str) -> Result<()> {
@@ -1123,6 +1305,42 @@ pub(crate) fn unpermute_rope_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cache` after a chunk of `extra` positions (nothing is computed: only the buffers).
+    fn extended(cache: &KvCache, extra: usize, share_prefix: bool) -> KvCache {
+        let buffers = cache.chunk_buffers(extra, (1, 4), 8192, share_prefix, &Device::Cpu).unwrap();
+        KvCache { num_layers: cache.num_layers, shared: buffers.shared, buffer: Some(buffers.own), len: cache.len + extra }
+    }
+
+    #[test]
+    fn examples_extending_one_prompt_header_read_its_single_copy() {
+        let header = extended(&KvCache::new(2), 1500, true);
+        let header_buffer = header.buffer.clone().unwrap();
+        // The first extension appends in place; the others read the header's buffer as a
+        // shared prefix and hold only their own positions.
+        let first = extended(&header, 20, true);
+        assert!(Arc::ptr_eq(first.buffer.as_ref().unwrap(), &header_buffer));
+        for _ in 0..3 {
+            let other = extended(&header, 20, true);
+            let shared = other.shared.as_ref().unwrap();
+            assert!(Arc::ptr_eq(&shared.buffer, &header_buffer));
+            assert_eq!(shared.len, 1500);
+            let own = other.buffer.as_ref().unwrap();
+            assert_eq!((own.first, own.capacity), (1500, 20 + 10 + 64));
+            // Its next steps append in place, behind the same shared prefix.
+            let next = extended(&other, 1, true);
+            assert!(Arc::ptr_eq(next.buffer.as_ref().unwrap(), own));
+            assert!(Arc::ptr_eq(&next.shared.unwrap().buffer, &header_buffer));
+        }
+        // Cut back into the header: the shared prefix is cut, nothing is copied.
+        let cut = extended(&extended(&header, 20, true).truncated(1400), 5, true);
+        assert_eq!(cut.shared.as_ref().map(|shared| shared.len), Some(1400));
+        assert_eq!(cut.buffer.as_ref().unwrap().first, 1400);
+        // Without sharing (candle's path on a GPU), a new buffer copies every position.
+        let copied = extended(&header, 20, false);
+        assert!(copied.shared.is_none());
+        assert_eq!(copied.buffer.as_ref().unwrap().first, 0);
+    }
 
     #[test]
     fn row_groups_stay_under_the_gemm_size_and_keep_long_sequences_alone() {
