@@ -166,15 +166,23 @@ struct ChunkBuffers {
 impl ChunkBuffers {
     /// This layer's segments, covering positions `0..end`.
     fn segments(&self, layer: usize, end: usize) -> Vec<KeySegment<'_>> {
-        let mut segments = Vec::with_capacity(2);
-        if let Some(shared) = &self.shared {
-            let (keys, values) = &shared.buffer.layers[layer];
-            segments.push(KeySegment { keys, values, first: shared.buffer.first, end: shared.len });
-        }
-        let (keys, values) = &self.own.layers[layer];
-        segments.push(KeySegment { keys, values, first: self.own.first, end });
-        segments
+        layer_segments(self.shared.as_ref(), Some(&self.own), layer, end)
     }
+}
+
+/// Where `layer`'s keys and values of positions `0..end` are: the shared prefix, then the own
+/// buffer's positions up to `end` (none when it holds none of them).
+fn layer_segments<'a>(shared: Option<&'a SharedPositions>, own: Option<&'a Arc<KvBuffer>>, layer: usize, end: usize) -> Vec<KeySegment<'a>> {
+    let mut segments = Vec::with_capacity(3);
+    if let Some(shared) = shared {
+        let (keys, values) = &shared.buffer.layers[layer];
+        segments.push(KeySegment { keys, values, first: shared.buffer.first, end: shared.len });
+    }
+    if let Some(own) = own.filter(|own| end > own.first) {
+        let (keys, values) = &own.layers[layer];
+        segments.push(KeySegment { keys, values, first: own.first, end });
+    }
+    segments
 }
 
 impl KvCache {
@@ -210,18 +218,7 @@ impl KvCache {
 
     /// Where `layer`'s keys and values of the cached positions are, in position order.
     fn segments(&self, layer: usize) -> Vec<KeySegment<'_>> {
-        let mut segments = Vec::with_capacity(3);
-        if let Some(shared) = &self.shared {
-            let (keys, values) = &shared.buffer.layers[layer];
-            segments.push(KeySegment { keys, values, first: shared.buffer.first, end: shared.len });
-        }
-        if let Some(buffer) = &self.buffer {
-            if self.len > buffer.first {
-                let (keys, values) = &buffer.layers[layer];
-                segments.push(KeySegment { keys, values, first: buffer.first, end: self.len });
-            }
-        }
-        segments
+        layer_segments(self.shared.as_ref(), self.buffer.as_ref(), layer, self.len)
     }
 
     /// Keys and values of `layer` for the cached positions, `[1, kv, len, d]`: a view of the
@@ -839,13 +836,19 @@ impl Model {
                 Ok(SequenceQueries { q: q.narrow(0, i, 1)?.contiguous()?, segments, offset: cache.len, s })
             })
             .collect::<Result<Vec<_>>>()?;
+        let outs = self.attend_sequences_directly(&sequences, layer)?;
+        self.merge_heads(Tensor::cat(&outs, 0)?, (b, s))
+    }
+
+    /// Each sequence's attended rows `[1, kv, group · s, d]` at `layer` by [`DirectAttention`].
+    fn attend_sequences_directly(&self, sequences: &[SequenceQueries<'_>], layer: usize) -> Result<Vec<Tensor>> {
         let direct = DirectAttention {
-            sequences: &sequences,
+            sequences,
             scale: self.attention_scale() as f32,
             window: self.layer_window(layer),
             softcap: self.config.attention_softcap.map(|cap| cap as f32),
         };
-        self.merge_heads(Tensor::cat(&direct.run()?, 0)?, (b, s))
+        direct.run()
     }
 
     /// The sliding window layer `layer` attends through, if any.
@@ -966,14 +969,7 @@ impl Model {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let direct = DirectAttention {
-            sequences: &queries,
-            scale: self.attention_scale() as f32,
-            window: self.layer_window(layer),
-            softcap: self.config.attention_softcap.map(|cap| cap as f32),
-        };
-        direct
-            .run()?
+        self.attend_sequences_directly(&queries, layer)?
             .into_iter()
             .zip(sequences)
             .map(|(out, sequence)| self.merge_heads(out, (1, sequence.len)))
