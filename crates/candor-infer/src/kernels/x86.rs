@@ -531,7 +531,7 @@ where
         let n = self.x.n;
         let run_stride = n * 16;
         unsafe {
-            let tile = self.x.interleaved.as_ptr().add(first * 16);
+            let tile = self.x.interleaved().as_ptr().add(first * 16);
             let weight_rows: [&[u8]; ROWS] = std::array::from_fn(|r| self.rows[row + r]);
             let mut sums = [[L::zero(); TILE]; ROWS];
             for index in 0..weight_rows[0].len() / BYTES {
@@ -607,7 +607,7 @@ impl TileProduct for DenseProduct<'_> {
         let (n, cols) = (self.x.n, self.x.cols);
         let run_stride = n * 16;
         unsafe {
-            let tile = self.x.interleaved.as_ptr().add(first * 16);
+            let tile = self.x.interleaved().as_ptr().add(first * 16);
             let weights = self.weights.as_ptr().add(row * cols);
             let mut sums = [[L::zero(); TILE]; ROWS];
             for run in 0..cols / 16 {
