@@ -157,7 +157,7 @@ const SUM_LANES: usize = 8;
 #[inline(always)]
 fn exp_nonpositive(x: f64) -> f64 {
     const ROUNDER: f64 = 6_755_399_441_055_744.0; // 1.5 · 2⁵²
-    const LN2_HIGH: f64 = 6.931_471_803_691_238_2e-1; // ln 2's leading 32 bits
+    const LN2_HIGH: f64 = 0.693_147_180_369_123_8; // ln 2's leading 32 bits
     const LN2_LOW: f64 = 1.908_214_929_270_587_7e-10; // ln 2 - LN2_HIGH
     const TAYLOR: [f64; 14] = [
         1.0,
