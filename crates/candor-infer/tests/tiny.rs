@@ -546,6 +546,43 @@ fn ragged_sequences_in_one_pass_match_each_naive_forward() {
 }
 
 #[test]
+fn a_pass_split_into_halves_gives_every_sequence_its_lone_bits() {
+    // 20 short chunks on a 4-thread pool: the pass runs as halves side by side (down to parts
+    // of at least 8 rows). Sequences 0-5 extend one shared prompt, so the halves race to
+    // claim its buffer; the others have prompts of their own, at ragged positions.
+    let dir = tempfile::tempdir().unwrap();
+    let weights = random_weights(17, true, false, false);
+    save(dir.path(), &weights, "qwen2");
+    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+    pool.install(|| {
+        let shared = m.prefill(&token_sequence(7, 9)).unwrap();
+        let starts: Vec<_> = (0..20u32)
+            .map(|i| match i < 6 {
+                true => shared.clone(),
+                false => m.prefill(&token_sequence(3 + i as usize, 20 + i)).unwrap(),
+            })
+            .collect();
+        let mut together = starts.clone();
+        let mut alone = starts;
+        for round in 0..3u32 {
+            let chunks: Vec<Vec<u32>> = (0..20u32).map(|i| token_sequence(1 + (i % 3) as usize, 100 + 20 * round + i)).collect();
+            let chunk_refs: Vec<&[u32]> = chunks.iter().map(|c| c.as_slice()).collect();
+            let refs: Vec<_> = together.iter().collect();
+            together = m.extend_many(&refs, &chunk_refs).unwrap();
+            alone = alone.iter().zip(&chunks).map(|(state, chunk)| m.extend(state, chunk).unwrap()).collect();
+            for (i, (a, b)) in together.iter().zip(&alone).enumerate() {
+                let (a, b) = (a.next_logits().to_vec1::<f32>().unwrap(), b.next_logits().to_vec1::<f32>().unwrap());
+                let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "round {round}, sequence {i}: {a:?} vs {b:?}");
+            }
+        }
+        let expected = naive_forward(&weights, together[0].tokens());
+        assert_close(&next_logits(&together[0]), &expected[expected.len() - 1..], "sequence 0 after three rounds");
+    });
+}
+
+#[test]
 fn token_ids_outside_the_vocabulary_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     save(dir.path(), &random_weights(3, false, true, false), "llama");
