@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use crate::kernels::{key_dots, reduce16, FUSED, LANES};
+use crate::kernels::{self, key_dots, reduce16, FUSED, LANES};
 use crate::model::KeySegment;
 
 /// One sequence's chunk: its query rows and where its cached positions are.
@@ -255,7 +255,7 @@ fn pieces<'s, 'a>(segments: &'s [HeadSegment<'a>], range: Range<usize>) -> impl 
 const ROW_TILE: usize = 16;
 
 /// Dimensions of a value row summed together in registers by [`weighted_sums`].
-const SLAB: usize = 64;
+const SLAB: usize = kernels::VALUE_SLAB;
 
 /// `out[i] += Σ_k p[i][k] · values[k]` for the `M` rows of `probs` (row `i` at `i · stride`;
 /// `values` `[keys, d]`; `out` `[M, d]`), each element summed over `k` in order after what
@@ -263,10 +263,29 @@ const SLAB: usize = 64;
 /// The sums of a 64-dimension slab of every row stay in registers across the keys, and each
 /// value row is read once for the `M` rows: summed into `out` in memory, each key waited for
 /// the previous key's stores (a latency chain that made this loop a tenth of a MASSIVE run).
+/// The slabs go through AVX-512 intrinsics where the CPU has them
+/// ([`kernels::value_slab_sums`]), the same operations in the same order.
 fn weighted_sums<const M: usize>(probs: &[f32], stride: usize, values: &[f32], out: &mut [f32]) {
+    if !kernels::value_slab_sums::<M>(probs, stride, values, out) {
+        plain_slab_sums::<M>(probs, stride, values, out);
+    }
     let d = out.len() / M;
-    let slabs = d / SLAB;
-    for slab in 0..slabs {
+    let done = d / SLAB * SLAB;
+    for (i, out) in out.chunks_exact_mut(d).enumerate() {
+        for (k, value) in values.chunks_exact(d).enumerate() {
+            let p = probs[i * stride + k];
+            for (o, &v) in out[done..].iter_mut().zip(&value[done..]) {
+                *o = multiply_add(p, v, *o);
+            }
+        }
+    }
+}
+
+/// The slabs of [`weighted_sums`] in plain Rust (the compiler's vectors: 256-bit registers on
+/// x86-64, where the 4 × 64 sums do not fit and spill to the stack).
+fn plain_slab_sums<const M: usize>(probs: &[f32], stride: usize, values: &[f32], out: &mut [f32]) {
+    let d = out.len() / M;
+    for slab in 0..d / SLAB {
         let mut sums = [[0f32; SLAB]; M];
         for (i, sums) in sums.iter_mut().enumerate() {
             sums.copy_from_slice(&out[i * d + slab * SLAB..i * d + (slab + 1) * SLAB]);
@@ -282,14 +301,6 @@ fn weighted_sums<const M: usize>(probs: &[f32], stride: usize, values: &[f32], o
         }
         for (i, sums) in sums.iter().enumerate() {
             out[i * d + slab * SLAB..i * d + (slab + 1) * SLAB].copy_from_slice(sums);
-        }
-    }
-    for (i, out) in out.chunks_exact_mut(d).enumerate() {
-        for (k, value) in values.chunks_exact(d).enumerate() {
-            let p = probs[i * stride + k];
-            for (o, &v) in out[slabs * SLAB..].iter_mut().zip(&value[slabs * SLAB..]) {
-                *o = multiply_add(p, v, *o);
-            }
         }
     }
 }
@@ -535,6 +546,41 @@ mod tests {
         let together = attention(&sequences, 0.125, None, None);
         for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
             assert_same_bits(a, b, &format!("sequence {i}"));
+        }
+    }
+
+    #[test]
+    fn value_sums_give_the_bits_of_one_multiply_add_per_key_in_order() {
+        // The AVX-512 slabs (where the CPU has them), the plain slabs and the tail past the last
+        // slab against the loop the sums are defined by: each element, key after key.
+        let random = |count: usize, seed: u32| -> Vec<f32> {
+            (0..count as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % 10_007) as f32 / 5_003.0 - 1.0).collect()
+        };
+        fn check<const M: usize>(d: usize, keys: usize, random: &dyn Fn(usize, u32) -> Vec<f32>) {
+            let stride = keys + 3;
+            let (probs, values, start) = (random(M * stride, 1), random(keys * d, 2), random(M * d, 3));
+            let mut out = start.clone();
+            weighted_sums::<M>(&probs, stride, &values, &mut out);
+            let mut plain = start.clone();
+            plain_slab_sums::<M>(&probs, stride, &values, &mut plain);
+            for i in 0..M {
+                for j in 0..d {
+                    let mut sum = start[i * d + j];
+                    for k in 0..keys {
+                        sum = multiply_add(probs[i * stride + k], values[k * d + j], sum);
+                    }
+                    assert_eq!(out[i * d + j].to_bits(), sum.to_bits(), "M {M} d {d}: row {i} element {j}");
+                    if j < d / SLAB * SLAB {
+                        assert_eq!(plain[i * d + j].to_bits(), sum.to_bits(), "plain M {M} d {d}: row {i} element {j}");
+                    }
+                }
+            }
+        }
+        for (d, keys) in [(64, 37), (80, 5), (128, 130), (32, 9)] {
+            check::<1>(d, keys, &random);
+            check::<2>(d, keys, &random);
+            check::<3>(d, keys, &random);
+            check::<4>(d, keys, &random);
         }
     }
 

@@ -430,6 +430,25 @@ pub(crate) fn key_dots(query: &[f32], keys: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Dimensions of a value row whose sums [`value_slab_sums`] keeps in registers.
+pub(crate) const VALUE_SLAB: usize = 64;
+
+/// The 64-dimension slabs of the attention's value sums on AVX-512 (`out[i][..64 · ⌊d / 64⌋]
+/// += Σ_k p[i][k] · values[k]` for the `M` rows of `probs`, row `i` at `i · stride`; `values`
+/// `[keys, d]`, `out` `[M, d]`): each element summed in key order by fused multiply-adds, the
+/// operations of the attention's plain loop, with a slab's `4 · M` sums in registers. `false`,
+/// with nothing done, where the CPU (or `CANDOR_PORTABLE_KERNELS`) rules AVX-512 out or the
+/// build does not fuse multiply-adds.
+pub(crate) fn value_slab_sums<const M: usize>(probs: &[f32], stride: usize, values: &[f32], out: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if FUSED && build() == Build::Avx512 {
+        // SAFETY: build() checked at run time that the CPU has AVX-512F, AVX2 and FMA.
+        unsafe { x86::value_slab_sums_avx512::<M>(probs, stride, values, out) };
+        return true;
+    }
+    false
+}
+
 /// The plain build of [`dot`].
 #[inline(always)]
 fn dot_plain<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {

@@ -856,6 +856,45 @@ pub(super) unsafe fn dots_avx512(query: &[f32], keys: &[f32], out: &mut [f32]) {
     }
 }
 
+// Four 16-lane registers per row hold one slab.
+const _: () = assert!(super::VALUE_SLAB == 64);
+
+/// [`super::value_slab_sums`] on AVX-512: for each 64-dimension slab, the `M` rows' sums in
+/// `4 · M` registers across the keys, each value row loaded once for the `M` rows, each
+/// probability broadcast.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn value_slab_sums_avx512<const M: usize>(probs: &[f32], stride: usize, values: &[f32], out: &mut [f32]) {
+    let d = out.len() / M;
+    for slab in 0..d / 64 {
+        let at = |i: usize| i * d + 64 * slab;
+        unsafe {
+            let mut sums: [[__m512; 4]; M] = std::array::from_fn(|i| {
+                let row = &out[at(i)..at(i) + 64];
+                std::array::from_fn(|j| _mm512_loadu_ps(row.as_ptr().add(16 * j)))
+            });
+            for (k, value) in values.chunks_exact(d).enumerate() {
+                let value = &value[64 * slab..64 * slab + 64];
+                let lanes: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(value.as_ptr().add(16 * j)));
+                for (i, sums) in sums.iter_mut().enumerate() {
+                    let p = _mm512_set1_ps(probs[i * stride + k]);
+                    for (sum, &lane) in sums.iter_mut().zip(&lanes) {
+                        *sum = _mm512_fmadd_ps(p, lane, *sum);
+                    }
+                }
+            }
+            for (i, sums) in sums.iter().enumerate() {
+                let row = &mut out[at(i)..at(i) + 64];
+                for (j, &sum) in sums.iter().enumerate() {
+                    _mm512_storeu_ps(row.as_mut_ptr().add(16 * j), sum);
+                }
+            }
+        }
+    }
+}
+
 /// The tree sums of 16 registers (as [`Lanes16::reduce`] adds one), lane k of the result
 /// holding register k's.
 #[inline(always)]
