@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use crate::kernels::{self, key_dots, reduce16, FUSED, LANES};
+use crate::kernels::{self, key_dots, key_dots_two, reduce16, FUSED, LANES};
 use crate::model::KeySegment;
 
 /// One sequence's chunk: its query rows and where its cached positions are.
@@ -214,11 +214,31 @@ impl DirectAttention<'_> {
         let span = end - start;
         // Row i's probabilities over keys start..end, zero where it may not look.
         let mut probs = vec![0f32; m * span];
-        for (i, (range, query)) in ranges.iter().zip(queries.chunks_exact(d)).enumerate() {
-            for (segment, part) in pieces(segments, range.clone()) {
-                let scores = &mut probs[i * span + part.start - start..i * span + part.end - start];
-                key_dots(query, &segment.keys[(part.start - segment.first) * d..(part.end - segment.first) * d], scores);
+        let rows: Vec<&[f32]> = queries.chunks_exact(d).collect();
+        // Rows in pairs: the keys both see are read once for the two.
+        for ((scores, rows), ranges) in probs.chunks_mut(2 * span).zip(rows.chunks(2)).zip(ranges.chunks(2)) {
+            let both = match ranges {
+                [a, b] => a.start.max(b.start)..a.end.min(b.end).max(a.start.max(b.start)),
+                _ => 0..0,
+            };
+            if let [first, second] = rows {
+                let (low, high) = scores.split_at_mut(span);
+                for (segment, part) in pieces(segments, both.clone()) {
+                    let keys = &segment.keys[(part.start - segment.first) * d..(part.end - segment.first) * d];
+                    let at = part.start - start..part.end - start;
+                    key_dots_two([first, second], keys, [&mut low[at.clone()], &mut high[at]]);
+                }
             }
+            for ((query, range), scores) in rows.iter().zip(ranges).zip(scores.chunks_mut(span)) {
+                for rest in [range.start..both.start.clamp(range.start, range.end), both.end.clamp(range.start, range.end)..range.end] {
+                    for (segment, part) in pieces(segments, rest) {
+                        let keys = &segment.keys[(part.start - segment.first) * d..(part.end - segment.first) * d];
+                        key_dots(query, keys, &mut scores[part.start - start..part.end - start]);
+                    }
+                }
+            }
+        }
+        for (i, range) in ranges.iter().enumerate() {
             let scores = &mut probs[i * span + range.start - start..i * span + range.end - start];
             scores.iter_mut().for_each(|score| *score *= self.scale);
             if let Some(cap) = self.softcap {

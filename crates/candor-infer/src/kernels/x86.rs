@@ -895,6 +895,42 @@ pub(super) unsafe fn value_slab_sums_avx512<const M: usize>(probs: &[f32], strid
     }
 }
 
+/// [`super::key_dots_two`] on AVX-512: blocks of 8 keys, each key loaded once for both query
+/// rows, the 16 partial-sum registers (row 0's 8 keys, then row 1's) added as one tree in
+/// [`transposed_tree_sum`], so every score has the bits [`dots_avx512`] gives it. Keys past the
+/// last block go through [`dots_avx512`] row by row.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn dots_two_avx512(queries: [&[f32]; 2], keys: &[f32], out: [&mut [f32]; 2]) {
+    let d = queries[0].len();
+    let [first, second] = out;
+    let count = first.len().min(second.len());
+    let blocks = if d.is_multiple_of(16) && queries[1].len() == d { count / 8 } else { 0 };
+    unsafe {
+        for block in 0..blocks {
+            let block_keys = &keys[8 * block * d..(8 * block + 8) * d];
+            let mut sums = [_mm512_setzero_ps(); 16];
+            for run in 0..d / 16 {
+                let q = queries.map(|query| _mm512_loadu_ps(query.as_ptr().add(16 * run)));
+                for k in 0..8 {
+                    let key = _mm512_loadu_ps(block_keys.as_ptr().add(k * d + 16 * run));
+                    sums[k] = _mm512_fmadd_ps(q[0], key, sums[k]);
+                    sums[8 + k] = _mm512_fmadd_ps(q[1], key, sums[8 + k]);
+                }
+            }
+            let scores = transposed_tree_sum(sums);
+            let (low, high) = (_mm512_castps512_ps256(scores), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(scores))));
+            _mm256_storeu_ps(first[8 * block..8 * block + 8].as_mut_ptr(), low);
+            _mm256_storeu_ps(second[8 * block..8 * block + 8].as_mut_ptr(), high);
+        }
+        let rest = &keys[(8 * blocks * d).min(keys.len())..];
+        dots_avx512(queries[0], rest, &mut first[8 * blocks..]);
+        dots_avx512(queries[1], rest, &mut second[8 * blocks..]);
+    }
+}
+
 /// The tree sums of 16 registers (as [`Lanes16::reduce`] adds one), lane k of the result
 /// holding register k's.
 #[inline(always)]
