@@ -90,6 +90,18 @@ struct HeadSegment<'a> {
     end: usize,
 }
 
+impl HeadSegment<'_> {
+    /// The keys of positions `part` (within the segment), `d` values each.
+    fn keys_of(&self, part: &Range<usize>, d: usize) -> &[f32] {
+        &self.keys[(part.start - self.first) * d..(part.end - self.first) * d]
+    }
+
+    /// The values of positions `part` (within the segment), `d` values each.
+    fn values_of(&self, part: &Range<usize>, d: usize) -> &[f32] {
+        &self.values[(part.start - self.first) * d..(part.end - self.first) * d]
+    }
+}
+
 /// A task: rows `first_row..first_row + rows` of one kv head of one sequence.
 struct Tile {
     sequence: usize,
@@ -215,29 +227,7 @@ impl DirectAttention<'_> {
         // Row i's probabilities over keys start..end, zero where it may not look.
         let mut probs = vec![0f32; m * span];
         let rows: Vec<&[f32]> = queries.chunks_exact(d).collect();
-        // Rows in pairs: the keys both see are read once for the two.
-        for ((scores, rows), ranges) in probs.chunks_mut(2 * span).zip(rows.chunks(2)).zip(ranges.chunks(2)) {
-            let both = match ranges {
-                [a, b] => a.start.max(b.start)..a.end.min(b.end).max(a.start.max(b.start)),
-                _ => 0..0,
-            };
-            if let [first, second] = rows {
-                let (low, high) = scores.split_at_mut(span);
-                for (segment, part) in pieces(segments, both.clone()) {
-                    let keys = &segment.keys[(part.start - segment.first) * d..(part.end - segment.first) * d];
-                    let at = part.start - start..part.end - start;
-                    key_dots_two([first, second], keys, [&mut low[at.clone()], &mut high[at]]);
-                }
-            }
-            for ((query, range), scores) in rows.iter().zip(ranges).zip(scores.chunks_mut(span)) {
-                for rest in [range.start..both.start.clamp(range.start, range.end), both.end.clamp(range.start, range.end)..range.end] {
-                    for (segment, part) in pieces(segments, rest) {
-                        let keys = &segment.keys[(part.start - segment.first) * d..(part.end - segment.first) * d];
-                        key_dots(query, keys, &mut scores[part.start - start..part.end - start]);
-                    }
-                }
-            }
-        }
+        row_scores(segments, &rows, &ranges, start, &mut probs);
         for (i, range) in ranges.iter().enumerate() {
             let scores = &mut probs[i * span + range.start - start..i * span + range.end - start];
             scores.iter_mut().for_each(|score| *score *= self.scale);
@@ -251,13 +241,45 @@ impl DirectAttention<'_> {
         for (probs, out) in probs.chunks(4 * span).zip(out.chunks_mut(4 * d)) {
             for (segment, part) in pieces(segments, start..end) {
                 let probs = &probs[part.start - start..];
-                let values = &segment.values[(part.start - segment.first) * d..(part.end - segment.first) * d];
+                let values = segment.values_of(&part, d);
                 match out.len() / d {
                     1 => weighted_sums::<1>(probs, span, values, out),
                     2 => weighted_sums::<2>(probs, span, values, out),
                     3 => weighted_sums::<3>(probs, span, values, out),
                     _ => weighted_sums::<4>(probs, span, values, out),
                 }
+            }
+        }
+    }
+}
+
+/// The dot products of each query row (`rows`, each seeing the keys `ranges[i]`) with the keys
+/// it sees, into `probs` (row i's scores at `i · span`, key `start + k` at `k`): rows in pairs,
+/// the keys both see loaded once for the two ([`key_dots_two`]), the others row by row; every
+/// score the bits [`key_dots`] gives it.
+fn row_scores(segments: &[HeadSegment<'_>], rows: &[&[f32]], ranges: &[Range<usize>], start: usize, probs: &mut [f32]) {
+    let span = probs.len() / rows.len().max(1);
+    for ((scores, rows), ranges) in probs.chunks_mut(2 * span.max(1)).zip(rows.chunks(2)).zip(ranges.chunks(2)) {
+        // Empty when the two rows see no key in common (a sliding window).
+        let both = match ranges {
+            [a, b] => {
+                let from = a.start.max(b.start);
+                from..a.end.min(b.end).max(from)
+            }
+            _ => 0..0,
+        };
+        if let [first, second] = rows {
+            let (low, high) = scores.split_at_mut(span);
+            for (segment, part) in pieces(segments, both.clone()) {
+                let at = part.start - start..part.end - start;
+                key_dots_two([first, second], segment.keys_of(&part, first.len()), [&mut low[at.clone()], &mut high[at]]);
+            }
+        }
+        for ((query, range), scores) in rows.iter().zip(ranges).zip(scores.chunks_mut(span.max(1))) {
+            let before = range.start..both.start.clamp(range.start, range.end);
+            let after = both.end.clamp(range.start, range.end)..range.end;
+            for (segment, part) in [before, after].into_iter().flat_map(|rest| pieces(segments, rest)) {
+                key_dots(query, segment.keys_of(&part, query.len()), &mut scores[part.start - start..part.end - start]);
             }
         }
     }
