@@ -515,6 +515,17 @@ unsafe fn dequantized<L: Lanes16, const OFFSET: bool>(q: L, scale: f32, offset: 
     }
 }
 
+/// The outputs of a tile of a quantized product: `out[(row + r) * n + first + t]` is the tree sum
+/// of `sums[r][t]`.
+#[inline(always)]
+unsafe fn write_sums<L: Lanes16, const ROWS: usize, const TILE: usize>(out: &mut [f32], n: usize, row: usize, first: usize, sums: &[[L; TILE]; ROWS]) {
+    for (r, sums) in sums.iter().enumerate() {
+        for (t, sum) in sums.iter().enumerate() {
+            out[(row + r) * n + first + t] = unsafe { sum.reduce() };
+        }
+    }
+}
+
 /// Quantized weight rows (`rows[r]` one row's blocks) times activations, `out[r * n + t]`.
 struct QuantizedProduct<'a, D, const BYTES: usize, const VALUES: usize, const CHUNKS: usize, const GROUPS: usize, const OFFSET: bool> {
     decoder: std::marker::PhantomData<D>,
@@ -589,11 +600,7 @@ where
                     }
                 }
             }
-            for (r, sums) in sums.iter().enumerate() {
-                for (t, sum) in sums.iter().enumerate() {
-                    self.out[(row + r) * n + first + t] = sum.reduce();
-                }
-            }
+            write_sums(self.out, n, row, first, &sums);
         }
     }
 }
@@ -732,11 +739,7 @@ where
                     }
                 }
             }
-            for (r, sums) in sums.iter().enumerate() {
-                for (t, sum) in sums.iter().enumerate() {
-                    self.out[(row + r) * n + first + t] = sum.reduce();
-                }
-            }
+            write_sums(self.out, n, row, first, &sums);
         }
     }
 }
