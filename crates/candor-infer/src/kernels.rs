@@ -197,6 +197,8 @@ impl<'a> Activations<'a> {
     }
 
     /// For each run of 16 columns, the 16 values of each row in turn; starts on a cache line.
+    /// Read by the x86-64 kernels (and the tests).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn interleaved(&self) -> &[f32] {
         &self.interleaved[self.start..]
     }
@@ -453,13 +455,19 @@ pub(crate) const VALUE_SLAB: usize = 64;
 /// operations of the attention's plain loop, with a slab's `4 · M` sums in registers. `false`,
 /// with nothing done, where the CPU (or `CANDOR_PORTABLE_KERNELS`) rules AVX-512 out or the
 /// build does not fuse multiply-adds.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn value_slab_sums<const M: usize>(probs: &[f32], stride: usize, values: &[f32], out: &mut [f32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
     if FUSED && build() == Build::Avx512 {
         // SAFETY: build() checked at run time that the CPU has AVX-512F, AVX2 and FMA.
         unsafe { x86::value_slab_sums_avx512::<M>(probs, stride, values, out) };
         return true;
     }
+    false
+}
+
+/// [`value_slab_sums`] where there is no AVX-512 build: nothing done.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn value_slab_sums<const M: usize>(_probs: &[f32], _stride: usize, _values: &[f32], _out: &mut [f32]) -> bool {
     false
 }
 
