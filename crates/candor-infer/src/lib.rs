@@ -45,6 +45,7 @@ mod kernels;
 mod loader;
 mod model;
 mod quantized;
+mod rope;
 mod score;
 mod spec;
 mod template;

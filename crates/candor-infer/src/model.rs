@@ -982,8 +982,13 @@ impl Model {
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = candle_nn::rotary_emb::rope(&heads(q, c.num_heads)?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&heads(k, c.num_kv_heads)?, cos, sin)?;
+        let roped = |t: Tensor, n: usize| -> Result<Tensor> {
+            match crate::rope::roped_heads_on_cpu(&t, (b, s, n, d), cos, sin)? {
+                Some(roped) => Ok(roped),
+                None => Ok(candle_nn::rotary_emb::rope(&heads(t, n)?, cos, sin)?),
+            }
+        };
+        let (q, k) = (roped(q, c.num_heads)?, roped(k, c.num_kv_heads)?);
         let group = c.num_heads / c.num_kv_heads;
         Ok((q.reshape((b, c.num_kv_heads, group * s, d))?, k, heads(v, c.num_kv_heads)?))
     }
