@@ -36,6 +36,12 @@ trait Lanes16: Copy {
     unsafe fn add(a: Self, b: Self) -> Self;
     /// The lanes' sum as [`super::reduce16`] adds them.
     unsafe fn reduce(self) -> f32;
+    /// `[v[0].reduce(), …, v[15].reduce()]`: the same additions, perhaps shared between
+    /// registers.
+    #[inline(always)]
+    unsafe fn reduce_sixteen(v: [Self; 16]) -> [f32; 16] {
+        unsafe { std::array::from_fn(|i| v[i].reduce()) }
+    }
 }
 
 /// The tree sum of 8 lanes (after the first halving of [`super::reduce16`]).
@@ -145,6 +151,40 @@ impl Lanes16 for Avx512Lanes {
             let low = _mm512_castps512_ps256(self.0);
             let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));
             reduce8(_mm256_add_ps(low, high))
+        }
+    }
+
+    /// The four halvings of [`super::reduce16`] done for 16 registers together, each step's
+    /// additions in as many registers as there are sums left (8, 4, 2, 1) instead of one per
+    /// register: every lane gets the additions `reduce` gives it, in the same order. The
+    /// register-by-register reductions were an eighth of a 576-column tile of 2 weight rows ×
+    /// 8 activation rows.
+    #[inline(always)]
+    unsafe fn reduce_sixteen(v: [Self; 16]) -> [f32; 16] {
+        unsafe {
+            // Lane 4q + k of the last step holds register 4k + q's sum: take them in that order
+            // so that lane i ends with register i's.
+            let v: [__m512; 16] = std::array::from_fn(|i| v[4 * (i % 4) + i / 4].0);
+            // Lane i + lane i + 8: two registers' eight partial sums side by side.
+            let eights: [__m512; 8] = std::array::from_fn(|i| {
+                let (a, b) = (v[2 * i], v[2 * i + 1]);
+                _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(a, b), _mm512_shuffle_f32x4::<0xEE>(a, b))
+            });
+            // Lane i + lane i + 4 of each eight: four registers' four partial sums.
+            let fours: [__m512; 4] = std::array::from_fn(|i| {
+                let (a, b) = (eights[2 * i], eights[2 * i + 1]);
+                _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b))
+            });
+            // Lane i + lane i + 2 of each four: two partial sums of each register.
+            let twos: [__m512; 2] = std::array::from_fn(|i| {
+                let (a, b) = (_mm512_castps_pd(fours[2 * i]), _mm512_castps_pd(fours[2 * i + 1]));
+                _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)))
+            });
+            // Lane i + lane i + 1 of each two.
+            let ones = _mm512_add_ps(_mm512_shuffle_ps::<0x88>(twos[0], twos[1]), _mm512_shuffle_ps::<0xDD>(twos[0], twos[1]));
+            let mut sums = [0f32; 16];
+            _mm512_storeu_ps(sums.as_mut_ptr(), ones);
+            sums
         }
     }
 }
@@ -519,6 +559,13 @@ unsafe fn dequantized<L: Lanes16, const OFFSET: bool>(q: L, scale: f32, offset: 
 /// of `sums[r][t]`.
 #[inline(always)]
 unsafe fn write_sums<L: Lanes16, const ROWS: usize, const TILE: usize>(out: &mut [f32], n: usize, row: usize, first: usize, sums: &[[L; TILE]; ROWS]) {
+    if ROWS * TILE == 16 {
+        let totals = unsafe { L::reduce_sixteen(std::array::from_fn(|i| sums[i / TILE][i % TILE])) };
+        for (r, totals) in totals.chunks_exact(TILE).enumerate() {
+            out[(row + r) * n + first..(row + r) * n + first + TILE].copy_from_slice(totals);
+        }
+        return;
+    }
     for (r, sums) in sums.iter().enumerate() {
         for (t, sum) in sums.iter().enumerate() {
             out[(row + r) * n + first + t] = unsafe { sum.reduce() };
