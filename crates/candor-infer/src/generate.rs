@@ -17,6 +17,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{InferError, Result};
@@ -346,20 +347,17 @@ impl LanguageModel {
             })
             .collect::<Result<_>>()?;
         loop {
-            let mut chunks: Vec<(usize, Vec<u32>)> = Vec::new();
-            for (i, dict) in dicts.iter_mut().enumerate().filter(|(_, d)| d.label < labels.len()) {
-                match dict.choose(self, &skeleton, options)? {
-                    Choice::Digit(id) => chunks.push((i, vec![id])),
-                    Choice::End => {
-                        let piece_ids = dict.next_piece_ids(self, &skeleton)?;
-                        dict.finish_number(labels, &skeleton)?;
-                        // The closing brace needs no forward: nothing is read after it.
-                        if dict.label < labels.len() {
-                            chunks.push((i, piece_ids));
-                        }
-                    }
-                }
-            }
+            // Every unfinished dict's choice at once: each reads only its own state and
+            // generator, so the records are those of one dict after another.
+            let chunks: Vec<(usize, Vec<u32>)> = dicts
+                .par_iter_mut()
+                .enumerate()
+                .filter(|(_, dict)| dict.label < labels.len())
+                .map(|(i, dict)| Ok(dict.advance(self, &skeleton, labels, options)?.map(|tokens| (i, tokens))))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
             if chunks.is_empty() {
                 break;
             }
@@ -475,6 +473,20 @@ impl DictInProgress {
             number_ids: Vec::new(),
             log_prob: 0.0,
             masked_log_prob: 0.0,
+        }
+    }
+
+    /// The next choice under the number grammar, and the tokens to run for it: a digit, or the
+    /// piece after a finished number (`None` after the last number: the closing brace needs
+    /// no forward, nothing is read after it).
+    fn advance(&mut self, model: &LanguageModel, skeleton: &Skeleton, labels: &[String], options: &ConstrainedOptions) -> Result<Option<Vec<u32>>> {
+        match self.choose(model, skeleton, options)? {
+            Choice::Digit(id) => Ok(Some(vec![id])),
+            Choice::End => {
+                let piece_ids = self.next_piece_ids(model, skeleton)?;
+                self.finish_number(labels, skeleton)?;
+                Ok((self.label < labels.len()).then_some(piece_ids))
+            }
         }
     }
 
