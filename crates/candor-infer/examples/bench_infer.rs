@@ -173,47 +173,61 @@ fn argmax(values: &[f64]) -> u32 {
 }
 
 fn bench_decode(model: &LanguageModel, prompt: &Prefix) -> Result<f64> {
-    let mut times = Vec::with_capacity(REPEATS);
-    for _ in 0..REPEATS {
-        let ((), seconds) = timed(|| {
-            let mut state = prompt.clone();
-            for _ in 0..DECODE_STEPS {
-                let next = argmax(&state.next_log_probs()?);
-                state = model.extend(&state, &[next])?;
-            }
-            Ok(())
-        })?;
-        times.push(seconds);
-    }
+    let times = (0..REPEATS).map(|_| single_decode_seconds(model, prompt)).collect::<Result<Vec<_>>>()?;
     Ok(DECODE_STEPS as f64 / median(times))
+}
+
+/// Seconds of [`DECODE_STEPS`] greedy steps of one sequence after `prompt`.
+fn single_decode_seconds(model: &LanguageModel, prompt: &Prefix) -> Result<f64> {
+    let ((), seconds) = timed(|| {
+        let mut state = prompt.clone();
+        for _ in 0..DECODE_STEPS {
+            let next = argmax(&state.next_log_probs()?);
+            state = model.extend(&state, &[next])?;
+        }
+        Ok(())
+    })?;
+    Ok(seconds)
 }
 
 /// Sequences decoded together in the batched decode figure.
 const BATCHED_SEQUENCES: usize = 16;
 
-/// Greedy decode of [`BATCHED_SEQUENCES`] sequences at once (the prompt with a different last
-/// token each, so they diverge), one batched forward per step, the sequences' next tokens
-/// chosen in parallel as constrained generation chooses its dicts': total tokens/s.
-fn bench_batched_decode(model: &LanguageModel, prompt: &[u32]) -> Result<f64> {
+/// Runs of each decode figure, one sequence and [`BATCHED_SEQUENCES`] alternating, so that the
+/// machine's drift (10-30% within an hour on a shared virtual machine) moves both alike.
+const DECODE_REPEATS: usize = 5;
+
+/// Single-sequence and batched decode tokens/s, medians of [`DECODE_REPEATS`] alternating runs.
+/// Single: greedy steps after the prompt. Batched: greedy steps of [`BATCHED_SEQUENCES`]
+/// sequences at once (the prompt with a different last token each, so they diverge), one
+/// batched forward per step, the sequences' next tokens chosen in parallel as constrained
+/// generation chooses its dicts'.
+fn bench_decodes(model: &LanguageModel, prompt: &[u32]) -> Result<(f64, f64)> {
+    let single_start = model.prefill(prompt)?;
     let starts: Vec<Prefix> = (0..BATCHED_SEQUENCES as u32)
         .map(|i| model.prefill(&[&prompt[..prompt.len() - 1], &[prompt[prompt.len() - 1] + i]].concat()))
         .collect::<Result<_>>()?;
-    let mut times = Vec::with_capacity(REPEATS);
-    for _ in 0..REPEATS {
-        let ((), seconds) = timed(|| {
-            let mut states = starts.clone();
-            for _ in 0..DECODE_STEPS {
-                // Each sequence's choice at once, as constrained generation makes them.
-                let next: Vec<[u32; 1]> = states.par_iter().map(|s| Ok([argmax(&s.next_log_probs()?)])).collect::<Result<_>>()?;
-                let refs: Vec<&Prefix> = states.iter().collect();
-                let chunks: Vec<&[u32]> = next.iter().map(|n| n.as_slice()).collect();
-                states = model.extend_many(&refs, &chunks)?;
-            }
-            Ok(())
-        })?;
-        times.push(seconds);
+    let (mut single, mut batched) = (Vec::with_capacity(DECODE_REPEATS), Vec::with_capacity(DECODE_REPEATS));
+    for _ in 0..DECODE_REPEATS {
+        single.push(single_decode_seconds(model, &single_start)?);
+        batched.push(batched_decode_seconds(model, &starts)?);
     }
-    Ok((BATCHED_SEQUENCES * DECODE_STEPS) as f64 / median(times))
+    Ok((DECODE_STEPS as f64 / median(single), (BATCHED_SEQUENCES * DECODE_STEPS) as f64 / median(batched)))
+}
+
+/// Seconds of [`DECODE_STEPS`] batched greedy steps of the sequences after `starts`.
+fn batched_decode_seconds(model: &LanguageModel, starts: &[Prefix]) -> Result<f64> {
+    let ((), seconds) = timed(|| {
+        let mut states = starts.to_vec();
+        for _ in 0..DECODE_STEPS {
+            let next: Vec<[u32; 1]> = states.par_iter().map(|s| Ok([argmax(&s.next_log_probs()?)])).collect::<Result<_>>()?;
+            let refs: Vec<&Prefix> = states.iter().collect();
+            let chunks: Vec<&[u32]> = next.iter().map(|n| n.as_slice()).collect();
+            states = model.extend_many(&refs, &chunks)?;
+        }
+        Ok(())
+    })?;
+    Ok(seconds)
 }
 
 /// Label log-probs of one prompt, naively: a fresh forward of `prompt + label` per label.
@@ -391,8 +405,7 @@ fn run(args: &Args) -> Result<()> {
     let labels: Vec<String> = LABELS.iter().map(|l| l.to_string()).collect();
     let long = long_prompt(&model)?;
     let prefill = bench_prefill(&model, &long)?;
-    let decode = bench_decode(&model, &model.prefill(&long)?)?;
-    let batched_decode = bench_batched_decode(&model, &long)?;
+    let (decode, batched_decode) = bench_decodes(&model, &long)?;
     let (scoring, max_diff) = bench_label_scoring(&model, texts, &labels)?;
     let (constrained, dict) = bench_constrained(&model, texts, &labels)?;
 
@@ -404,10 +417,10 @@ fn run(args: &Args) -> Result<()> {
         long.len()
     );
     println!(
-        "| decode, {DECODE_STEPS} greedy steps (median of {REPEATS}) | {decode:.1} tok/s | | |"
+        "| decode, {DECODE_STEPS} greedy steps (median of {DECODE_REPEATS}, alternating with the batched runs) | {decode:.1} tok/s | | |"
     );
     println!(
-        "| batched decode, {BATCHED_SEQUENCES} sequences x {DECODE_STEPS} steps (median of {REPEATS}) | {batched_decode:.1} tok/s | | {:.1}x single |",
+        "| batched decode, {BATCHED_SEQUENCES} sequences x {DECODE_STEPS} steps (median of {DECODE_REPEATS}) | {batched_decode:.1} tok/s | | {:.1}x single |",
         batched_decode / decode
     );
     println!(
