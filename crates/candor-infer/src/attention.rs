@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use crate::kernels::{self, key_dots, key_dots_two, reduce16, FUSED, LANES};
+use crate::kernels::{self, key_dots, key_dots_rows, reduce16, FUSED, LANES};
 use crate::model::KeySegment;
 
 /// One sequence's chunk: its query rows and where its cached positions are.
@@ -253,35 +253,57 @@ impl DirectAttention<'_> {
     }
 }
 
+/// Query rows whose shared keys [`row_scores`] loads once for all of them.
+const DOT_ROWS: usize = 4;
+
 /// The dot products of each query row (`rows`, each seeing the keys `ranges[i]`) with the keys
-/// it sees, into `probs` (row i's scores at `i · span`, key `start + k` at `k`): rows in pairs,
-/// the keys both see loaded once for the two ([`key_dots_two`]), the others row by row; every
-/// score the bits [`key_dots`] gives it.
+/// it sees, into `probs` (row i's scores at `i · span`, key `start + k` at `k`): rows in groups
+/// of up to [`DOT_ROWS`], the keys every row of a group sees loaded once for all of them
+/// ([`key_dots_rows`]: a decode step's 3 query heads of a kv head read its keys once, not once
+/// for a pair and again for the third), the others row by row; every score the bits
+/// [`key_dots`] gives it.
 fn row_scores(segments: &[HeadSegment<'_>], rows: &[&[f32]], ranges: &[Range<usize>], start: usize, probs: &mut [f32]) {
     let span = probs.len() / rows.len().max(1);
-    for ((scores, rows), ranges) in probs.chunks_mut(2 * span.max(1)).zip(rows.chunks(2)).zip(ranges.chunks(2)) {
-        // Empty when the two rows see no key in common (a sliding window).
-        let both = match ranges {
-            [a, b] => {
-                let from = a.start.max(b.start);
-                from..a.end.min(b.end).max(from)
-            }
-            _ => 0..0,
-        };
-        if let [first, second] = rows {
-            let (low, high) = scores.split_at_mut(span);
-            for (segment, part) in pieces(segments, both.clone()) {
-                let at = part.start - start..part.end - start;
-                key_dots_two([first, second], segment.keys_of(&part, first.len()), [&mut low[at.clone()], &mut high[at]]);
+    for ((scores, rows), ranges) in probs.chunks_mut(DOT_ROWS * span.max(1)).zip(rows.chunks(DOT_ROWS)).zip(ranges.chunks(DOT_ROWS)) {
+        let shared = keys_all_see(ranges);
+        let mut per_row: Vec<&mut [f32]> = scores.chunks_mut(span.max(1)).collect();
+        for (segment, part) in pieces(segments, shared.clone()) {
+            let keys = segment.keys_of(&part, rows[0].len());
+            let outs = per_row.iter_mut().map(|scores| &mut scores[part.start - start..part.end - start]).collect();
+            match rows.len() {
+                2 => group_dots::<2>(rows, keys, outs),
+                3 => group_dots::<3>(rows, keys, outs),
+                4 => group_dots::<4>(rows, keys, outs),
+                // A lone row shares no keys with another: it is scored below.
+                _ => {}
             }
         }
-        for ((query, range), scores) in rows.iter().zip(ranges).zip(scores.chunks_mut(span.max(1))) {
-            let before = range.start..both.start.clamp(range.start, range.end);
-            let after = both.end.clamp(range.start, range.end)..range.end;
+        for ((query, range), scores) in rows.iter().zip(ranges).zip(per_row) {
+            let before = range.start..shared.start.clamp(range.start, range.end);
+            let after = shared.end.clamp(range.start, range.end)..range.end;
             for (segment, part) in [before, after].into_iter().flat_map(|rest| pieces(segments, rest)) {
                 key_dots(query, segment.keys_of(&part, query.len()), &mut scores[part.start - start..part.end - start]);
             }
         }
+    }
+}
+
+/// The keys every one of two or more rows sees; empty for a lone row, or rows that share none
+/// (a sliding window).
+fn keys_all_see(ranges: &[Range<usize>]) -> Range<usize> {
+    if ranges.len() < 2 {
+        return 0..0;
+    }
+    let from = ranges.iter().map(|range| range.start).max().unwrap_or(0);
+    let to = ranges.iter().map(|range| range.end).min().unwrap_or(0);
+    from..to.max(from)
+}
+
+/// [`key_dots_rows`] of the `R` rows of a group, `outs` their scores of `keys` (one per row:
+/// the caller's chunks of the group's scores).
+fn group_dots<const R: usize>(rows: &[&[f32]], keys: &[f32], outs: Vec<&mut [f32]>) {
+    if let (Ok(queries), Ok(outs)) = (<[&[f32]; R]>::try_from(rows), <[&mut [f32]; R]>::try_from(outs)) {
+        key_dots_rows::<R>(queries, keys, outs);
     }
 }
 

@@ -432,18 +432,18 @@ pub(crate) fn key_dots(query: &[f32], keys: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`key_dots`] of two query rows over the same keys, each score the bits [`key_dots`] gives
-/// it; the AVX-512 build loads each key once for both rows (attention's tiles read a head's keys
-/// once per row, from cache after the first: the loads were the dots' bound).
-pub(crate) fn key_dots_two(queries: [&[f32]; 2], keys: &[f32], out: [&mut [f32]; 2]) {
+/// [`key_dots`] of `R` query rows (2 to 4) over the same keys, each score the bits [`key_dots`]
+/// gives it; the AVX-512 build loads each key once for all the rows (attention's tiles read a
+/// head's keys once per row, from cache after the first: the loads were the dots' bound).
+pub(crate) fn key_dots_rows<const R: usize>(queries: [&[f32]; R], keys: &[f32], out: [&mut [f32]; R]) {
     #[cfg(target_arch = "x86_64")]
     if build() == Build::Avx512 {
         // SAFETY: build() checked at run time that the CPU has AVX-512F, AVX2 and FMA.
-        return unsafe { x86::dots_two_avx512(queries, keys, out) };
+        return unsafe { x86::dots_rows_avx512::<R>(queries, keys, out) };
     }
-    let [first, second] = out;
-    key_dots(queries[0], keys, first);
-    key_dots(queries[1], keys, second);
+    for (query, scores) in queries.iter().zip(out) {
+        key_dots(query, keys, scores);
+    }
 }
 
 /// Dimensions of a value row whose sums [`value_slab_sums`] keeps in registers.
@@ -851,23 +851,28 @@ mod tests {
     }
 
     #[test]
-    fn key_dots_of_two_rows_have_each_rows_bits() {
-        // 8-key blocks shared by the two rows, the keys after them, and head sizes without the
-        // blocks (not a multiple of 16).
-        for (d, keys) in [(64, 37), (128, 16), (80, 7), (20, 5), (64, 0)] {
-            let queries = [random_values(d, 89 + d as u64, 2.0), random_values(d, 97, 2.0)];
-            let key_rows = random_values(d * keys, 101, 2.0);
-            let (mut first, mut second) = (vec![0f32; keys], vec![0f32; keys]);
-            key_dots_two([&queries[0], &queries[1]], &key_rows, [&mut first, &mut second]);
-            for (query, got) in queries.iter().zip([&first, &second]) {
-                let mut alone = vec![0f32; keys];
-                key_dots(query, &key_rows, &mut alone);
-                for k in 0..keys {
-                    assert_eq!(got[k].to_bits(), alone[k].to_bits(), "d {d} key {k}");
-                    assert_eq!(got[k].to_bits(), dot(query, &key_rows[k * d..(k + 1) * d]).to_bits(), "d {d} key {k}");
+    fn key_dots_of_two_three_and_four_rows_have_each_rows_bits() {
+        // Blocks of keys shared by the rows (8, 5 or 4 keys), the keys after them, and head
+        // sizes without the blocks (not a multiple of 16).
+        fn check<const R: usize>() {
+            for (d, keys) in [(64, 37), (128, 16), (80, 7), (20, 5), (64, 0), (64, 3)] {
+                let queries: [Vec<f32>; R] = std::array::from_fn(|r| random_values(d, 89 + (d * R + r) as u64, 2.0));
+                let key_rows = random_values(d * keys, 101, 2.0);
+                let mut scores: [Vec<f32>; R] = std::array::from_fn(|_| vec![0f32; keys]);
+                key_dots_rows::<R>(std::array::from_fn(|r| queries[r].as_slice()), &key_rows, scores.each_mut().map(|s| s.as_mut_slice()));
+                for (query, got) in queries.iter().zip(&scores) {
+                    let mut alone = vec![0f32; keys];
+                    key_dots(query, &key_rows, &mut alone);
+                    for k in 0..keys {
+                        assert_eq!(got[k].to_bits(), alone[k].to_bits(), "{R} rows, d {d} key {k}");
+                        assert_eq!(got[k].to_bits(), dot(query, &key_rows[k * d..(k + 1) * d]).to_bits(), "{R} rows, d {d} key {k}");
+                    }
                 }
             }
         }
+        check::<2>();
+        check::<3>();
+        check::<4>();
     }
 
     #[test]

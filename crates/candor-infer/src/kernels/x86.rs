@@ -925,39 +925,42 @@ pub(super) unsafe fn value_slab_sums_avx512<const M: usize>(probs: &[f32], strid
     }
 }
 
-/// [`super::key_dots_two`] on AVX-512: blocks of 8 keys, each key loaded once for both query
-/// rows, the 16 partial-sum registers (row 0's 8 keys, then row 1's) added as one tree in
-/// [`transposed_tree_sum`], so every score has the bits [`dots_avx512`] gives it. Keys past the
-/// last block go through [`dots_avx512`] row by row.
+/// [`super::key_dots_rows`] on AVX-512: blocks of `16 / R` keys (8 for two rows, 5 for three, 4
+/// for four), each key loaded once for the `R` query rows, the partial-sum registers (row 0's
+/// keys, then row 1's, ...) added as one tree in [`transposed_tree_sum`], so every score has the
+/// bits [`dots_avx512`] gives it. Keys past the last block go through [`dots_avx512`] row by row.
 ///
 /// # Safety
 /// The CPU must have AVX-512F, AVX2 and FMA.
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(super) unsafe fn dots_two_avx512(queries: [&[f32]; 2], keys: &[f32], out: [&mut [f32]; 2]) {
+pub(super) unsafe fn dots_rows_avx512<const R: usize>(queries: [&[f32]; R], keys: &[f32], mut out: [&mut [f32]; R]) {
+    let per_block = 16 / R;
     let d = queries[0].len();
-    let [first, second] = out;
-    let count = first.len().min(second.len());
-    let blocks = if d.is_multiple_of(16) && queries[1].len() == d { count / 8 } else { 0 };
+    let count = out.iter().map(|scores| scores.len()).min().unwrap_or(0);
+    let blocks = if d.is_multiple_of(16) && queries.iter().all(|query| query.len() == d) { count / per_block } else { 0 };
     unsafe {
         for block in 0..blocks {
-            let block_keys = &keys[8 * block * d..(8 * block + 8) * d];
+            let block_keys = &keys[per_block * block * d..per_block * (block + 1) * d];
             let mut sums = [_mm512_setzero_ps(); 16];
             for run in 0..d / 16 {
-                let q = queries.map(|query| _mm512_loadu_ps(query.as_ptr().add(16 * run)));
-                for k in 0..8 {
+                let q: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(queries[r].as_ptr().add(16 * run)));
+                for k in 0..per_block {
                     let key = _mm512_loadu_ps(block_keys.as_ptr().add(k * d + 16 * run));
-                    sums[k] = _mm512_fmadd_ps(q[0], key, sums[k]);
-                    sums[8 + k] = _mm512_fmadd_ps(q[1], key, sums[8 + k]);
+                    for r in 0..R {
+                        sums[r * per_block + k] = _mm512_fmadd_ps(q[r], key, sums[r * per_block + k]);
+                    }
                 }
             }
-            let scores = transposed_tree_sum(sums);
-            let (low, high) = (_mm512_castps512_ps256(scores), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(scores))));
-            _mm256_storeu_ps(first[8 * block..8 * block + 8].as_mut_ptr(), low);
-            _mm256_storeu_ps(second[8 * block..8 * block + 8].as_mut_ptr(), high);
+            let mut scores = [0f32; 16];
+            _mm512_storeu_ps(scores.as_mut_ptr(), transposed_tree_sum(sums));
+            for (r, scores_of_row) in scores.chunks_exact(per_block).take(R).enumerate() {
+                out[r][per_block * block..per_block * (block + 1)].copy_from_slice(scores_of_row);
+            }
         }
-        let rest = &keys[(8 * blocks * d).min(keys.len())..];
-        dots_avx512(queries[0], rest, &mut first[8 * blocks..]);
-        dots_avx512(queries[1], rest, &mut second[8 * blocks..]);
+        let rest = &keys[(per_block * blocks * d).min(keys.len())..];
+        for (query, scores) in queries.iter().zip(out.iter_mut()) {
+            dots_avx512(query, rest, &mut scores[per_block * blocks..]);
+        }
     }
 }
 
