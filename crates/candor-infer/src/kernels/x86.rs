@@ -471,8 +471,8 @@ pub(super) unsafe fn rows_dot_avx512(format: super::BlockFormat, rows: &[&[u8]],
     macro_rules! nibble_product {
         ($format:ident, $bytes:literal, $groups:literal) => {
             unsafe {
-                run_tiles::<Avx512Lanes, _>(&mut NibbleProduct::<$format, $bytes, $groups> {
-                    format: std::marker::PhantomData,
+                run_tiles::<Avx512Lanes, _>(&mut BlockProduct::<Nibbles<$format, $bytes, $groups>> {
+                    kernel: std::marker::PhantomData,
                     rows,
                     x,
                     out,
@@ -511,8 +511,8 @@ unsafe fn rows_dot_with<L: Tiling>(format: super::BlockFormat, rows: &[&[u8]], x
     macro_rules! product {
         ($decoder:ident, $bytes:literal, $values:literal, $chunks:literal, $groups:literal, $offset:literal) => {
             unsafe {
-                run_tiles::<L, _>(&mut QuantizedProduct::<$decoder, $bytes, $values, $chunks, $groups, $offset> {
-                    decoder: std::marker::PhantomData,
+                run_tiles::<L, _>(&mut BlockProduct::<Decoded<$decoder, $bytes, $values, $chunks, $groups, $offset>> {
+                    kernel: std::marker::PhantomData,
                     rows,
                     x,
                     out,
@@ -553,20 +553,22 @@ unsafe fn write_sums<L: Lanes16, const ROWS: usize, const TILE: usize>(out: &mut
     }
 }
 
-/// Quantized weight rows (`rows[r]` one row's blocks) times activations, `out[r * n + t]`.
-struct QuantizedProduct<'a, D, const BYTES: usize, const VALUES: usize, const CHUNKS: usize, const GROUPS: usize, const OFFSET: bool> {
-    decoder: std::marker::PhantomData<D>,
+/// Quantized weight rows (`rows[r]` one row's blocks) times activations, `out[r * n + t]`,
+/// each tile computed by the kernel `K` ([`BlockTiles`]).
+struct BlockProduct<'a, K> {
+    kernel: std::marker::PhantomData<K>,
     rows: &'a [&'a [u8]],
     x: &'a Activations<'a>,
     out: &'a mut [f32],
 }
 
-impl<L, D, const BYTES: usize, const VALUES: usize, const CHUNKS: usize, const GROUPS: usize, const OFFSET: bool>
-    TileProduct<L> for QuantizedProduct<'_, D, BYTES, VALUES, CHUNKS, GROUPS, OFFSET>
-where
-    L: Lanes16,
-    D: Decode<BYTES, CHUNKS, GROUPS>,
-{
+/// How a [`BlockProduct`] computes a tile on `L`'s registers.
+trait BlockTiles<L: Lanes16>: Sized {
+    /// [`TileProduct::tile`] of `product`.
+    unsafe fn tile<const ROWS: usize, const TILE: usize>(product: &mut BlockProduct<'_, Self>, row: usize, first: usize);
+}
+
+impl<L: Lanes16, K: BlockTiles<L>> TileProduct<L> for BlockProduct<'_, K> {
     fn weight_rows(&self) -> usize {
         self.rows.len()
     }
@@ -580,17 +582,34 @@ where
         prefetch(self.rows[row]);
     }
 
+    #[inline(always)]
+    unsafe fn tile<const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize) {
+        unsafe { <K as BlockTiles<L>>::tile::<ROWS, TILE>(self, row, first) }
+    }
+}
+
+/// The kernel of blocks dequantized in registers by the decoder `D`.
+struct Decoded<D, const BYTES: usize, const VALUES: usize, const CHUNKS: usize, const GROUPS: usize, const OFFSET: bool>(
+    std::marker::PhantomData<D>,
+);
+
+impl<L, D, const BYTES: usize, const VALUES: usize, const CHUNKS: usize, const GROUPS: usize, const OFFSET: bool> BlockTiles<L>
+    for Decoded<D, BYTES, VALUES, CHUNKS, GROUPS, OFFSET>
+where
+    L: Lanes16,
+    D: Decode<BYTES, CHUNKS, GROUPS>,
+{
     /// Block by block: each row's block dequantized in registers, each run of 16 values
     /// multiplied into the partial sums of every activation row of the tile.
     #[inline(always)]
     // `t` picks the activation run and the sums' column, `r` their row: two arrays, one index.
     #[allow(clippy::needless_range_loop)]
-    unsafe fn tile<const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize) {
-        let n = self.x.n;
+    unsafe fn tile<const ROWS: usize, const TILE: usize>(product: &mut BlockProduct<'_, Self>, row: usize, first: usize) {
+        let n = product.x.n;
         let run_stride = n * 16;
         unsafe {
-            let tile = self.x.interleaved().as_ptr().add(first * 16);
-            let weight_rows: [&[u8]; ROWS] = std::array::from_fn(|r| self.rows[row + r]);
+            let tile = product.x.interleaved().as_ptr().add(first * 16);
+            let weight_rows: [&[u8]; ROWS] = std::array::from_fn(|r| product.rows[row + r]);
             let mut sums = [[L::zero(); TILE]; ROWS];
             for index in 0..weight_rows[0].len() / BYTES {
                 let parts: [PackedParts<CHUNKS, GROUPS>; ROWS] = std::array::from_fn(|r| {
@@ -627,7 +646,7 @@ where
                     }
                 }
             }
-            write_sums(self.out, n, row, first, &sums);
+            write_sums(product.out, n, row, first, &sums);
         }
     }
 }
@@ -698,45 +717,27 @@ impl NibbleFormat<144, 8> for Q4K {
     }
 }
 
-/// 4-bit weight rows times activations through [`NibbleFormat`]'s tables, `out[r * n + t]`:
-/// the sums of [`QuantizedProduct`], bit for bit, with fewer operations per value.
-struct NibbleProduct<'a, F, const BYTES: usize, const GROUPS: usize> {
-    format: std::marker::PhantomData<F>,
-    rows: &'a [&'a [u8]],
-    x: &'a Activations<'a>,
-    out: &'a mut [f32],
-}
+/// The kernel of 4-bit blocks read through [`NibbleFormat`]'s tables: the sums of
+/// [`Decoded`], bit for bit, with fewer operations per value.
+struct Nibbles<F, const BYTES: usize, const GROUPS: usize>(std::marker::PhantomData<F>);
 
-impl<F, const BYTES: usize, const GROUPS: usize> TileProduct<Avx512Lanes> for NibbleProduct<'_, F, BYTES, GROUPS>
+impl<F, const BYTES: usize, const GROUPS: usize> BlockTiles<Avx512Lanes> for Nibbles<F, BYTES, GROUPS>
 where
     F: NibbleFormat<BYTES, GROUPS>,
 {
-    fn weight_rows(&self) -> usize {
-        self.rows.len()
-    }
-
-    fn activation_rows(&self) -> usize {
-        self.x.n
-    }
-
-    #[inline(always)]
-    fn prefetch_row(&self, row: usize) {
-        prefetch(self.rows[row]);
-    }
-
     #[inline(always)]
     // `t` picks the activation run and the sums' column, `r` their row: two arrays, one index.
     #[allow(clippy::needless_range_loop)]
-    unsafe fn tile<const ROWS: usize, const TILE: usize>(&mut self, row: usize, first: usize) {
-        let n = self.x.n;
+    unsafe fn tile<const ROWS: usize, const TILE: usize>(product: &mut BlockProduct<'_, Self>, row: usize, first: usize) {
+        let n = product.x.n;
         let run_stride = n * 16;
         unsafe {
-            let tile = self.x.interleaved().as_ptr().add(first * 16);
+            let tile = product.x.interleaved().as_ptr().add(first * 16);
             let nibbles = Avx512Lanes(_mm512_sub_ps(
                 _mm512_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0),
                 _mm512_set1_ps(F::BIAS),
             ));
-            let weight_rows: [&[u8]; ROWS] = std::array::from_fn(|r| self.rows[row + r]);
+            let weight_rows: [&[u8]; ROWS] = std::array::from_fn(|r| product.rows[row + r]);
             let mut sums = [[Avx512Lanes::zero(); TILE]; ROWS];
             for index in 0..weight_rows[0].len() / BYTES {
                 let blocks: [&[u8; BYTES]; ROWS] =
@@ -766,7 +767,7 @@ where
                     }
                 }
             }
-            write_sums(self.out, n, row, first, &sums);
+            write_sums(product.out, n, row, first, &sums);
         }
     }
 }
