@@ -189,6 +189,15 @@ fn tensor1(v: &[f64]) -> Tensor {
 }
 
 /// Write the model as config.json + model.safetensors + a word-level tokenizer.json.
+/// `w` saved as a `model_type` checkpoint in a fresh directory (removed when the returned guard
+/// drops) and loaded.
+fn saved_model(w: &Weights, model_type: &str) -> (tempfile::TempDir, LanguageModel) {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), w, model_type);
+    let model = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    (dir, model)
+}
+
 fn save(dir: &Path, w: &Weights, model_type: &str) {
     let mut t: HashMap<String, Tensor> = HashMap::new();
     t.insert("model.embed_tokens.weight".into(), tensor2(&w.embed));
@@ -474,10 +483,8 @@ fn next_logits(prefix: &candor_infer::Prefix) -> Tensor {
 fn branches_of_one_cache_never_see_each_others_tokens() {
     // Caught by design: in-place appends into a shared buffer must not leak one branch's
     // positions into another (copy on write for any cache not at the buffer's frontier).
-    let dir = tempfile::tempdir().unwrap();
     let weights = random_weights(5, true, false, false);
-    save(dir.path(), &weights, "qwen2");
-    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let (_dir, m) = saved_model(&weights, "qwen2");
     let left = token_sequence(12, 1);
     let right: Vec<u32> = left[..5].iter().copied().chain(token_sequence(7, 2)).collect();
     let trunk = m.prefill(&left[..5]).unwrap();
@@ -503,10 +510,8 @@ fn branches_of_one_cache_never_see_each_others_tokens() {
 fn one_token_appends_past_the_buffer_capacity_match_a_from_scratch_forward() {
     // The buffer starts at 1.5 × the prompt + 64 positions; 150 single-token steps must grow it
     // (copying the filled part) without changing any logits.
-    let dir = tempfile::tempdir().unwrap();
     let weights = random_weights(9, false, true, false);
-    save(dir.path(), &weights, "llama");
-    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let (_dir, m) = saved_model(&weights, "llama");
     let tokens = token_sequence(150, 3);
     let expected = naive_forward(&weights, &tokens);
     let mut state = m.prefill(&tokens[..3]).unwrap();
@@ -522,10 +527,8 @@ fn one_token_appends_past_the_buffer_capacity_match_a_from_scratch_forward() {
 
 #[test]
 fn ragged_sequences_in_one_pass_match_each_naive_forward() {
-    let dir = tempfile::tempdir().unwrap();
     let weights = random_weights(13, true, false, false);
-    save(dir.path(), &weights, "qwen2");
-    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let (_dir, m) = saved_model(&weights, "qwen2");
     // Three sequences at different positions, fed chunks of 1, 4 and 2 tokens, twice.
     let sequences = [token_sequence(9, 4), token_sequence(20, 5), token_sequence(14, 6)];
     let prompt_lengths = [2, 11, 5];
@@ -550,10 +553,8 @@ fn a_pass_split_into_halves_gives_every_sequence_its_lone_bits() {
     // 20 short chunks on a 4-thread pool: the pass runs as halves side by side (down to parts
     // of at least 8 rows). Sequences 0-5 extend one shared prompt, so the halves race to
     // claim its buffer; the others have prompts of their own, at ragged positions.
-    let dir = tempfile::tempdir().unwrap();
     let weights = random_weights(17, true, false, false);
-    save(dir.path(), &weights, "qwen2");
-    let m = LanguageModel::load(&ModelSpec::Directory(dir.path().to_path_buf()), &LoadOptions::default()).unwrap();
+    let (_dir, m) = saved_model(&weights, "qwen2");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
     pool.install(|| {
         let shared = m.prefill(&token_sequence(7, 9)).unwrap();
