@@ -38,6 +38,7 @@
 mod attention;
 mod config;
 mod error;
+mod gated;
 mod generate;
 mod gguf_guard;
 mod hub;

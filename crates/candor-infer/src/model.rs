@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use crate::attention::{DirectAttention, SequenceQueries};
 use crate::config::{Architecture, Llama3RopeScaling, ModelConfig, GEMMA3_LOCAL_ROPE_THETA};
 use crate::error::{InferError, Result};
+use crate::gated;
 use crate::quantized::{QuantizedMatrix, Weight, WeightStorage, GEMM_MIN_ACTIVATION_ROWS};
 
 /// A linear projection `y = x Wᵀ (+ b)` with `W` of shape `[out, in]`.
@@ -765,7 +766,7 @@ impl Model {
         let attn = self.post_norm(project(&block.o, &Tensor::cat(&outs, 0)?)?, block.post_attn_norm.as_ref())?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
-        let gated = (self.activate(&project(&block.gate, &h)?)? * project(&block.up, &h)?)?;
+        let gated = self.gated(&project(&block.gate, &h)?, &project(&block.up, &h)?)?;
         let ffn = self.post_norm(project(&block.down, &gated)?, block.post_ffn_norm.as_ref())?;
         Ok((x + ffn)?)
     }
@@ -849,7 +850,7 @@ impl Model {
         let attn = self.post_norm(self.attention(block, &h, ctx)?, block.post_attn_norm.as_ref())?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
-        let gated = (self.activate(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
+        let gated = self.gated(&block.gate.forward(&h)?, &block.up.forward(&h)?)?;
         let ffn = self.post_norm(block.down.forward(&gated)?, block.post_ffn_norm.as_ref())?;
         Ok((x + ffn)?)
     }
@@ -925,11 +926,15 @@ impl Model {
         })
     }
 
-    /// The feed-forward gate's activation: SiLU, or tanh-approximated GELU for Gemma 3.
-    fn activate(&self, gate: &Tensor) -> Result<Tensor> {
+    /// The feed-forward's `activation(gate) · up`: SiLU, or tanh-approximated GELU for Gemma 3.
+    /// SiLU on the CPU takes the fused kernel of [`gated`], with candle's bits.
+    fn gated(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         Ok(match self.config.architecture {
-            a if a.is_gemma() => gate.gelu()?,
-            _ => candle_nn::ops::silu(gate)?,
+            a if a.is_gemma() => (gate.gelu()? * up)?,
+            _ => match gated::silu_times_on_cpu(gate, up)? {
+                Some(product) => product,
+                None => (candle_nn::ops::silu(gate)? * up)?,
+            },
         })
     }
 

@@ -42,7 +42,7 @@ pub(crate) fn roped_heads_on_cpu(rows: &Tensor, shape: (usize, usize, usize, usi
 }
 
 /// The f32 values of a contiguous CPU tensor's storage.
-fn cpu_values(storage: &Storage, offsets: Option<(usize, usize)>) -> Option<&[f32]> {
+pub(crate) fn cpu_values(storage: &Storage, offsets: Option<(usize, usize)>) -> Option<&[f32]> {
     match (storage, offsets) {
         (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) => Some(&data[start..end]),
         _ => None,

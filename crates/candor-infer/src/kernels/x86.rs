@@ -535,25 +535,26 @@ unsafe fn dequantized<L: Lanes16, const OFFSET: bool>(q: L, scale: f32, offset: 
     }
 }
 
-/// The outputs of a tile of a quantized product: `out[(row + r) * n + first + t]` is the tree sum
-/// of `sums[r][t]`.
+/// The outputs of a tile of a quantized product: `out[(first + t) * weight_rows + row + r]`
+/// (`out` is `[n, weight_rows]`) is the tree sum of `sums[r][t]`.
 #[inline(always)]
 unsafe fn write_sums<L: Lanes16, const ROWS: usize, const TILE: usize>(out: &mut [f32], n: usize, row: usize, first: usize, sums: &[[L; TILE]; ROWS]) {
+    let weight_rows = out.len() / n;
     if ROWS * TILE == 16 {
         let totals = unsafe { L::reduce_sixteen(std::array::from_fn(|i| sums[i / TILE][i % TILE])) };
-        for (r, totals) in totals.chunks_exact(TILE).enumerate() {
-            out[(row + r) * n + first..(row + r) * n + first + TILE].copy_from_slice(totals);
+        for (i, total) in totals.into_iter().enumerate() {
+            out[(first + i % TILE) * weight_rows + row + i / TILE] = total;
         }
         return;
     }
     for (r, sums) in sums.iter().enumerate() {
         for (t, sum) in sums.iter().enumerate() {
-            out[(row + r) * n + first + t] = unsafe { sum.reduce() };
+            out[(first + t) * weight_rows + row + r] = unsafe { sum.reduce() };
         }
     }
 }
 
-/// Quantized weight rows (`rows[r]` one row's blocks) times activations, `out[r * n + t]`,
+/// Quantized weight rows (`rows[r]` one row's blocks) times activations, `out[t * rows + r]`,
 /// each tile computed by the kernel `K` ([`BlockTiles`]).
 struct BlockProduct<'a, K> {
     kernel: std::marker::PhantomData<K>,
@@ -772,7 +773,7 @@ where
     }
 }
 
-/// Dense f32 weight rows (`[rows, cols]`) times activations, `out[r * n + t]`; the columns past
+/// Dense f32 weight rows (`[rows, cols]`) times activations, `out[t * rows + r]`; the columns past
 /// the last run of 16 are added after the partial sums, as in the plain build.
 struct DenseProduct<'a> {
     weights: &'a [f32],
@@ -814,11 +815,12 @@ impl<L: Lanes16> TileProduct<L> for DenseProduct<'_> {
                     }
                 }
             }
+            let weight_rows = self.out.len() / n;
             for (r, sums) in sums.iter().enumerate() {
                 let w_row = &self.weights[(row + r) * cols..(row + r + 1) * cols];
                 for (t, sum) in sums.iter().enumerate() {
                     let x_row = &self.x.rows[(first + t) * cols..(first + t + 1) * cols];
-                    self.out[(row + r) * n + first + t] = tail_dot::<true>(w_row, x_row, sum.reduce());
+                    self.out[(first + t) * weight_rows + row + r] = tail_dot::<true>(w_row, x_row, sum.reduce());
                 }
             }
         }
@@ -991,4 +993,84 @@ unsafe fn transposed_tree_sum(a: [__m512; 16]) -> __m512 {
         let key_order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         _mm512_permutexvar_ps(key_order, sums)
     }
+}
+
+/// The table of [`exp_of_eight`]: entry `i` is the bits of 2^(i/32) correctly rounded to f64,
+/// less `i << 47` (so that adding `k << 47` for `k ≡ i mod 32` gives 2^(k/32)). Computed with
+/// 80-digit decimal arithmetic; the test recomputes each entry.
+pub(super) const EXP_TABLE: [u64; 32] = [
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
+    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
+    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
+    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
+];
+/// 32 / ln 2, and the constants of the cubic 2^(r/32) ≈ 1 + C2 r + C1 r² + C0 r³ on
+/// r ∈ [-1/2, 1/2]: those of the exponential in glibc's libm (from Arm's optimized routines).
+const EXP_32_OVER_LN2: u64 = 0x4047_1547_652b_82fe;
+const EXP_C0: u64 = 0x3ebc_6af8_4b91_2394;
+const EXP_C1: u64 = 0x3f2e_bfce_50fa_c4f3;
+const EXP_C2: u64 = 0x3f96_2e42_ff0c_52d6;
+/// 1.5 · 2^52: adding it rounds a double to an integer in the low mantissa bits.
+const EXP_ROUNDING_SHIFT: u64 = 0x4338_0000_0000_0000;
+/// Top 12 bits (sign cleared) of |x| = 88.0: from there on glibc's `expf` takes its paths for
+/// overflow, underflow, infinities and NaN, which [`silu_times_avx512`] leaves to `f32::exp`.
+const EXP_SPECIAL_TOP12: i32 = 0x42b;
+
+/// e^x of 8 floats, computed the way glibc's `expf` computes it on a CPU with FMA (its
+/// `__expf_fma`): in doubles, `k = round(x · 32/ln 2)` by the 1.5 · 2^52 shift, both fused
+/// multiply-adds of the reduction, 2^(k/32) from the table, the cubic by three fused
+/// multiply-adds, then rounded to f32 once. Same operations in the same order, so the same bits
+/// for every |x| < 88 (the test compares with `f32::exp`).
+#[inline(always)]
+unsafe fn exp_of_eight(x: __m256) -> __m256 {
+    unsafe {
+        let constant = |bits: u64| _mm512_set1_pd(f64::from_bits(bits));
+        let (scale, shift) = (constant(EXP_32_OVER_LN2), constant(EXP_ROUNDING_SHIFT));
+        let xd = _mm512_cvtps_pd(x);
+        let shifted = _mm512_fmadd_pd(scale, xd, shift);
+        let k = _mm512_castpd_si512(shifted);
+        let r = _mm512_fmsub_pd(scale, xd, _mm512_sub_pd(shifted, shift));
+        let table = |at: usize| _mm512_loadu_si512(EXP_TABLE[at..at + 8].as_ptr().cast());
+        // Entries 0-15 and 16-31 by two 16-way permutes, bit 4 of k picking between them.
+        let low = _mm512_permutex2var_epi64(table(0), k, table(8));
+        let high = _mm512_permutex2var_epi64(table(16), k, table(24));
+        let entry = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(k, _mm512_set1_epi64(16)), low, high);
+        let two_to_k = _mm512_castsi512_pd(_mm512_add_epi64(entry, _mm512_slli_epi64::<47>(k)));
+        let z = _mm512_fmadd_pd(constant(EXP_C0), r, constant(EXP_C1));
+        let y = _mm512_fmadd_pd(constant(EXP_C2), r, _mm512_set1_pd(1.0));
+        let y = _mm512_fmadd_pd(z, _mm512_mul_pd(r, r), y);
+        _mm512_cvtpd_ps(_mm512_mul_pd(y, two_to_k))
+    }
+}
+
+/// [`super::silu_times`] on AVX-512: `out = g / (1 + e^(-g)) · u`, eight values at a time with
+/// [`exp_of_eight`], f32 additions, divisions and products as the plain build's; runs holding
+/// a gate of magnitude 88 or more, and the values past the last run of 8, go through `f32::exp`.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn silu_times_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let runs = gate.len().min(up.len()).min(out.len()) / 8;
+    unsafe {
+        let (one, sign) = (_mm256_set1_ps(1.0), _mm256_set1_ps(-0.0));
+        for run in 0..runs {
+            let g = _mm256_loadu_ps(gate.as_ptr().add(8 * run));
+            let top12 = _mm256_and_si256(_mm256_srli_epi32::<20>(_mm256_castps_si256(g)), _mm256_set1_epi32(0x7ff));
+            if _mm256_movemask_epi8(_mm256_cmpgt_epi32(top12, _mm256_set1_epi32(EXP_SPECIAL_TOP12 - 1))) != 0 {
+                let at = 8 * run..8 * run + 8;
+                super::silu_times_plain(&gate[at.clone()], &up[at.clone()], &mut out[at]);
+                continue;
+            }
+            let e = exp_of_eight(_mm256_xor_ps(g, sign));
+            let silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * run), _mm256_mul_ps(silu, _mm256_loadu_ps(up.as_ptr().add(8 * run))));
+        }
+    }
+    let done = 8 * runs;
+    super::silu_times_plain(&gate[done..], &up[done..], &mut out[done..]);
 }
