@@ -37,8 +37,8 @@
 
 mod attention;
 mod config;
+mod elementwise;
 mod error;
-mod gated;
 mod generate;
 mod gguf_guard;
 mod hub;

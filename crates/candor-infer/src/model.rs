@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::attention::{DirectAttention, SequenceQueries};
 use crate::config::{Architecture, Llama3RopeScaling, ModelConfig, GEMMA3_LOCAL_ROPE_THETA};
 use crate::error::{InferError, Result};
-use crate::gated;
+use crate::elementwise;
 use crate::quantized::{QuantizedMatrix, Weight, WeightStorage, GEMM_MIN_ACTIVATION_ROWS};
 
 /// A linear projection `y = x Wᵀ (+ b)` with `W` of shape `[out, in]`.
@@ -764,11 +764,11 @@ impl Model {
                 .collect::<Result<Vec<_>>>()?,
         };
         let attn = self.post_norm(project(&block.o, &Tensor::cat(&outs, 0)?)?, block.post_attn_norm.as_ref())?;
-        let x = (x + attn)?;
+        let x = residual(x, &attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
         let gated = self.gated(&project(&block.gate, &h)?, &project(&block.up, &h)?)?;
         let ffn = self.post_norm(project(&block.down, &gated)?, block.post_ffn_norm.as_ref())?;
-        Ok((x + ffn)?)
+        residual(&x, &ffn)
     }
 
     /// Whether a sequence's chunk attends through [`DirectAttention`] (on the CPU, any chunk
@@ -848,11 +848,11 @@ impl Model {
         let eps = self.config.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &block.attn_norm, eps)?;
         let attn = self.post_norm(self.attention(block, &h, ctx)?, block.post_attn_norm.as_ref())?;
-        let x = (x + attn)?;
+        let x = residual(x, &attn)?;
         let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
         let gated = self.gated(&block.gate.forward(&h)?, &block.up.forward(&h)?)?;
         let ffn = self.post_norm(block.down.forward(&gated)?, block.post_ffn_norm.as_ref())?;
-        Ok((x + ffn)?)
+        residual(&x, &ffn)
     }
 
     fn attention(&self, block: &Block, h: &Tensor, ctx: &AttentionInput<'_>) -> Result<Tensor> {
@@ -927,11 +927,11 @@ impl Model {
     }
 
     /// The feed-forward's `activation(gate) · up`: SiLU, or tanh-approximated GELU for Gemma 3.
-    /// SiLU on the CPU takes the fused kernel of [`gated`], with candle's bits.
+    /// SiLU on the CPU takes the fused kernel of [`elementwise`], with candle's bits.
     fn gated(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         Ok(match self.config.architecture {
             a if a.is_gemma() => (gate.gelu()? * up)?,
-            _ => match gated::silu_times_on_cpu(gate, up)? {
+            _ => match elementwise::silu_times_on_cpu(gate, up)? {
                 Some(product) => product,
                 None => (candle_nn::ops::silu(gate)? * up)?,
             },
@@ -1184,6 +1184,14 @@ impl Model {
     /// The rope inverse frequencies in use (after scaling), for checking an export.
     pub(crate) fn inv_freq(&self) -> &[f64] {
         &self.inv_freq
+    }
+}
+
+/// The residual sum `x + delta`: on the CPU by [`elementwise::sum_on_cpu`], elsewhere candle's.
+fn residual(x: &Tensor, delta: &Tensor) -> Result<Tensor> {
+    match elementwise::sum_on_cpu(x, delta)? {
+        Some(sum) => Ok(sum),
+        None => Ok((x + delta)?),
     }
 }
 

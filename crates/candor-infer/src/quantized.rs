@@ -321,11 +321,21 @@ fn parallel_row_products(rows: usize, n: usize, task: impl Fn(usize, &mut [f32])
         local.resize(count * n, 0.0);
         task(index * ROWS_PER_TASK, local)?;
         for (run, values) in runs.iter_mut().zip(local.chunks_exact(count.max(1))) {
-            run.copy_from_slice(values);
+            copy_run(run, values);
         }
         Ok::<(), InferError>(())
     })?;
     Ok(y)
+}
+
+/// `run.copy_from_slice(values)`, with a full run of [`ROWS_PER_TASK`] copied inline: the
+/// library `memmove` called for each 64-byte run was 1.2% of a 16-sequence decode step.
+fn copy_run(run: &mut [f32], values: &[f32]) {
+    if let (Ok(run), Ok(values)) = (<&mut [f32; ROWS_PER_TASK]>::try_from(&mut *run), <&[f32; ROWS_PER_TASK]>::try_from(values)) {
+        *run = *values;
+        return;
+    }
+    run.copy_from_slice(values);
 }
 
 /// `x Wᵀ` for a few activation rows and a dense f32 weight `[rows, cols]` on the CPU, by the
