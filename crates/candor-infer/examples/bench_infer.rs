@@ -168,8 +168,17 @@ fn bench_prefill(model: &LanguageModel, ids: &[u32]) -> Result<f64> {
     Ok(ids.len() as f64 / median(times))
 }
 
+/// The index of the largest value (the first of equals), keeping the best value in hand: the
+/// fold that indexed `values[best]` at every step, bounds checks included, was 1.3% of a
+/// 16-sequence decode step (perf), twice its share of a single-sequence one.
 fn argmax(values: &[f64]) -> u32 {
-    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best }) as u32
+    let mut best = (0, f64::NEG_INFINITY);
+    for (i, &value) in values.iter().enumerate() {
+        if value > best.1 {
+            best = (i, value);
+        }
+    }
+    best.0 as u32
 }
 
 fn bench_decode(model: &LanguageModel, prompt: &Prefix) -> Result<f64> {
