@@ -22,6 +22,8 @@ use std::sync::OnceLock;
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
+use crate::error::{InferError, Result};
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -202,6 +204,51 @@ impl<'a> Activations<'a> {
     fn interleaved(&self) -> &[f32] {
         &self.interleaved[self.start..]
     }
+}
+
+/// `out[t * out_stride + j] = Σ_c x[t, c] · w[j, c]` for the rows of `x` and of `w` (both
+/// row-major, `cols` wide): `x · wᵀ` by the f32 gemm candle's `matmul` runs, called the way
+/// candle calls it (the same strides, alpha, beta and threads), so the same sums, but into a
+/// slice of a wider result (`out_stride` ≥ the rows of `w`) instead of a fresh tensor to be
+/// concatenated, with `w` in a buffer the caller reuses.
+pub(crate) fn gemm_x_wt(x: &[f32], w: &[f32], cols: usize, out: &mut [f32], out_stride: usize) -> Result<()> {
+    let (n, count) = (x.len() / cols.max(1), w.len() / cols.max(1));
+    let fits = n == 0 || (count <= out_stride && out.len() >= (n - 1) * out_stride + count);
+    if cols == 0 || x.len() != n * cols || w.len() != count * cols || !fits {
+        return Err(InferError::InvalidInput(format!(
+            "gemm of {} activations and {} weights of {cols} columns into {} outputs {out_stride} apart",
+            x.len(),
+            w.len(),
+            out.len()
+        )));
+    }
+    let stride = |s: usize| s as isize;
+    // SAFETY: checked above: `x` holds `n` rows and `w` `count` rows of `cols` values, and every
+    // output `t * out_stride + j` (t < n, j < count) lies inside `out`; the three do not alias.
+    unsafe {
+        gemm::gemm(
+            n,
+            count,
+            cols,
+            out.as_mut_ptr(),
+            1,
+            stride(out_stride),
+            false,
+            x.as_ptr(),
+            1,
+            stride(cols),
+            w.as_ptr(),
+            stride(cols),
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        )
+    }
+    Ok(())
 }
 
 /// `out[i] = silu(gate[i]) · up[i]`, the feed-forward's gated activation of SiLU models:
