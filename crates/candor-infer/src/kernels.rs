@@ -970,6 +970,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn gemm_into_a_wider_result_has_the_bits_of_candles_matmul() {
+        // The many-row product calls gemm as candle's matmul does, but writes columns 5..28 of
+        // a 30-wide result: the same sums, only placed elsewhere; the columns around stay as
+        // they were.
+        let (n, rows, cols, stride, at) = (37, 23, 70, 30, 5);
+        let x = random_values(n * cols, 97, 1.0);
+        let w = random_values(rows * cols, 101, 1.0);
+        let mut out = vec![7f32; n * stride];
+        gemm_x_wt(&x, &w, cols, &mut out[at..], stride).unwrap();
+        let xt = Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).unwrap();
+        let wt = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu).unwrap();
+        let candle: Vec<Vec<f32>> = xt.matmul(&wt.t().unwrap()).unwrap().to_vec2().unwrap();
+        for t in 0..n {
+            for c in 0..stride {
+                let got = out[t * stride + c];
+                match c.checked_sub(at).filter(|&j| j < rows) {
+                    Some(j) => assert_eq!(got.to_bits(), candle[t][j].to_bits(), "row {t} column {j}"),
+                    None => assert_eq!(got, 7.0, "row {t} column {c} outside the product"),
+                }
+            }
+        }
+        // A result too short for the last row's outputs is an error, not a write past its end.
+        assert!(gemm_x_wt(&x, &w, cols, &mut out[at + 8..], stride).is_err());
+        assert!(gemm_x_wt(&x, &w, cols, &mut out, rows - 1).is_err());
+    }
+
     /// Every 4,099th f32 bit pattern (about a million values of every sign and magnitude), the
     /// gates of magnitude 88 and more that take `f32::exp`'s special paths, and zeros.
     fn gate_values() -> Vec<f32> {
