@@ -258,35 +258,31 @@ impl QuantizedMatrix {
             return Err(InferError::InvalidInput(format!("quantized {:?} product of activations off the CPU", self.dtype)));
         };
         let mut y = vec![0f32; activation_rows * self.rows];
-        let slice_rows = (DENSE_SLICE_BYTES / (4 * self.cols.max(1))).max(ROWS_PER_TASK);
-        SLICE_BUFFER.with(|buffer| {
-            // A product nested in another on this thread (rayon work stealing) takes a buffer of
-            // its own.
-            let (mut own, mut reused);
-            let slice: &mut Vec<f32> = match buffer.try_borrow_mut() {
-                Ok(borrowed) => {
-                    reused = borrowed;
-                    &mut reused
-                }
-                Err(_) => {
-                    own = Vec::new();
-                    &mut own
-                }
-            };
-            for first in (0..self.rows).step_by(slice_rows) {
-                let count = slice_rows.min(self.rows - first);
-                if slice.len() < count * self.cols {
-                    slice.resize(count * self.cols, 0.0);
-                }
-                let slice = &mut slice[..count * self.cols];
-                self.dequantize_range_into(first, slice)?;
-                kernels::gemm_x_wt(values, slice, self.cols, &mut y[first..], self.rows)?;
-            }
-            Ok::<(), InferError>(())
+        // A product nested in another on this thread (rayon work stealing) takes a buffer of its
+        // own.
+        SLICE_BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut reused) => self.gemm_by_slices(values, &mut reused, &mut y),
+            Err(_) => self.gemm_by_slices(values, &mut Vec::new(), &mut y),
         })?;
         let mut shape = leading;
         shape.push(self.rows);
         Ok(Tensor::from_vec(y, shape, &Device::Cpu)?)
+    }
+
+    /// `y = x Wᵀ` (`x` `[n, cols]`, `y` `[n, rows]`) by gemm on slices of at most
+    /// [`DENSE_SLICE_BYTES`] of dequantized rows, each dequantized into `slice` in turn.
+    fn gemm_by_slices(&self, x: &[f32], slice: &mut Vec<f32>, y: &mut [f32]) -> Result<()> {
+        let slice_rows = (DENSE_SLICE_BYTES / (4 * self.cols.max(1))).max(ROWS_PER_TASK);
+        for first in (0..self.rows).step_by(slice_rows) {
+            let count = slice_rows.min(self.rows - first);
+            if slice.len() < count * self.cols {
+                slice.resize(count * self.cols, 0.0);
+            }
+            let rows = &mut slice[..count * self.cols];
+            self.dequantize_range_into(first, rows)?;
+            kernels::gemm_x_wt(x, rows, self.cols, &mut y[first..], self.rows)?;
+        }
+        Ok(())
     }
 
     /// Leading dims of `x` and `x` as `[n, cols]`, after checking the last dim and dtype.
