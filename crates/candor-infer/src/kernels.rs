@@ -14,7 +14,8 @@
 //! plain build, `=avx2` the AVX2 one (tests call each build directly).
 
 // The only unsafe code is the call of a vector build after the run-time check that the CPU
-// supports it (`is_x86_feature_detected!`), which is what makes that call sound, and a prefetch.
+// supports it (`is_x86_feature_detected!`), which is what makes that call sound, a prefetch, and
+// the gemm call of a column block (with its checks).
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
@@ -206,49 +207,106 @@ impl<'a> Activations<'a> {
     }
 }
 
-/// `out[t * out_stride + j] = Σ_c x[t, c] · w[j, c]` for the rows of `x` and of `w` (both
-/// row-major, `cols` wide): `x · wᵀ` by the f32 gemm candle's `matmul` runs, called the way
-/// candle calls it (the same strides, alpha, beta and threads), so the same sums, but into a
-/// slice of a wider result (`out_stride` ≥ the rows of `w`) instead of a fresh tensor to be
-/// concatenated, with `w` in a buffer the caller reuses.
-pub(crate) fn gemm_x_wt(x: &[f32], w: &[f32], cols: usize, out: &mut [f32], out_stride: usize) -> Result<()> {
-    let (n, count) = (x.len() / cols.max(1), w.len() / cols.max(1));
-    let fits = n == 0 || (count <= out_stride && out.len() >= (n - 1) * out_stride + count);
-    if cols == 0 || x.len() != n * cols || w.len() != count * cols || !fits {
+/// A block of whole columns of a `[n, width]` result of `x · wᵀ`, to be filled by
+/// [`ColumnBlock::gemm_x_wt`] on whichever thread holds it. [`column_blocks`] cuts a result
+/// into blocks that share no column, so blocks filled at the same time on different threads
+/// never write the same value.
+pub(crate) struct ColumnBlock<'a> {
+    result: *mut f32,
+    n: usize,
+    width: usize,
+    columns: std::ops::Range<usize>,
+    _result: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a block writes only its own columns of the result (checked in `gemm_x_wt`), the blocks
+// of a result cover disjoint columns (they are made only by `column_blocks`, which holds the
+// result's unique borrow for their lifetime), so sending blocks to other threads lets no two
+// threads write one value, and nothing else reads the result while they exist.
+unsafe impl Send for ColumnBlock<'_> {}
+
+/// Fewest columns of a block (unless the whole result is narrower). gemm multiplies small
+/// products another way: a dot-product path when `m · n` ≤ 256 and, when `m` and `n` are both
+/// at most 64, 512-deep slices of the sums instead of its cache-sized ones (k = 576: 512 + 64
+/// instead of 288 + 288). Blocks of more than 64 columns, with the 32 activation rows or more
+/// of the gemm path, take the path of the whole product, so every value has the bits of one
+/// gemm over the whole weight, whatever the blocks.
+const MIN_BLOCK_COLUMNS: usize = 80;
+
+/// `result` (`[n, width]` row-major) cut into blocks of `block_width` columns, at least
+/// [`MIN_BLOCK_COLUMNS`], left to right; a remainder narrower than that joins the block before.
+pub(crate) fn column_blocks(result: &mut [f32], width: usize, block_width: usize) -> Result<Vec<ColumnBlock<'_>>> {
+    if width == 0 || !result.len().is_multiple_of(width) {
         return Err(InferError::InvalidInput(format!(
-            "gemm of {} activations and {} weights of {cols} columns into {} outputs {out_stride} apart",
-            x.len(),
-            w.len(),
-            out.len()
+            "a result of {} values cut into blocks of {width} columns",
+            result.len()
         )));
     }
-    let stride = |s: usize| s as isize;
-    // SAFETY: checked above: `x` holds `n` rows and `w` `count` rows of `cols` values, and every
-    // output `t * out_stride + j` (t < n, j < count) lies inside `out`; the three do not alias.
-    unsafe {
-        gemm::gemm(
-            n,
-            count,
-            cols,
-            out.as_mut_ptr(),
-            1,
-            stride(out_stride),
-            false,
-            x.as_ptr(),
-            1,
-            stride(cols),
-            w.as_ptr(),
-            stride(cols),
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        )
+    let block_width = block_width.max(MIN_BLOCK_COLUMNS);
+    let mut starts: Vec<usize> = (0..width).step_by(block_width).collect();
+    if starts.len() > 1 && width - starts[starts.len() - 1] < MIN_BLOCK_COLUMNS {
+        starts.pop();
     }
-    Ok(())
+    let (n, start) = (result.len() / width, result.as_mut_ptr());
+    let ends = starts.iter().skip(1).copied().chain([width]);
+    Ok(starts
+        .iter()
+        .zip(ends)
+        .map(|(&first, end)| ColumnBlock { result: start, n, width, columns: first..end, _result: std::marker::PhantomData })
+        .collect())
+}
+
+impl ColumnBlock<'_> {
+    /// The result's columns this block holds.
+    pub(crate) fn columns(&self) -> std::ops::Range<usize> {
+        self.columns.clone()
+    }
+
+    /// Fills the block: `result[t, first + j] = Σ_c x[t, c] · w[j, c]` for the `n` rows of `x`
+    /// and the block's rows of `w` (both row-major, `cols` wide), by the f32 gemm candle's
+    /// `matmul` runs, with the same strides, alpha and beta, so the same sums (tested against
+    /// candle's matmul), on this thread: the caller runs blocks in parallel.
+    pub(crate) fn gemm_x_wt(self, x: &[f32], w: &[f32], cols: usize) -> Result<()> {
+        let count = self.columns.len();
+        if cols == 0 || x.len() != self.n * cols || w.len() != count * cols {
+            return Err(InferError::InvalidInput(format!(
+                "gemm of {} activations and {} weights of {cols} columns into a block of {count} of {} columns for {} rows",
+                x.len(),
+                w.len(),
+                self.width,
+                self.n
+            )));
+        }
+        let stride = |s: usize| s as isize;
+        // SAFETY: `x` holds `n` rows and `w` `count` rows of `cols` values (checked above); the
+        // outputs `t * width + first + j` (t < n, j < count) lie inside the `n * width` result
+        // that `column_blocks` borrowed, in this block's columns, which no other block writes;
+        // the result does not alias `x` or `w` (it is mutably borrowed).
+        unsafe {
+            gemm::gemm(
+                self.n,
+                count,
+                cols,
+                self.result.add(self.columns.start),
+                1,
+                stride(self.width),
+                false,
+                x.as_ptr(),
+                1,
+                stride(cols),
+                w.as_ptr(),
+                stride(cols),
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+        Ok(())
+    }
 }
 
 /// `out[i] = silu(gate[i]) · up[i]`, the feed-forward's gated activation of SiLU models:
@@ -971,30 +1029,52 @@ mod tests {
     }
 
     #[test]
-    fn gemm_into_a_wider_result_has_the_bits_of_candles_matmul() {
-        // The many-row product calls gemm as candle's matmul does, but writes columns 5..28 of
-        // a 30-wide result: the same sums, only placed elsewhere; the columns around stay as
-        // they were.
-        let (n, rows, cols, stride, at) = (37, 23, 70, 30, 5);
+    fn column_blocks_filled_in_parallel_have_the_bits_of_candles_matmul() {
+        // The many-row product cuts its result into column blocks that threads fill at once,
+        // each with the gemm call candle's matmul makes, on that thread: every value has the
+        // bits of candle's matmul over the whole weight, whatever the blocks. 37 activation
+        // rows and 576 columns: blocks of 64 columns or fewer would be summed in 512 + 64
+        // instead of 288 + 288 (and differ), so blocks are kept wider.
+        use rayon::prelude::*;
+        let (n, rows, cols) = (37, 200, 576);
         let x = random_values(n * cols, 97, 1.0);
         let w = random_values(rows * cols, 101, 1.0);
-        let mut out = vec![7f32; n * stride];
-        gemm_x_wt(&x, &w, cols, &mut out[at..], stride).unwrap();
         let xt = Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).unwrap();
         let wt = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu).unwrap();
         let candle: Vec<Vec<f32>> = xt.matmul(&wt.t().unwrap()).unwrap().to_vec2().unwrap();
-        for t in 0..n {
-            for c in 0..stride {
-                let got = out[t * stride + c];
-                match c.checked_sub(at).filter(|&j| j < rows) {
-                    Some(j) => assert_eq!(got.to_bits(), candle[t][j].to_bits(), "row {t} column {j}"),
-                    None => assert_eq!(got, 7.0, "row {t} column {c} outside the product"),
+        for (block_width, widths) in [(16, vec![80, 120]), (64, vec![80, 120]), (96, vec![96, 104]), (112, vec![112, 88]), (200, vec![200]), (512, vec![200])] {
+            let mut out = vec![f32::NAN; n * rows];
+            let blocks = column_blocks(&mut out, rows, block_width).unwrap();
+            assert_eq!(blocks.iter().map(|block| block.columns().len()).collect::<Vec<_>>(), widths, "blocks of {block_width}");
+            blocks
+                .into_par_iter()
+                .try_for_each(|block| {
+                    let columns = block.columns();
+                    block.gemm_x_wt(&x, &w[columns.start * cols..columns.end * cols], cols)
+                })
+                .unwrap();
+            for t in 0..n {
+                for j in 0..rows {
+                    assert_eq!(out[t * rows + j].to_bits(), candle[t][j].to_bits(), "blocks of {block_width}: row {t} column {j}");
                 }
             }
         }
-        // A result too short for the last row's outputs is an error, not a write past its end.
-        assert!(gemm_x_wt(&x, &w, cols, &mut out[at + 8..], stride).is_err());
-        assert!(gemm_x_wt(&x, &w, cols, &mut out, rows - 1).is_err());
+    }
+
+    #[test]
+    fn column_blocks_refuse_shapes_that_do_not_fit() {
+        let x = vec![1f32; 4 * 3];
+        let mut out = vec![0f32; 4 * 170];
+        assert!(column_blocks(&mut out, 3, 80).is_err(), "680 values are not rows of 3 columns");
+        assert!(column_blocks(&mut out, 0, 80).is_err(), "rows of no columns");
+        let mut blocks = column_blocks(&mut out, 170, 80).unwrap();
+        assert_eq!(blocks.iter().map(ColumnBlock::columns).collect::<Vec<_>>(), [0..80, 80..170]);
+        // A block given weight rows of another count, or activations of another width, is an
+        // error rather than a write into the next block.
+        let last = blocks.pop().unwrap();
+        assert!(last.gemm_x_wt(&x, &vec![1f32; 89 * 3], 3).is_err());
+        let first = blocks.remove(0);
+        assert!(first.gemm_x_wt(&x[..9], &vec![1f32; 80 * 3], 3).is_err());
     }
 
     /// Every 4,099th f32 bit pattern (about a million values of every sign and magnitude), the
