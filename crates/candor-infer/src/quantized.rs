@@ -276,17 +276,24 @@ impl QuantizedMatrix {
         per_thread.min(largest).div_ceil(ROWS_PER_TASK) * ROWS_PER_TASK
     }
 
-    /// One column block of `x Wᵀ` (`x` `[n, cols]`): the block's weight rows dequantized into
-    /// `slice`, then multiplied by gemm into the block.
+    /// One column block of `x Wᵀ` (`x` `[n, cols]`): the block's weight rows dequantized
+    /// [`ROWS_PER_TASK`] at a time and written column after column into `slice` (the layout
+    /// [`kernels::ColumnBlock::gemm_x_wt`] copies fastest), then multiplied by gemm into the block.
     fn block_product(&self, x: &[f32], slice: &mut Vec<f32>, block: kernels::ColumnBlock<'_>) -> Result<()> {
         let columns = block.columns();
-        let values = columns.len() * self.cols;
-        if slice.len() < values {
-            slice.resize(values, 0.0);
+        let (count, cols) = (columns.len(), self.cols);
+        let staged = ROWS_PER_TASK * cols;
+        if slice.len() < count * cols + staged {
+            slice.resize(count * cols + staged, 0.0);
         }
-        let rows = &mut slice[..values];
-        self.dequantize_stored_into(&self.row_order[columns], rows)?;
-        block.gemm_x_wt(x, rows, self.cols)
+        let (by_columns, rows) = slice.split_at_mut(count * cols);
+        let by_columns = &mut by_columns[..count * cols];
+        for (group, stored) in self.row_order[columns].chunks(ROWS_PER_TASK).enumerate() {
+            let rows = &mut rows[..stored.len() * cols];
+            self.dequantize_stored_into(stored, rows)?;
+            kernels::write_columns(rows, cols, by_columns, count, group * ROWS_PER_TASK);
+        }
+        block.gemm_x_wt(x, by_columns, cols)
     }
 
     /// Leading dims of `x` and `x` as `[n, cols]`, after checking the last dim and dtype.

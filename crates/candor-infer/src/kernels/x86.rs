@@ -1047,6 +1047,55 @@ unsafe fn exp_of_eight(x: __m256) -> __m256 {
     }
 }
 
+/// [`super::write_columns`] on AVX-512, for the first `tiles` tiles of 16 columns of 16 rows:
+/// each tile's 16 rows loaded, transposed in registers (pairs of values, then of pairs, then of
+/// 128-bit lanes, twice), and stored as 16 columns.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `rows` must hold 16 rows of `cols` values with `tiles · 16 ≤
+/// cols`, and `out` every `c · count + first + 0..16` for `c < tiles · 16`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn write_column_tiles_avx512(rows: &[f32], cols: usize, tiles: usize, out: &mut [f32], count: usize, first: usize) {
+    unsafe {
+        for tile in 0..tiles {
+            let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(rows.as_ptr().add(i * cols + 16 * tile)));
+            // Within each 128-bit lane: [r2i[0], r2i+1[0], r2i[1], r2i+1[1]] and the next two columns.
+            let pairs: [__m512; 16] = std::array::from_fn(|j| match j % 2 {
+                0 => _mm512_unpacklo_ps(r[j], r[j + 1]),
+                _ => _mm512_unpackhi_ps(r[j - 1], r[j]),
+            });
+            // quads[4g + c]: rows 4g..4g+4 of column c (lane 0), c + 4, c + 8, c + 12 (lanes 1-3).
+            let quads: [__m512; 16] = std::array::from_fn(|j| {
+                let (g, c) = (j / 4, j % 4);
+                let (a, b) = (_mm512_castps_pd(pairs[4 * g + c / 2]), _mm512_castps_pd(pairs[4 * g + 2 + c / 2]));
+                _mm512_castpd_ps(match c % 2 {
+                    0 => _mm512_unpacklo_pd(a, b),
+                    _ => _mm512_unpackhi_pd(a, b),
+                })
+            });
+            // halves[8h + c]: rows 8h..8h+4 and 8h+4..8h+8 of column c (c < 4: columns c, c + 8;
+            // c ≥ 4: columns c, c + 8 from the odd lanes).
+            let halves: [__m512; 16] = std::array::from_fn(|j| {
+                let (h, c) = (j / 8, j % 8);
+                let (a, b) = (quads[8 * h + c % 4], quads[8 * h + 4 + c % 4]);
+                match c / 4 {
+                    0 => _mm512_shuffle_f32x4::<0x88>(a, b),
+                    _ => _mm512_shuffle_f32x4::<0xdd>(a, b),
+                }
+            });
+            // Column c: rows 0..16 from halves[c % 8] and halves[8 + c % 8].
+            for c in 0..16 {
+                let (a, b) = (halves[c % 8], halves[8 + c % 8]);
+                let column = match c / 8 {
+                    0 => _mm512_shuffle_f32x4::<0x88>(a, b),
+                    _ => _mm512_shuffle_f32x4::<0xdd>(a, b),
+                };
+                _mm512_storeu_ps(out.as_mut_ptr().add((16 * tile + c) * count + first), column);
+            }
+        }
+    }
+}
+
 /// [`super::silu_times`] on AVX-512: `out = g / (1 + e^(-g)) · u`, eight values at a time with
 /// [`exp_of_eight`], f32 additions, divisions and products as the plain build's; runs holding
 /// a gate of magnitude 88 or more, and the values past the last run of 8, go through `f32::exp`.
