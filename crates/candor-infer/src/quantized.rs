@@ -14,9 +14,10 @@
 //!   block and multiplies it through candle's f32 gemm.
 //!
 //! [`Weight`] is what the model holds for a projection or the embedding table: dense f32 or
-//! quantized behind the same calls. Dense weights take the same two paths: the dot kernels for
-//! few activation rows (candle's gemm would repack the whole weight for every product), gemm
-//! for many.
+//! quantized behind the same calls. Dense CPU weights take the same two paths: the dot kernels
+//! for few activation rows (candle's gemm would repack the whole weight for every product), the
+//! column blocks for many (copied instead of dequantized); dense weights on a GPU go through
+//! candle's matmul.
 
 use std::fmt;
 use std::sync::Arc;
@@ -238,79 +239,10 @@ impl QuantizedMatrix {
         if activation_rows < GEMM_MIN_ACTIVATION_ROWS {
             return Ok(x.contiguous()?.apply_op1_no_bwd(self)?);
         }
-        let (leading, x2) = self.flatten_activations(x)?;
-        let x2 = x2.contiguous()?;
-        let (storage, layout) = x2.storage_and_layout();
-        let Some(values) = cpu_values(&storage, layout.contiguous_offsets()) else {
-            return Err(InferError::InvalidInput(format!("quantized {:?} product of activations off the CPU", self.dtype)));
-        };
-        let mut y = vec![0f32; activation_rows * self.rows];
-        let blocks = kernels::column_blocks(&mut y, self.rows, self.gemm_block_rows())?;
-        blocks.into_par_iter().try_for_each(|block| {
-            // A product nested in another on this thread (rayon work stealing) takes a buffer of
-            // its own.
-            SLICE_BUFFER.with(|buffer| match buffer.try_borrow_mut() {
-                Ok(mut reused) => self.block_product(values, &mut reused, block),
-                Err(_) => self.block_product(values, &mut Vec::new(), block),
-            })
-        })?;
-        let mut shape = leading;
-        shape.push(self.rows);
-        Ok(Tensor::from_vec(y, shape, &Device::Cpu)?)
-    }
-
-    /// Weight rows per block of the gemm path: the rows shared evenly among the threads, in
-    /// runs of [`ROWS_PER_TASK`], each block's dequantized slice at most
-    /// [`DENSE_SLICE_BYTES`].
-    ///
-    /// Why one block per thread, each dequantized and multiplied on that thread by a
-    /// single-threaded gemm, rather than the whole weight dequantized in parallel and then one
-    /// gemm on every thread: the slice a thread multiplies is the one it just wrote (in its own
-    /// cache, not written out to memory and read back by the other core), and a product waits
-    /// for the other threads once instead of at each of gemm's own parallel steps. A 200-token
-    /// prefill went from 462/431/496 to 494/465/509 tok/s (medians of 6 alternating runs in one
-    /// process, three processes); dequantizing fell from 5.2% to 1.8% of it (perf).
-    fn gemm_block_rows(&self) -> usize {
-        let per_thread = self.rows.div_ceil(rayon::current_num_threads().max(1));
-        let largest = (DENSE_SLICE_BYTES / (4 * self.cols.max(1))).max(ROWS_PER_TASK);
-        per_thread.min(largest).div_ceil(ROWS_PER_TASK) * ROWS_PER_TASK
-    }
-
-    /// One column block of `x Wᵀ` (`x` `[n, cols]`): the block's weight rows dequantized
-    /// [`ROWS_PER_TASK`] at a time and written column after column into `slice` (the layout
-    /// [`kernels::ColumnBlock::gemm_x_wt`] copies fastest), then multiplied by gemm into the block.
-    fn block_product(&self, x: &[f32], slice: &mut Vec<f32>, block: kernels::ColumnBlock<'_>) -> Result<()> {
-        let columns = block.columns();
-        let (count, cols) = (columns.len(), self.cols);
-        let staged = ROWS_PER_TASK * cols;
-        if slice.len() < count * cols + staged {
-            slice.resize(count * cols + staged, 0.0);
-        }
-        let (by_columns, rows) = slice.split_at_mut(count * cols);
-        let by_columns = &mut by_columns[..count * cols];
-        for (group, stored) in self.row_order[columns].chunks(ROWS_PER_TASK).enumerate() {
-            let rows = &mut rows[..stored.len() * cols];
-            self.dequantize_stored_into(stored, rows)?;
-            kernels::write_columns(rows, cols, by_columns, count, group * ROWS_PER_TASK);
-        }
-        block.gemm_x_wt(x, by_columns, cols)
-    }
-
-    /// Leading dims of `x` and `x` as `[n, cols]`, after checking the last dim and dtype.
-    fn flatten_activations(&self, x: &Tensor) -> Result<(Vec<usize>, Tensor)> {
-        let dims = x.dims();
-        if dims.last() != Some(&self.cols) || x.dtype() != DType::F32 {
-            return Err(InferError::InvalidInput(format!(
-                "activations of shape {dims:?} ({:?}) for a quantized {}x{} weight: expected f32 [.., {}]",
-                x.dtype(),
-                self.rows,
-                self.cols,
-                self.cols
-            )));
-        }
-        let leading = dims[..dims.len() - 1].to_vec();
-        let n = leading.iter().product::<usize>();
-        Ok((leading, x.reshape((n, self.cols))?))
+        let what = format!("quantized {:?}", self.dtype);
+        gemm_in_column_blocks(x, (self.rows, self.cols), &what, |first, out| {
+            self.dequantize_stored_into(&self.row_order[first..first + out.len() / self.cols], out)
+        })
     }
 
     /// The few-rows product on raw slices: `x` is `[n, cols]` row-major, the result `[n, rows]`.
@@ -331,6 +263,94 @@ impl QuantizedMatrix {
             Ok(())
         })
     }
+}
+
+/// `x Wᵀ` for activations `x` (`[.., cols]`, f32, CPU) and a `[rows, cols]` weight whose rows
+/// `fill(first, out)` writes (row-major) into `out`, [`ROWS_PER_TASK`] or fewer at a time: the
+/// many-row product of quantized and dense CPU weights. The result is cut into one column block
+/// per thread ([`gemm_block_rows`]); each thread writes its block's weight rows column after
+/// column into a buffer it keeps, then multiplies them by gemm into the block.
+fn gemm_in_column_blocks(
+    x: &Tensor,
+    (rows, cols): (usize, usize),
+    what: &str,
+    fill: impl Fn(usize, &mut [f32]) -> Result<()> + Sync,
+) -> Result<Tensor> {
+    let (leading, x2) = flatten_activations(x, (rows, cols), what)?;
+    let x2 = x2.contiguous()?;
+    let (storage, layout) = x2.storage_and_layout();
+    let Some(values) = cpu_values(&storage, layout.contiguous_offsets()) else {
+        return Err(InferError::InvalidInput(format!("{what} product of activations off the CPU")));
+    };
+    let mut y = vec![0f32; values.len() / cols.max(1) * rows];
+    let blocks = kernels::column_blocks(&mut y, rows, gemm_block_rows(rows, cols))?;
+    blocks.into_par_iter().try_for_each(|block| {
+        // A product nested in another on this thread (rayon work stealing) takes a buffer of its
+        // own.
+        SLICE_BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut reused) => block_product(values, cols, &fill, &mut reused, block),
+            Err(_) => block_product(values, cols, &fill, &mut Vec::new(), block),
+        })
+    })?;
+    let mut shape = leading;
+    shape.push(rows);
+    Ok(Tensor::from_vec(y, shape, &Device::Cpu)?)
+}
+
+/// Weight rows per block of the gemm path: the rows shared evenly among the threads, in runs of
+/// [`ROWS_PER_TASK`], each block's slice at most [`DENSE_SLICE_BYTES`].
+///
+/// Why one block per thread, each written and multiplied on that thread by a single-threaded
+/// gemm, rather than the whole weight dequantized in parallel and then one gemm on every
+/// thread: the slice a thread multiplies is the one it just wrote (in its own cache, not written
+/// out to memory and read back by the other core), and a product waits for the other threads
+/// once instead of at each of gemm's own parallel steps. A 200-token prefill went from
+/// 462/431/496 to 494/465/509 tok/s (medians of 6 alternating runs in one process, three
+/// processes); dequantizing fell from 5.2% to 1.8% of it (perf).
+fn gemm_block_rows(rows: usize, cols: usize) -> usize {
+    let per_thread = rows.div_ceil(rayon::current_num_threads().max(1));
+    let largest = (DENSE_SLICE_BYTES / (4 * cols.max(1))).max(ROWS_PER_TASK);
+    per_thread.min(largest).div_ceil(ROWS_PER_TASK) * ROWS_PER_TASK
+}
+
+/// One column block of `x Wᵀ` (`x` `[n, cols]`): the block's weight rows filled
+/// [`ROWS_PER_TASK`] at a time and written column after column into `slice` (the layout
+/// [`kernels::ColumnBlock::gemm_x_wt`] copies fastest), then multiplied by gemm into the block.
+fn block_product(
+    x: &[f32],
+    cols: usize,
+    fill: &impl Fn(usize, &mut [f32]) -> Result<()>,
+    slice: &mut Vec<f32>,
+    block: kernels::ColumnBlock<'_>,
+) -> Result<()> {
+    let columns = block.columns();
+    let count = columns.len();
+    let staged = ROWS_PER_TASK * cols;
+    if slice.len() < count * cols + staged {
+        slice.resize(count * cols + staged, 0.0);
+    }
+    let (by_columns, rows) = slice.split_at_mut(count * cols);
+    for first in (0..count).step_by(ROWS_PER_TASK) {
+        let rows = &mut rows[..ROWS_PER_TASK.min(count - first) * cols];
+        fill(columns.start + first, rows)?;
+        kernels::write_columns(rows, cols, by_columns, count, first);
+    }
+    block.gemm_x_wt(x, by_columns, cols)
+}
+
+/// Leading dims of `x` and `x` as `[n, cols]`, after checking it is f32 with `cols` columns
+/// for a `what` weight of `rows` × `cols`.
+fn flatten_activations(x: &Tensor, (rows, cols): (usize, usize), what: &str) -> Result<(Vec<usize>, Tensor)> {
+    let dims = x.dims();
+    if dims.last() != Some(&cols) || x.dtype() != DType::F32 {
+        return Err(InferError::InvalidInput(format!(
+            "activations of shape {dims:?} ({:?}) for a {what} {rows}x{cols} weight: expected f32 [.., {cols}]",
+            x.dtype()
+        )));
+    }
+    let leading = dims[..dims.len() - 1].to_vec();
+    let n = leading.iter().product::<usize>();
+    Ok((leading, x.reshape((n, cols))?))
 }
 
 /// Products of `n` activation rows with `rows` weight rows, `[n, rows]` row-major. Rayon tasks
@@ -466,15 +486,31 @@ pub(crate) enum Weight {
     Quantized(Arc<QuantizedMatrix>),
 }
 
+/// `x Wᵀ` for many activation rows and a dense f32 CPU weight, through the column blocks of
+/// [`gemm_in_column_blocks`] (candle's matmul packed the weight's rows value by value: dense
+/// prefill was ~20% slower than quantized).
+fn dense_gemm(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let (storage, layout) = w.storage_and_layout();
+    let Some(weights) = cpu_values(&storage, layout.contiguous_offsets()) else {
+        return Err(InferError::InvalidInput(format!("dense {:?} weight of shape {:?}: expected contiguous f32 on the CPU", w.dtype(), w.dims())));
+    };
+    gemm_in_column_blocks(x, (rows, cols), "dense", |first, out| {
+        out.copy_from_slice(&weights[first * cols..first * cols + out.len()]);
+        Ok(())
+    })
+}
+
 impl Weight {
     /// `x Wᵀ` for `x` of shape `[.., cols]`.
     pub(crate) fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Dense(w) => {
                 let activation_rows = x.elem_count() / w.dim(1)?.max(1);
-                match w.device().is_cpu() && activation_rows < GEMM_MIN_ACTIVATION_ROWS {
-                    true => Ok(x.contiguous()?.apply_op2_no_bwd(w, &DenseSmallBatch)?),
-                    false => Ok(x.matmul(&w.t()?)?),
+                match (w.device().is_cpu(), activation_rows < GEMM_MIN_ACTIVATION_ROWS) {
+                    (true, true) => Ok(x.contiguous()?.apply_op2_no_bwd(w, &DenseSmallBatch)?),
+                    (true, false) => dense_gemm(x, w),
+                    (false, _) => Ok(x.matmul(&w.t()?)?),
                 }
             }
             Self::Quantized(q) => q.matmul_t(x),
@@ -596,19 +632,22 @@ mod tests {
 
     #[test]
     fn gemm_path_slices_large_weights_and_keeps_leading_dims() {
-        // 600 rows of 4096 columns: 9.4 MB as f32, so more than one dense slice.
+        // 600 rows of 4096 columns: 9.4 MB as f32, more than one 8 MB slice whatever the threads
+        // (blocks of at most 512 rows); 2 × 20 activation rows, past the gemm threshold. Quantized
+        // and dense weights give the bits of candle's matmul with the dequantized weight.
         let (rows, cols) = (600, 4096);
         let q = QTensor::quantize(&random_matrix(rows, cols, 7), GgmlDType::Q8_0).unwrap();
         let dense = q.dequantize(&Device::Cpu).unwrap();
         let matrix = QuantizedMatrix::from_qtensor(&q).unwrap();
-        let x = random_matrix(2 * 5, cols, 8);
-        let got = matrix.matmul_t(&x.reshape((2, 5, cols)).unwrap()).unwrap();
-        assert_eq!(got.dims(), &[2, 5, rows]);
-        let diff = max_abs_diff(
-            &got.reshape((10, rows)).unwrap(),
-            &naive_product(&x, &dense),
-        );
-        assert!(diff < 1e-3, "max |diff| {diff:e}");
+        let x = random_matrix(2 * 20, cols, 8).reshape((2, 20, cols)).unwrap();
+        let candle: Vec<f32> = x.matmul(&dense.t().unwrap().broadcast_left(2).unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        for weight in [Weight::Quantized(Arc::new(matrix)), Weight::Dense(dense.clone())] {
+            let got = weight.matmul_t(&x).unwrap();
+            assert_eq!(got.dims(), &[2, 20, rows]);
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let differing = got.iter().zip(&candle).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differing, 0, "quantized: {}", weight.is_quantized());
+        }
     }
 
     #[test]
