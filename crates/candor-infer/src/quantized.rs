@@ -10,8 +10,8 @@
 //!   [`kernels::rows_dot`] (blocks dequantized in registers on x86-64, into an L1-sized buffer on
 //!   the plain build);
 //! - many activation rows (prefill, label batches): the weight's rows are cut into one block
-//!   per thread (of at most [`DENSE_SLICE_BYTES`] dequantized), and each thread dequantizes its
-//!   block and multiplies it through candle's f32 gemm.
+//!   per thread (of at most [`DENSE_SLICE_BYTES`] as f32), and each thread dequantizes its
+//!   block, column after column, and multiplies it through candle's f32 gemm.
 //!
 //! [`Weight`] is what the model holds for a projection or the embedding table: dense f32 or
 //! quantized behind the same calls. Dense CPU weights take the same two paths: the dot kernels
@@ -35,13 +35,14 @@ const ROWS_PER_TASK: usize = 16;
 /// From this many activation rows on, products go through gemm (on dequantized slices for
 /// quantized weights); below, through the dot kernels, which read each weight row once.
 pub(crate) const GEMM_MIN_ACTIVATION_ROWS: usize = 32;
-/// Largest dequantized f32 slice of a weight held at once on the gemm path.
+/// Largest f32 slice of a weight one thread holds at once on the gemm path (one column block).
 const DENSE_SLICE_BYTES: usize = 8 << 20;
 
 thread_local! {
-    /// The gemm path's dequantized slice, kept by each thread for its next product: a fresh one
-    /// per product was zeroed by the allocator first (with candle's output, 4.4% of a 200-token
-    /// prefill), and the products of a slice went through candle's matmul and a concatenation.
+    /// The gemm path's buffer, kept by each thread for its next product: its block's weight rows
+    /// column after column, then the few rows being dequantized (or copied) before they are
+    /// written there. A fresh slice per product was zeroed by the allocator first (with candle's
+    /// output, 4.4% of a 200-token prefill).
     static SLICE_BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
